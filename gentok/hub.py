@@ -1,0 +1,206 @@
+"""Save and load models as `config.json` + `model.safetensors`, found again through one registry keyed by `type`.
+
+Nothing here unpickles: the config is JSON rebuilt into registered dataclasses (`gentok.config`), weights are
+safetensors. Writes are atomic (temp file + `os.replace`) and `config.json` is written last, so a directory with a
+config always has the weights it names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gentok.config import from_dict, to_dict
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_MODELS: dict[str, type] = {}
+
+# Modules that register model types. `load` imports them lazily so `import gentok` stays light; a module listed here
+# that is not installed yet is skipped.
+_MODEL_MODULES = (
+    "gentok.quantizers",
+    "gentok.tokenizers.image.titok",
+    "gentok.tokenizers.image.flextok",
+    "gentok.tokenizers.image.binary",
+    "gentok.tokenizers.audio.codec",
+    "gentok.tokenizers.audio.hf",
+    "gentok.tokenizers.dna.mergedna",
+    "gentok.generators.ar",
+    "gentok.generators.asarm",
+    "recsys.item_tokens",
+    "recsys.models.recgpt",
+    "recsys.models.sasrec",
+    "recsys.models.setrec",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, truncated, corrupt, or of another model type."""
+
+
+def register(type_name: str):
+    """Class decorator: make a model loadable by `gentok.load` under `type_name`."""
+
+    def wrap(cls):
+        if type_name in _MODELS and _MODELS[type_name] is not cls:
+            raise TypeError(f"model type {type_name!r} registered twice ({_MODELS[type_name].__name__}, {cls.__name__})")
+        _MODELS[type_name] = cls
+        cls.model_type = type_name
+        return cls
+
+    return wrap
+
+
+def registered_models() -> dict[str, type]:
+    """All registered model types (importing every known model module first)."""
+    _import_model_modules()
+    return dict(_MODELS)
+
+
+def _import_model_modules():
+    for name in _MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise  # a real missing dependency inside an existing module
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _state_dict_for_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share storage (tied weights): give every repeat its own copy
+    seen: set[int] = set()
+    out = {}
+    for k, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[k] = t
+    return out
+
+
+class PretrainedMixin:
+    """`save_pretrained` / `from_pretrained` for an `nn.Module` built as `Model(config)`.
+
+    Subclasses set `config_class` and are decorated with `@register("type")`.
+    """
+
+    config_class: type = None
+    model_type: str = None
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write `model.safetensors` then `config.json` (with `type` and `format_version`) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = _state_dict_for_save(self)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"type": self.model_type, "format_version": str(FORMAT_VERSION)})
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        meta = {"type": self.model_type, "format_version": FORMAT_VERSION, "config": to_dict(self.config)}
+        if extra:
+            meta["extra"] = extra
+        atomic_write_json(directory / CONFIG_NAME, meta)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        """Load a model saved by `save_pretrained`; raises `CheckpointError` for a missing/foreign/corrupt one."""
+        meta = read_config(directory)
+        if cls.model_type is not None and meta["type"] != cls.model_type:
+            raise CheckpointError(
+                f"{directory} holds a {meta['type']!r} checkpoint, not a {cls.model_type!r} one; use gentok.load()"
+            )
+        return _build_and_load(cls, meta, directory, map_location)
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """Read and check `config.json` of a checkpoint directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a gentok checkpoint (or an unfinished save)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e}); the checkpoint is corrupt or truncated") from None
+    if not isinstance(meta, dict) or "type" not in meta or "format_version" not in meta or "config" not in meta:
+        raise CheckpointError(f"{cfg_path} is not a gentok config (needs 'type', 'format_version' and 'config')")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path} has format_version {meta['format_version']}, this gentok reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _build_and_load(cls, meta: dict, directory, map_location):
+    directory = Path(directory)
+    try:
+        config = from_dict(meta["config"], expected=cls.config_class)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory}: config does not describe a {cls.__name__}: {e}") from None
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
+    model = cls(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match {cls.__name__}({type(config).__name__}): "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    model.eval()
+    return model
+
+
+def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load any gentok model from a `save_pretrained` directory, choosing the class by the config's `type`."""
+    meta = read_config(directory)
+    _import_model_modules()
+    cls = _MODELS.get(meta["type"])
+    if cls is None:
+        raise CheckpointError(f"{directory}: unknown model type {meta['type']!r}; known types: {sorted(_MODELS)}")
+    return _build_and_load(cls, meta, directory, map_location)

@@ -1,0 +1,66 @@
+"""Residual VQ over vector-quantize-pytorch's `ResidualVQ` (the audio-codec quantizer: EnCodec, DAC, Mimi)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+from vector_quantize_pytorch import ResidualVQ as _ResidualVQ
+
+from gentok.config import config
+from gentok.hub import register
+from gentok.quantizers.base import QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
+from gentok.quantizers.residual import ResidualQuantizer
+
+
+@config
+class ResidualVQConfig(QuantizerConfig):
+    dim: int = 64
+    num_quantizers: int = 8
+    codebook_size: int = 1024  # 10 bits per level, as in EnCodec / DAC
+    codebook_dim: int | None = None  # DAC uses 8-dim factorised codes
+    cosine: bool = False
+    kmeans_init: bool = True
+    decay: float = 0.99
+    dead_code_threshold: float = 2.0
+    commitment_weight: float = 0.25
+    quantize_dropout: bool = False  # train with a random number of levels so every prefix decodes well
+
+    def __post_init__(self):
+        if self.num_quantizers < 1 or self.codebook_size < 2 or self.dim < 1:
+            raise ValueError("ResidualVQConfig needs num_quantizers >= 1, codebook_size >= 2, dim >= 1")
+
+
+@register("quantizer.residual_vq")
+@register_quantizer(ResidualVQConfig)
+class ResidualVQ(ResidualQuantizer):
+    def __init__(self, config: ResidualVQConfig):
+        super().__init__(config)
+        self.rvq = _ResidualVQ(
+            dim=config.dim,
+            num_quantizers=config.num_quantizers,
+            codebook_size=config.codebook_size,
+            codebook_dim=config.codebook_dim,
+            use_cosine_sim=config.cosine,
+            kmeans_init=config.kmeans_init,
+            decay=config.decay,
+            threshold_ema_dead_code=config.dead_code_threshold,
+            commitment_weight=config.commitment_weight,
+            quantize_dropout=config.quantize_dropout and config.num_quantizers > 1,
+            rotation_trick=False,
+            sync_codebook=False,
+        )
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def _residual(self, z: Tensor, mask: Tensor | None):
+        if self.training:
+            enable_ddp_codebook_sync(self)
+        else:
+            for layer in self.rvq.layers:
+                if not bool(layer._codebook.initted):
+                    layer._codebook.initted.fill_(True)
+        return self.rvq(z, mask=mask)
+
+    def _output_from_indices(self, indices: Tensor) -> Tensor:
+        return self.rvq.get_output_from_indices(indices)

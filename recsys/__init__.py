@@ -1,0 +1,1 @@
+"""recsys: generative recommendation on gentok's tokenizer machinery (filled by its own issue)."""
