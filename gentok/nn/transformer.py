@@ -1,0 +1,88 @@
+"""Pre-norm transformer blocks shared by every model (ViT encoders/decoders, generators, recommenders)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gentok.nn.attention import Attention
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """x + attn(norm(x)); x + mlp(norm(x)). Optional adaLN modulation from a conditioning vector `c` (b, cond_dim):
+    shift/scale/gate per sub-layer, zero-initialised so a new block starts as the identity (DiT)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, cond_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=cond_dim is None)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=cond_dim is None)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
+        self.ada = None
+        if cond_dim is not None:
+            self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
+            nn.init.zeros_(self.ada[1].weight)
+            nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, c: Tensor | None = None, is_causal: bool = False,
+                kv: tuple[Tensor, Tensor] | None = None, return_kv: bool = False):
+        if self.ada is not None:
+            if c is None:
+                raise ValueError("this block is conditioned (adaLN): pass c of shape (b, cond_dim)")
+            s1, b1, g1, s2, b2, g2 = self.ada(c)[:, None].chunk(6, dim=-1)
+        else:
+            s1 = b1 = s2 = b2 = 0.0
+            g1 = g2 = 1.0
+        h = self.norm1(x) * (1 + s1) + b1
+        attn = self.attn(h, mask=mask, is_causal=is_causal, kv=kv, return_kv=return_kv)
+        if return_kv:
+            attn, new_kv = attn
+        x = x + g1 * attn
+        x = x + g2 * self.mlp(self.norm2(x) * (1 + s2) + b2)
+        return (x, new_kv) if return_kv else x
+
+
+class Transformer(nn.Module):
+    """A stack of `Block`s with a final LayerNorm."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 cond_dim: int | None = None):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout, cond_dim) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, c: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask=mask, c=c, is_causal=is_causal)
+        return self.norm(x)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Truncated-normal init for linear/embedding weights, zeros for biases (ViT / GPT-2 convention)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def sincos_positions(n: int, dim: int, base: float = 10000.0) -> Tensor:
+    """(n, dim) fixed sinusoidal position table."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(-torch.log(torch.tensor(base)) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(n, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table

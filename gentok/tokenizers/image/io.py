@@ -1,0 +1,100 @@
+"""The image edge shared by image tokenizers: accept tensors, PIL images or paths; validate; write PNGs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from gentok.data.images import load_image, to_tensor
+from gentok.hub import atomic_write_bytes
+
+
+def _fit(im: Tensor, size: int) -> Tensor:
+    """Centre-crop to a square and resize to `size` (area filter when shrinking)."""
+    _, h, w = im.shape
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    im = im[:, y:y + s, x:x + s]
+    if s != size:
+        mode = "area" if s > size else "bicubic"
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        im = torch.nn.functional.interpolate(im[None], size=(size, size), mode=mode, **kwargs)[0]
+    return im.clamp(0, 1)
+
+
+def to_image_batch(x, size: int, channels: int = 3) -> Tensor:
+    """A float tensor (b, c, size, size) in [0, 1] from a tensor, a PIL image, a path, or a list of the latter two.
+
+    Tensors must already have the model's size (a different size is an error, not a silent resize); PIL images and
+    files are centre-cropped and resized, since that is what a user handing over a photo expects.
+    """
+    if isinstance(x, Tensor):
+        return check_images(x, size, channels)
+    items = x if isinstance(x, (list, tuple)) else [x]
+    if not items:
+        raise ValueError("expected at least one image")
+    out = []
+    for item in items:
+        if isinstance(item, Image.Image):
+            im = to_tensor(np.asarray(item.convert("RGB")))
+        elif isinstance(item, (str, os.PathLike)):
+            if not os.path.isfile(item):
+                raise ValueError(f"image file {item} does not exist")
+            im = load_image(item)
+        else:
+            raise ValueError(f"expected a tensor, PIL image or image path, got {type(item).__name__}")
+        out.append(_fit(im, size))
+    return torch.stack(out)
+
+
+def check_images(x: Tensor, size: int, channels: int = 3) -> Tensor:
+    """Raise `ValueError` unless `x` is a finite float tensor (b, channels, size, size) with values in [0, 1]."""
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype} (divide uint8 images by 255)")
+    if x.ndim != 4 or x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size:
+        raise ValueError(f"expected images of shape (b, {channels}, {size}, {size}), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("images contain NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"expected pixel values in [0, 1], got range [{lo:.3f}, {hi:.3f}]")
+    return x.clamp(0, 1)
+
+
+def save_png(image: Tensor, path: str | os.PathLike) -> Path:
+    """Write a (3, H, W) tensor in [0, 1] as a PNG, atomically."""
+    import io
+
+    arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def save_grid(rows: list[Tensor], path: str | os.PathLike, pad: int = 2) -> Path:
+    """Save rows of images (each (n, 3, H, W), same n) as one PNG grid."""
+    n = rows[0].shape[0]
+    h, w = rows[0].shape[-2:]
+    grid = torch.ones(3, len(rows) * (h + pad) + pad, n * (w + pad) + pad)
+    for r, row in enumerate(rows):
+        for c in range(n):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            grid[:, y:y + h, x:x + w] = row[c].detach().float().clamp(0, 1).cpu()
+    return save_png(grid, path)
+
+
+class ImageAssetsMixin:
+    """`read_assets` / `write_assets` for tokenizers whose config has `image_size`."""
+
+    def read_assets(self, paths):
+        return to_image_batch([os.fspath(p) for p in paths], self.config.image_size)
+
+    def write_assets(self, x: Tensor, out_dir, names):
+        out_dir = Path(out_dir)
+        return [save_png(im, out_dir / f"{Path(name).stem}.png") for im, name in zip(x, names)]

@@ -1,0 +1,181 @@
+"""TiTok: "An Image is Worth 32 Tokens for Reconstruction and Generation" (Yu et al. 2024).
+
+A ViT encoder reads image patches together with K learnable latent tokens; only the latents are kept, quantized
+into a 1D sequence of K ids. A ViT decoder reads K quantized latents plus one mask token per patch and predicts the
+pixels of every patch. Trained single-stage here (pixel reconstruction + quantizer loss); a small convolutional
+refiner after un-patchifying removes patch-boundary artefacts cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gentok.config import config
+from gentok.hub import register
+from gentok.nn import PatchEmbed, Transformer, init_weights, unpatchify
+from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quantizer
+from gentok.tokenizers.base import Tokenizer, TokenizerOutput
+from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
+
+
+@config
+class TiTokConfig:
+    image_size: int = 256
+    patch_size: int = 16
+    num_tokens: int = 32  # K: the 1D token budget per image
+    width: int = 1024
+    enc_depth: int = 24
+    dec_depth: int = 24
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    quantizer: QuantizerConfig = VQConfig(dim=12, codebook_size=4096)  # paper: 4096 codes x 12-d, l2-normalised
+    refine_channels: int = 0  # >0 adds a residual 3x3-conv refiner on the decoded pixels
+    recon_loss: str = "mse"  # "mse", "l1" or "mse+l1"
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.num_tokens < 1:
+            raise ValueError("num_tokens must be >= 1")
+        if self.recon_loss not in ("mse", "l1", "mse+l1"):
+            raise ValueError(f"recon_loss must be 'mse', 'l1' or 'mse+l1', got {self.recon_loss!r}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def _preset(image_size, patch, tokens, width, depth, heads, quantizer=None, refine=0):
+    return TiTokConfig(image_size=image_size, patch_size=patch, num_tokens=tokens, width=width, enc_depth=depth,
+                       dec_depth=depth, heads=heads, quantizer=quantizer or VQConfig(dim=12, codebook_size=4096),
+                       refine_channels=refine)
+
+
+PRESETS = {
+    # CPU demo: 64x64 crops, 32 tokens x 10 bits = 320 bits per image
+    "tiny": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
+                        quantizer=VQConfig(dim=12, codebook_size=1024, decay=0.95), refine_channels=32),
+    "tiny-fsq": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
+                            quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), refine_channels=32),
+    # bigger CPU preset (see README): same token budget, more capacity
+    "small": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=192, enc_depth=6, dec_depth=6, heads=6,
+                         quantizer=VQConfig(dim=12, codebook_size=1024, decay=0.95), refine_channels=48),
+    # the paper's models at 256 px (GPU)
+    "S-128": _preset(256, 16, 128, 512, 8, 8),
+    "B-64": _preset(256, 16, 64, 768, 12, 12),
+    "L-32": _preset(256, 16, 32, 1024, 24, 16),
+}
+
+
+def preset(name: str) -> TiTokConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown TiTok preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+class Refiner(nn.Module):
+    """x + conv(gelu(conv(x))): a cheap local correction of the patch-wise pixel prediction."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(channels, 3, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+@register("titok")
+class TiTok(ImageAssetsMixin, Tokenizer):
+    config_class = TiTokConfig
+
+    def __init__(self, config: TiTokConfig):
+        super().__init__()
+        self.config = c = config
+        scale = c.width**-0.5
+        # encoder: patches + K latent tokens
+        self.patch_embed = PatchEmbed(c.patch_size, 3, c.width)
+        self.enc_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
+        self.latents = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
+        self.encoder = Transformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
+        self.to_code = nn.Linear(c.width, c.quantizer.dim)
+        self.quantizer = build_quantizer(c.quantizer)
+        # decoder: K quantized latents + one mask token per patch
+        self.from_code = nn.Linear(c.quantizer.dim, c.width)
+        self.dec_latent_pos = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
+        self.mask_token = nn.Parameter(torch.randn(c.width) * scale)
+        self.dec_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
+        self.decoder = Transformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
+        self.to_pixels = nn.Linear(c.width, c.patch_size * c.patch_size * 3)
+        self.refiner = Refiner(c.refine_channels) if c.refine_channels else nn.Identity()
+        init_weights(self.encoder)
+        init_weights(self.decoder)
+
+    # -- contract -------------------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def bits_per_sample(self) -> float:
+        return self.config.num_tokens * self.quantizer.bits_per_token
+
+    def forward(self, images: Tensor) -> TokenizerOutput:
+        """Training pass on images (b, 3, S, S) in [0, 1]."""
+        x = to_image_batch(images, self.config.image_size)
+        q = self.quantizer(self._encode_latents(x))
+        recon = self._decode_latents(q.quantized)
+        target = x * 2 - 1
+        pred = recon * 2 - 1
+        mse = F.mse_loss(pred, target)
+        l1 = F.l1_loss(pred, target)
+        rec = {"mse": mse, "l1": l1, "mse+l1": mse + l1}[self.config.recon_loss]
+        loss = rec + q.loss
+        with torch.no_grad():
+            psnr = 10 * torch.log10(1.0 / F.mse_loss(recon.clamp(0, 1), x).clamp_min(1e-10))
+        metrics = {"recon_loss": rec.detach(), "quantizer_loss": q.loss.detach(), "psnr": psnr,
+                   **{f"code_{k}": v for k, v in q.metrics.items()}}
+        return TokenizerOutput(recon.clamp(0, 1) if not self.training else recon, q.indices, loss, metrics)
+
+    @torch.no_grad()
+    def encode(self, images) -> Tensor:
+        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> ids (b, K)."""
+        x = to_image_batch(images, self.config.image_size)
+        return self.quantizer.encode(self._encode_latents(x))
+
+    @torch.no_grad()
+    def decode(self, ids: Tensor) -> Tensor:
+        """ids (b, K) -> images (b, 3, S, S) in [0, 1]."""
+        ids = self.check_ids(ids, (self.config.num_tokens,))
+        return self._decode_latents(self.quantizer.decode(ids.to(self.latents.device))).clamp(0, 1)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _encode_latents(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        patches = self.patch_embed(x * 2 - 1) + self.enc_pos
+        latents = self.latents.expand(b, -1, -1)
+        h = self.encoder(torch.cat([patches, latents], dim=1))
+        return self.to_code(h[:, -self.config.num_tokens:])  # (b, K, code_dim)
+
+    def _decode_latents(self, z: Tensor) -> Tensor:
+        c = self.config
+        b = z.shape[0]
+        latents = self.from_code(z) + self.dec_latent_pos
+        masks = (self.mask_token + self.dec_pos).expand(b, -1, -1)
+        h = self.decoder(torch.cat([latents, masks], dim=1))[:, c.num_tokens:]
+        pixels = unpatchify(self.to_pixels(h), c.patch_size, c.image_size, c.image_size)
+        return (self.refiner(pixels) + 1) / 2  # model works in [-1, 1]
+
+
+def token_budget_bits(cfg: TiTokConfig) -> float:
+    """Bits per image of a TiTok config (K tokens x bits per token)."""
+    return cfg.num_tokens * math.log2(build_quantizer(cfg.quantizer).codebook_size)
