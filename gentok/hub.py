@@ -186,7 +186,10 @@ def _build_and_load(cls, meta: dict, directory, map_location):
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
     model = cls(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{weights} does not match {cls.__name__}({type(config).__name__}): {e}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match {cls.__name__}({type(config).__name__}): "

@@ -5,6 +5,7 @@ Crops are a pure function of (seed, index), so an epoch is reproducible and a re
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,18 +88,20 @@ def split_holdout(images: list[Tensor], every: int = 5) -> tuple[list[Tensor], l
 
 
 class RandomCrops(Dataset):
-    """`length` random `size`x`size` crops (with random horizontal flips and mild rescaling) of `images`.
+    """`length` random `size`x`size` crops (random horizontal flips, mild rescaling) of `images`.
 
-    Item i is a deterministic function of (seed, i). Images smaller than `size` are upscaled first.
+    A crop covers a square of side `size * z` pixels of the source, z drawn log-uniformly from `zoom`, resized to
+    `size`: (1, 1) gives native-resolution crops. Item i is a deterministic function of (seed, i). Images smaller
+    than `size` are upscaled first.
     """
 
     def __init__(self, images: list[Tensor], size: int, length: int = 100_000, seed: int = 0,
-                 scale_range: tuple[float, float] = (0.25, 1.0), flip: bool = True):
+                 zoom: tuple[float, float] = (1.0, 2.0), flip: bool = True):
         if not images:
             raise ValueError("RandomCrops needs at least one image")
         self.images = [_ensure_min_size(im, size) for im in images]
         self.size, self.length, self.seed = size, length, seed
-        self.scale_range, self.flip = scale_range, flip
+        self.zoom, self.flip = zoom, flip
 
     def __len__(self) -> int:
         return self.length
@@ -109,12 +112,9 @@ class RandomCrops(Dataset):
         g = torch.Generator().manual_seed(self.seed * 7_919_993 + i)
         im = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
         _, h, w = im.shape
-        # crop a square of side s in [size, min(h, w) * scale_hi], then resize to size: multi-scale content
-        lo, hi = self.scale_range
-        side_max = min(h, w)
-        frac = lo + (hi - lo) * float(torch.rand((), generator=g))
-        s = int(max(self.size, round(side_max * frac)))
-        s = min(s, side_max)
+        lo, hi = math.log(self.zoom[0]), math.log(self.zoom[1])
+        z = math.exp(lo + (hi - lo) * float(torch.rand((), generator=g)))
+        s = min(int(round(self.size * z)), h, w)
         y = int(torch.randint(h - s + 1, (1,), generator=g))
         x = int(torch.randint(w - s + 1, (1,), generator=g))
         crop = im[:, y:y + s, x:x + s]
@@ -141,6 +141,7 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
         train_images, eval_images = split_holdout(image_folder(data_dir))
     else:
         train_images, eval_images = skimage_photos(SKIMAGE_TRAIN), skimage_photos(SKIMAGE_EVAL)
-    train = RandomCrops(train_images, size, train_length, seed=seed)
-    held = RandomCrops(eval_images, size, eval_length, seed=seed + 1_000_003, flip=False)
+    train = RandomCrops(train_images, size, train_length, seed=seed, zoom=(1.0, 2.0))
+    # held-out crops at native resolution: what "a 64x64 crop of a photo" means to a user
+    held = RandomCrops(eval_images, size, eval_length, seed=seed + 1_000_003, flip=False, zoom=(1.0, 1.0))
     return train, held

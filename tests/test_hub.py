@@ -1,0 +1,95 @@
+"""Save/load: JSON configs, safetensors weights, one registry, clear errors for bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import gentok
+from gentok.config import from_dict, parse_override, replace, to_dict
+from gentok.hub import CheckpointError, registered_models
+from gentok.quantizers import FSQConfig, VQConfig
+from gentok.tokenizers.image.titok import TiTok, TiTokConfig
+
+
+def tiny_titok(**kw):
+    base = dict(image_size=16, patch_size=8, num_tokens=4, width=32, enc_depth=1, dec_depth=1, heads=2,
+                quantizer=VQConfig(dim=8, codebook_size=32))
+    base.update(kw)
+    return TiTok(TiTokConfig(**base))
+
+
+def test_config_round_trip_nested():
+    cfg = TiTokConfig(quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), num_tokens=7)
+    d = json.loads(json.dumps(to_dict(cfg)))
+    assert from_dict(d) == cfg
+    assert replace(cfg, **{"quantizer.dim": 3, "width": 64}).quantizer.dim == 3
+    assert parse_override(cfg, "quantizer.levels", "8,5,5") == (8, 5, 5)
+    with pytest.raises(ValueError, match="no field"):
+        replace(cfg, nope=1)
+    with pytest.raises(ValueError, match="unknown config class"):
+        from_dict({"_class": "os.system"})
+
+
+def test_registry_entries_are_consistent():
+    """Every registered type names its class and config class (models are built and reloaded in their own tests)."""
+    models = registered_models()
+    assert {"titok", "quantizer.vq", "quantizer.fsq", "quantizer.lfq"} <= set(models)
+    for name, cls in models.items():
+        assert cls.model_type == name and cls.config_class is not None
+
+
+def test_save_load_identity(tmp_path):
+    torch.manual_seed(0)
+    m = tiny_titok().eval()
+    m.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["type"] == "titok" and meta["format_version"] == 1
+    r = gentok.load(tmp_path / "m")
+    assert isinstance(r, TiTok) and r.config == m.config
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, r.state_dict()[k]), k
+    assert not list((tmp_path / "m").glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_missing_truncated_foreign_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        gentok.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"):
+        gentok.load(tmp_path / "empty")
+    m = tiny_titok()
+    m.save_pretrained(tmp_path / "m")
+    w = tmp_path / "m" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        gentok.load(tmp_path / "m")
+    # a checkpoint of another model type
+    from gentok.quantizers import build_quantizer
+
+    build_quantizer(VQConfig(dim=4, codebook_size=8)).save_pretrained(tmp_path / "q")
+    with pytest.raises(CheckpointError, match="not a 'titok'"):
+        TiTok.from_pretrained(tmp_path / "q")
+    # a foreign JSON (e.g. a transformers config) and an unknown type
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    with pytest.raises(CheckpointError, match="not a gentok config"):
+        gentok.load(tmp_path / "hf")
+    meta = json.loads((tmp_path / "q" / "config.json").read_text())
+    meta["type"] = "mystery"
+    (tmp_path / "q" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="unknown model type"):
+        gentok.load(tmp_path / "q")
+    (tmp_path / "q" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        gentok.load(tmp_path / "q")
+
+
+def test_weights_that_do_not_match_the_config(tmp_path):
+    tiny_titok().save_pretrained(tmp_path / "a")
+    tiny_titok(width=64).save_pretrained(tmp_path / "b")
+    (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError):
+        gentok.load(tmp_path / "a")

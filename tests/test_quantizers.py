@@ -1,0 +1,191 @@
+"""The shared contract suite: every registered quantizer must pass every test here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import gentok
+from gentok.quantizers import (
+    BinaryConfig,
+    FSQConfig,
+    LFQConfig,
+    ResidualFSQConfig,
+    ResidualVQConfig,
+    VQConfig,
+    build_quantizer,
+    registered_quantizers,
+)
+
+
+def _fsq_surrogate(q, z):
+    """FSQ rounds a bounded input; its straight-through gradient is that of the bound (tanh), not of rounding."""
+    f = q.fsq
+    half_l = (f._levels - 1) * (1 + 1e-3) / 2
+    offset = torch.where(f._levels % 2 == 0, 0.5, 0.0)
+    shift = torch.atanh(offset / half_l)
+    return (torch.tanh(z + shift) * half_l - offset) / (f._levels // 2)
+
+
+# config class -> (tiny config, config whose straight-through path has no projection, surrogate or None=identity)
+CASES = {
+    VQConfig: (VQConfig(dim=8, codebook_size=32), VQConfig(dim=8, codebook_size=32, cosine=False), None),
+    FSQConfig: (FSQConfig(dim=6, levels=(5, 4, 3)), FSQConfig(dim=3, levels=(5, 4, 3)), _fsq_surrogate),
+    LFQConfig: (LFQConfig(dim=6, codebook_size=64), LFQConfig(dim=6, codebook_size=64), None),
+    ResidualVQConfig: (ResidualVQConfig(dim=8, num_quantizers=3, codebook_size=16),) * 2 + (None,),
+    ResidualFSQConfig: (ResidualFSQConfig(dim=6, levels=(5, 5, 5), num_quantizers=3),) * 2 + (None,),
+    # bits are straight-through sigmoid(z), embedded as (2 * bits - 1) @ embed
+    BinaryConfig: (BinaryConfig(dim=8, bits=6), BinaryConfig(dim=6, bits=6),
+                   lambda q, z: (2 * torch.sigmoid(z) - 1) @ q.embed),
+}
+
+
+ALL = sorted(registered_quantizers(), key=lambda c: c.__name__)
+
+
+def test_every_registered_quantizer_is_covered():
+    assert set(registered_quantizers()) <= set(CASES), "add a CASES entry for every registered quantizer"
+
+
+def _trained(cfg, seed=0):
+    torch.manual_seed(seed)
+    q = build_quantizer(cfg)
+    q.train()
+    q(torch.randn(4, 64, cfg.dim))  # k-means init / EMA step for codebook quantizers
+    return q.eval()
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_decode_of_encode_equals_forward(cls):
+    cfg = CASES[cls][0]
+    q = _trained(cfg)
+    z = torch.randn(3, 17, cfg.dim)
+    out = q(z)
+    idx = q.encode(z)
+    assert torch.equal(idx, out.indices)
+    assert torch.allclose(q.decode(idx), out.quantized, atol=1e-6)
+    assert out.quantized.shape == z.shape and out.loss.ndim == 0
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_indices_in_range_and_metrics(cls):
+    cfg = CASES[cls][0]
+    q = _trained(cfg)
+    out = q(torch.randn(2, 40, cfg.dim))
+    assert out.indices.dtype == torch.long
+    assert out.indices.min() >= 0 and out.indices.max() < q.codebook_size
+    assert out.indices.shape == ((2, 40) if q.num_codebooks == 1 else (2, 40, q.num_codebooks))
+    m = out.metrics
+    assert set(m) >= {"usage", "perplexity", "dead_fraction"}
+    assert 0 < float(m["usage"]) <= 1 and 1 <= float(m["perplexity"]) <= q.codebook_size
+    assert 0 <= float(m["dead_fraction"]) <= 1
+    assert math.isclose(q.bits_per_token, q.num_codebooks * math.log2(q.codebook_size))
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_straight_through_gradient(cls):
+    _, plain, surrogate = CASES[cls]
+    q = _trained(plain)
+    q.train()
+    z = torch.randn(2, 9, plain.dim, requires_grad=True)
+    g = torch.randn(2, 9, plain.dim)
+    (q(z).quantized * g).sum().backward()
+    if surrogate is None:
+        expected = g
+    else:
+        z2 = z.detach().clone().requires_grad_(True)
+        (surrogate(q, z2) * g).sum().backward()
+        expected = z2.grad
+    assert torch.allclose(z.grad, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_float32_math_under_bf16_autocast(cls):
+    cfg = CASES[cls][0]
+    q = _trained(cfg)
+    z = torch.randn(2, 33, cfg.dim)
+    ref = q(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(z)
+    # bf16 distances/roundings would pick different codes for some of these vectors
+    assert torch.equal(out.indices, ref.indices)
+    assert out.quantized.dtype == torch.float32
+    assert torch.allclose(out.quantized, ref.quantized, atol=1e-6)
+    assert all(p.dtype == torch.float32 for p in q.parameters())
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_save_load_identity(cls, tmp_path):
+    cfg = CASES[cls][0]
+    q = _trained(cfg)
+    q.save_pretrained(tmp_path / "q")
+    r = gentok.load(tmp_path / "q")
+    assert type(r) is type(q) and r.config == q.config
+    z = torch.randn(2, 12, cfg.dim)
+    assert torch.equal(r.encode(z), q.encode(z))
+    assert torch.equal(r(z).quantized, q(z).quantized)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_masked_positions_change_nothing_else(cls):
+    cfg = CASES[cls][0]
+    z = torch.randn(2, 20, cfg.dim)
+    mask = torch.rand(2, 20) > 0.3
+    garbage = z.clone()
+    garbage[~mask] = torch.randn(int((~mask).sum()), cfg.dim) * 10
+    outs = []
+    for x in (z, garbage):
+        q = _trained(cfg, seed=1)
+        q.train()
+        torch.manual_seed(5)
+        out = q(x, mask=mask)
+        outs.append((out, {k: v.clone() for k, v in q.state_dict().items()}))
+    (a, sa), (b, sb) = outs
+    assert torch.equal(a.quantized[mask], b.quantized[mask])
+    assert torch.equal(a.indices[mask], b.indices[mask])
+    assert (a.quantized[~mask] == 0).all() and (a.indices[~mask] == -1).all()
+    assert torch.allclose(a.loss, b.loss, atol=1e-6)
+    for k in sa:  # codebooks (EMA statistics) saw only the valid positions
+        assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_bad_input_raises(cls):
+    cfg = CASES[cls][0]
+    q = _trained(cfg)
+    with pytest.raises(ValueError, match="shape"):
+        q(torch.randn(2, 5, cfg.dim + 1))
+    with pytest.raises(ValueError, match="shape"):
+        q(torch.randn(5, cfg.dim))
+    with pytest.raises(ValueError, match="NaN"):
+        q(torch.full((1, 3, cfg.dim), float("nan")))
+    with pytest.raises(ValueError, match="float"):
+        q(torch.ones(1, 3, cfg.dim, dtype=torch.long))
+    idx = q.encode(torch.randn(1, 4, cfg.dim))
+    with pytest.raises(ValueError, match="range"):
+        q.decode(idx + q.codebook_size)
+    with pytest.raises(ValueError, match="integer"):
+        q.decode(idx.float())
+
+
+def test_residual_depth_prefixes():
+    """Fewer levels give a coarser code: error does not decrease as levels are removed."""
+    cfg = ResidualVQConfig(dim=8, num_quantizers=4, codebook_size=16, quantize_dropout=True)
+    torch.manual_seed(0)
+    q = build_quantizer(cfg)
+    q.train()
+    data = torch.randn(8, 64, 8)
+    for _ in range(20):
+        q(data)
+    q.eval()
+    errors = []
+    for k in range(1, 5):
+        idx = q.encode(data, n_quantizers=k)
+        assert (idx[..., k:] == -1).all() and (idx[..., :k] >= 0).all()
+        assert torch.allclose(q.decode(idx[..., :k]), q.decode(idx), atol=1e-6)
+        errors.append(float((q.decode(idx) - data).pow(2).mean()))
+    assert all(a >= b - 1e-6 for a, b in zip(errors, errors[1:])), errors
+    with pytest.raises(ValueError, match="n_quantizers"):
+        q.encode(data, n_quantizers=5)
