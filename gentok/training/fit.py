@@ -227,7 +227,8 @@ def fit(
                 eval_metrics = _evaluate(accelerator, raw, ema, eval_data, config, loss_fn, eval_fn, collate_fn)
                 _log(accelerator, metrics_path, step, {f"eval/{k}": v for k, v in eval_metrics.items()})
                 model.train()
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.max_steps:
+            # the last step is always checkpointed, so a rerun with a larger --max-steps continues from the end
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
                 _save_checkpoint(accelerator, out_dir, step, ema, full_config, config.keep_checkpoints)
             if step >= config.max_steps:
                 break
