@@ -27,17 +27,30 @@ def _encode(args) -> int:
     missing = [p for p in args.inputs if not os.path.isfile(p)]
     if missing:
         raise ValueError(f"input files not found: {', '.join(missing)}")
-    tensors: dict[str, torch.Tensor] = {}
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(args.inputs), args.batch_size):
         chunk = args.inputs[start:start + args.batch_size]
         for k, v in tok.encode_files(chunk).items():
-            tensors[k] = torch.cat([tensors[k], v]) if k in tensors else v
+            parts.setdefault(k, []).append(v)
+    tensors = {k: _cat_padded(v) for k, v in parts.items()}
     names = [Path(p).name for p in args.inputs]
     meta = {"model_type": tok.model_type, "names": json.dumps(names), "model": str(Path(args.model).resolve())}
     atomic_write_bytes(args.out, save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
     print(f"encoded {len(names)} file(s) -> {args.out} ({shapes}; {tok.bits_per_sample:.0f} bits per sample)")
     return 0
+
+
+def _cat_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate batches whose trailing sizes differ (e.g. audio frames), padding with -1 ("no token")."""
+    shape = [max(c.shape[d] for c in chunks) for d in range(1, chunks[0].ndim)]
+    padded = []
+    for c in chunks:
+        pad = []
+        for d in reversed(range(1, c.ndim)):
+            pad += [0, shape[d - 1] - c.shape[d]]
+        padded.append(torch.nn.functional.pad(c, pad, value=-1) if any(pad) else c)
+    return torch.cat(padded)
 
 
 def _decode(args) -> int:

@@ -1,0 +1,233 @@
+"""Sampling benchmarks, each a ratio against a peer run in the same process on the same input.
+
+1. ASSD vs sequential any-subset sampling on the trained image-token AS-ARM (recipes/generator.py): NFE, wall-clock
+   and the samples' NLL under the model (the law must not change) at masking rates 50/75/95% and k in {2, 4, 8}.
+2. AR decoding with our KV cache vs transformers' `GPT2LMHeadModel.generate`, the *same weights* copied into GPT-2
+   (logits checked equal), random init, tokens/s.
+3. Speculative AR sampling vs transformers' assisted generation (same target/draft weights in both), tokens/s.
+
+    python benchmarks/sampling.py                          # reads outputs/generator/model + its token cache
+    python benchmarks/sampling.py --model-dir DIR --tokens DIR/../tokens_eval.safetensors --batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import gentok
+from gentok.generators import ARConfig, ARTransformer
+from gentok.hub import atomic_write_json
+from gentok.sampling import assd, generate, sequential, speculative
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def timed(fn, repeats: int):
+    """(best seconds, last result) over `repeats` runs."""
+    best, out = math.inf, None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def nll_per_token(model, out) -> tuple[float, float]:
+    """Mean and standard error over rows of -log p(generated | prompt) / tokens, in the order each row used."""
+    with torch.no_grad():
+        lp = model.log_prob(out.ids, out.ranks)
+    per = (-lp / out.generated.clamp_min(1)).tolist()
+    return statistics.mean(per), statistics.stdev(per) / math.sqrt(len(per))
+
+
+def bench_assd(model_dir: Path, tokens: Path, batch: int, repeats: int, rates, ks) -> list[dict]:
+    model = gentok.load(model_dir).eval()
+    ids = load_file(str(tokens))["ids"][:batch]
+    rows = []
+    for rate in rates:
+        g = torch.Generator().manual_seed(int(rate * 1000))
+        mask = torch.rand(ids.shape, generator=g) >= rate  # True = given
+        t_seq, seq = timed(lambda: sequential(model, ids, mask, seed=0), repeats)
+        nll_seq = nll_per_token(model, seq)
+        for k in ks:
+            t_k, out = timed(lambda: assd(model, ids, mask, k=k, seed=0), repeats)
+            nll_k = nll_per_token(model, out)
+            rows.append({
+                "mask_rate": rate, "k": k, "tokens": float(out.generated.float().mean()),
+                "nfe_sequential": float(seq.nfe.float().mean()), "nfe_assd": float(out.nfe.float().mean()),
+                "nfe_ratio": float(seq.nfe.sum() / out.nfe.sum()),
+                "seconds_sequential": t_seq, "seconds_assd": t_k, "speedup": t_seq / t_k,
+                "accepted_per_round": out.summary().get("accepted_per_round", float("nan")),
+                "nll_sequential": nll_seq[0], "nll_sequential_se": nll_seq[1],
+                "nll_assd": nll_k[0], "nll_assd_se": nll_k[1],
+            })
+            r = rows[-1]
+            print(f"  mask {rate:.2f} k={k}: NFE {r['nfe_sequential']:.1f} -> {r['nfe_assd']:.1f} "
+                  f"(x{r['nfe_ratio']:.2f}), time x{r['speedup']:.2f}, NLL {r['nll_sequential']:.3f}"
+                  f"±{r['nll_sequential_se']:.3f} vs {r['nll_assd']:.3f}±{r['nll_assd_se']:.3f}", flush=True)
+    return rows
+
+
+def to_gpt2(model: ARTransformer):
+    """The same network as a transformers GPT-2: BOS is an extra vocabulary row (never sampled), exact GELU."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    cfg = GPT2Config(vocab_size=c.vocab_size + 1, n_positions=c.seq_len + 1, n_embd=c.dim, n_layer=c.depth,
+                     n_head=c.heads, n_inner=int(c.dim * c.mlp_ratio), activation_function="gelu",
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                     tie_word_embeddings=False, bos_token_id=c.vocab_size, eos_token_id=None,
+                     pad_token_id=c.vocab_size)
+    hf = GPT2LMHeadModel(cfg).eval()
+    sd = {"transformer.wte.weight": torch.cat([model.tok_emb.weight, model.bos[None]]),
+          "transformer.wpe.weight": model.pos_emb, "transformer.ln_f.weight": model.norm.weight,
+          "transformer.ln_f.bias": model.norm.bias,
+          "lm_head.weight": torch.cat([model.head.weight, torch.zeros(1, c.dim)])}
+    for i, blk in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        sd.update({p + "ln_1.weight": blk.norm1.weight, p + "ln_1.bias": blk.norm1.bias,
+                   p + "attn.c_attn.weight": blk.attn.qkv.weight.T, p + "attn.c_attn.bias": blk.attn.qkv.bias,
+                   p + "attn.c_proj.weight": blk.attn.proj.weight.T, p + "attn.c_proj.bias": blk.attn.proj.bias,
+                   p + "ln_2.weight": blk.norm2.weight, p + "ln_2.bias": blk.norm2.bias,
+                   p + "mlp.c_fc.weight": blk.mlp.net[0].weight.T, p + "mlp.c_fc.bias": blk.mlp.net[0].bias,
+                   p + "mlp.c_proj.weight": blk.mlp.net[3].weight.T, p + "mlp.c_proj.bias": blk.mlp.net[3].bias})
+    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
+    if unexpected or any(not k.endswith("attn.bias") for k in missing):
+        raise RuntimeError(f"GPT-2 weight copy failed: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():  # the copy must be the same function
+        x = torch.randint(c.vocab_size, (2, c.seq_len))
+        ours = model(x)
+        theirs = hf(torch.cat([torch.full((2, 1), c.vocab_size), x], 1)).logits[..., :c.vocab_size]
+        diff = float((ours - theirs).abs().max())
+    if diff > 1e-3:
+        raise RuntimeError(f"GPT-2 copy disagrees with the gentok model (max |logit diff| {diff})")
+    return hf, diff
+
+
+def hf_generate(hf, batch: int, n: int, assistant=None, gamma: int = 4):
+    bos = hf.config.bos_token_id
+    kwargs = dict(do_sample=True, max_new_tokens=n, min_new_tokens=n, top_k=0, top_p=1.0,
+                  suppress_tokens=[bos], pad_token_id=bos)
+    if assistant is not None:
+        assistant.generation_config.num_assistant_tokens = gamma
+        assistant.generation_config.num_assistant_tokens_schedule = "constant"
+        kwargs["assistant_model"] = assistant
+    with torch.no_grad():
+        ids = torch.full((batch, 1), bos)
+        return hf.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+
+
+def peaked(model: ARTransformer, scale: float) -> ARTransformer:
+    """Scale the output head so random-weight distributions are far from uniform (acceptance then means something)."""
+    with torch.no_grad():
+        model.head.weight.mul_(scale)
+    return model
+
+
+def bench_ar(dim: int, depth: int, heads: int, batch: int, repeats: int, gamma: int) -> dict:
+    torch.manual_seed(0)
+    target = peaked(ARTransformer(ARConfig(vocab_size=1024, seq_len=32, dim=dim, depth=depth, heads=heads)), 4).eval()
+    draft = ARTransformer(ARConfig(vocab_size=1024, seq_len=32, dim=dim, depth=1, heads=heads)).eval()
+    # layer-skip draft: the target's embeddings, first block and head
+    draft.load_state_dict({k: v for k, v in target.state_dict().items()
+                           if not k.startswith("blocks.") or k.startswith("blocks.0.")})
+    hf_target, diff_t = to_gpt2(target)
+    hf_draft, diff_d = to_gpt2(draft)
+    n = 32
+    t_ours, _ = timed(lambda: generate(target, n, batch_size=batch, seed=0), repeats)
+    t_hf, _ = timed(lambda: hf_generate(hf_target, batch, n), repeats)
+    t_ours1, _ = timed(lambda: generate(target, n, batch_size=1, seed=0), repeats)
+    t_hf1, _ = timed(lambda: hf_generate(hf_target, 1, n), repeats)
+    t_spec, spec = timed(lambda: speculative(target, draft, n, gamma=gamma, batch_size=1, seed=0), repeats)
+    t_assist, _ = timed(lambda: hf_generate(hf_target, 1, n, assistant=hf_draft, gamma=gamma), repeats)
+    out = {
+        "shape": {"dim": dim, "depth": depth, "heads": heads, "vocab": 1024, "tokens": n, "draft_depth": 1},
+        "logit_max_abs_diff_vs_gpt2": max(diff_t, diff_d),
+        "tokens_per_s_ours": batch * n / t_ours, "tokens_per_s_gpt2_generate": batch * n / t_hf,
+        "tokens_per_s_ratio": t_hf / t_ours, "batch": batch,
+        "tokens_per_s_ours_b1": n / t_ours1, "tokens_per_s_gpt2_generate_b1": n / t_hf1,
+        "tokens_per_s_ratio_b1": t_hf1 / t_ours1,
+        "speculative_tokens_per_s_ours": n / t_spec, "assisted_tokens_per_s_hf": n / t_assist,
+        "speculative_ratio": t_assist / t_spec, "gamma": gamma,
+        "speculative_target_nfe": float(spec.nfe.float().mean()),
+        "speculative_accepted_per_round": spec.summary().get("accepted_per_round"),
+        "speculative_vs_plain_ours": t_ours1 / t_spec,
+    }
+    print(f"  AR tokens/s (b={batch}): ours {out['tokens_per_s_ours']:.0f} vs GPT-2 generate "
+          f"{out['tokens_per_s_gpt2_generate']:.0f} (x{out['tokens_per_s_ratio']:.2f}); b=1: "
+          f"x{out['tokens_per_s_ratio_b1']:.2f}")
+    print(f"  speculative tokens/s: ours {out['speculative_tokens_per_s_ours']:.0f} vs assisted "
+          f"{out['assisted_tokens_per_s_hf']:.0f} (x{out['speculative_ratio']:.2f}); target NFE "
+          f"{out['speculative_target_nfe']:.1f}/{n}, accepted/round {out['speculative_accepted_per_round']:.2f}")
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    for k in sorted({r["k"] for r in rows}):
+        rs = [r for r in rows if r["k"] == k]
+        ax[0].plot([r["mask_rate"] for r in rs], [r["nfe_ratio"] for r in rs], "o-", label=f"k={k}")
+        ax[1].plot([r["mask_rate"] for r in rs], [r["speedup"] for r in rs], "o-", label=f"k={k}")
+    ax[0].set(xlabel="masking rate", ylabel="NFE sequential / ASSD", title="fewer forward passes")
+    ax[1].set(xlabel="masking rate", ylabel="time sequential / ASSD", title="wall-clock speedup")
+    for a in ax:
+        a.axhline(1, color="gray", lw=0.5)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", default="outputs/generator/model")
+    p.add_argument("--tokens", default=None, help="held-out token cache (default: next to the model dir)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--ks", default="2,4,8")
+    p.add_argument("--rates", default="0.5,0.75,0.95")
+    p.add_argument("--ar-dim", type=int, default=256)
+    p.add_argument("--ar-depth", type=int, default=4)
+    p.add_argument("--gamma", type=int, default=4)
+    p.add_argument("--out", default=str(RESULTS / "sampling.json"))
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    model_dir = Path(args.model_dir)
+    tokens = Path(args.tokens) if args.tokens else model_dir.parent / "tokens_eval.safetensors"
+    if not (model_dir / "config.json").is_file() or not tokens.is_file():
+        raise SystemExit(f"no trained generator at {model_dir} (or no {tokens}): run recipes/generator.py first")
+    print(f"threads={torch.get_num_threads()}")
+    print("ASSD vs sequential any-subset sampling (trained image-token AS-ARM, held-out prompts)")
+    rows = bench_assd(model_dir, tokens, args.batch, args.repeats, [float(r) for r in args.rates.split(",")],
+                      [int(k) for k in args.ks.split(",")])
+    print("AR decoding and speculative sampling vs transformers")
+    ar = bench_ar(args.ar_dim, args.ar_depth, args.ar_dim // 32, 8, args.repeats, args.gamma)
+    result = {"assd": rows, "ar": ar, "model_dir": str(model_dir), "batch": args.batch,
+              "threads": torch.get_num_threads()}
+    out = Path(args.out)
+    atomic_write_json(out, result)
+    plot(rows, out.with_suffix(".png"))
+    print(f"\n{'mask':>5} {'k':>3} {'NFE seq':>8} {'NFE assd':>9} {'NFE x':>6} {'time x':>7} {'NLL seq':>8} {'NLL assd':>9}")
+    for r in rows:
+        print(f"{r['mask_rate']:>5.2f} {r['k']:>3} {r['nfe_sequential']:>8.1f} {r['nfe_assd']:>9.1f} "
+              f"{r['nfe_ratio']:>6.2f} {r['speedup']:>7.2f} {r['nll_sequential']:>8.3f} {r['nll_assd']:>9.3f}")
+    print(f"AR tokens/s ratio (ours / GPT-2 generate, b=8): {ar['tokens_per_s_ratio']:.2f}; "
+          f"speculative vs assisted: {ar['speculative_ratio']:.2f}\n-> {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

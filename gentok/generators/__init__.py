@@ -1,0 +1,9 @@
+"""Sequence models over token ids: autoregressive (`ARTransformer`) and any-subset autoregressive (`ASARM`).
+They return logits only; sampling lives in `gentok.sampling`."""
+
+from gentok.generators.ar import ARConfig, ARTransformer, ar_loss
+from gentok.generators.asarm import ASARM, ASARMConfig, ASARMLoss, attention_mask, random_ranks
+from gentok.generators.base import Generator, KVCache
+
+__all__ = ["ARConfig", "ARTransformer", "ar_loss", "ASARM", "ASARMConfig", "ASARMLoss", "attention_mask",
+           "random_ranks", "Generator", "KVCache"]

@@ -1,0 +1,14 @@
+"""Sampling algorithms; each takes a generator model as its first argument and never lives inside it.
+
+- `generate`: autoregressive sampling with the KV cache (temperature / top-k / top-p, seeded).
+- `sequential` / `assd`: any-subset sampling of the positions outside a prompt mask, one token per pass or with
+  Any-Subset Speculative Decoding; same signature (`assd` adds `k`), same output law.
+- `speculative`: speculative sampling of an AR target with a smaller AR draft model.
+"""
+
+from gentok.sampling.assd import assd, sequential
+from gentok.sampling.basic import Chooser, SampleOutput, TorchChooser, generate, process_logits, residual
+from gentok.sampling.speculative import speculative
+
+__all__ = ["assd", "sequential", "generate", "speculative", "process_logits", "residual", "Chooser", "TorchChooser",
+           "SampleOutput"]

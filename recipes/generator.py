@@ -1,0 +1,127 @@
+"""Train a generator over image tokens: an any-subset AR model (default) or a plain AR model, then sample images.
+
+    accelerate launch recipes/generator.py                        # AS-ARM on TiTok tokens of the bundled photos
+    accelerate launch recipes/generator.py --model ar --tokenizer outputs/titok/model
+    accelerate launch --multi_gpu --num_processes 2 recipes/generator.py
+
+Without --tokenizer it uses outputs/titok/model, training the tiny TiTok first (recipes/titok.py, a short budget)
+when that does not exist. Images are tokenized once and cached as safetensors. After training it writes
+`samples.png` (rows: held-out images through the tokenizer / infills from half their tokens / new samples) and
+`summary.json`. Rerunning with the same --output-dir resumes.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import gentok
+from gentok.data.images import default_image_data
+from gentok.generators import ARConfig, ARTransformer, ASARM, ASARMConfig, ASARMLoss, ar_loss
+from gentok.generators import ar as ar_mod, asarm as asarm_mod
+from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
+from gentok.hub import atomic_write_json
+from gentok.config import replace
+from gentok.sampling import assd, generate, sequential
+from gentok.training import TrainConfig, fit
+from gentok.training.recipe import apply_overrides, recipe_parser
+
+# CPU default: ~10 minutes on 2 cores for the small preset (given the tokenizer)
+TRAIN = TrainConfig(max_steps=600, batch_size=64, lr=2e-3, warmup_steps=30, min_lr_ratio=0.05, weight_decay=0.05,
+                    eval_every=200, checkpoint_every=100, log_every=10, clip_grad=1.0)
+DEFAULT_TOKENIZER = Path("outputs/titok/model")
+
+
+def ensure_tokenizer(path: str | None, steps: int, data: str | None) -> Path:
+    """The tokenizer directory to use; trains the tiny TiTok when neither --tokenizer nor the default exists."""
+    if path:
+        if not (Path(path) / "config.json").is_file():
+            raise SystemExit(f"--tokenizer {path} is not a saved gentok model (no config.json)")
+        return Path(path)
+    if (DEFAULT_TOKENIZER / "config.json").is_file():
+        return DEFAULT_TOKENIZER
+    print(f"no tokenizer at {DEFAULT_TOKENIZER}: training the tiny TiTok for {steps} steps first")
+    titok = runpy.run_path(str(Path(__file__).with_name("titok.py")), run_name="gentok_titok")
+    argv = ["--max-steps", str(steps), "--output-dir", str(DEFAULT_TOKENIZER.parent)]
+    titok["main"](argv + (["--data", data] if data else []))
+    return DEFAULT_TOKENIZER
+
+
+def main(argv: list[str] | None = None):
+    parser = recipe_parser(__doc__.split("\n\n")[0], asarm_mod.PRESETS, "small", "outputs/generator")
+    parser.add_argument("--model", choices=("asarm", "ar"), default="asarm")
+    parser.add_argument("--tokenizer", default=None, help="a saved image tokenizer (default: outputs/titok/model)")
+    parser.add_argument("--tokenizer-steps", type=int, default=300, help="steps when the tiny TiTok is trained here")
+    parser.add_argument("--num-images", type=int, default=8192, help="training crops to tokenize")
+    parser.add_argument("--k", type=int, default=4, help="ASSD drafts per round when sampling")
+    parser.add_argument("--samples", type=int, default=8, help="images per row of the picture")
+    args = parser.parse_args(argv)
+    presets = asarm_mod.PRESETS if args.model == "asarm" else ar_mod.PRESETS
+    model_cfg, train_cfg = apply_overrides(presets[args.preset], TRAIN, args)
+    out = Path(train_cfg.output_dir)
+
+    tok_dir = ensure_tokenizer(args.tokenizer, args.tokenizer_steps, args.data)
+    tokenizer = gentok.load(tok_dir)
+    size = tokenizer.config.image_size
+    train_images, eval_images = default_image_data(size, args.data, eval_length=256, seed=train_cfg.seed)
+    fp = tokenizer_fingerprint(tok_dir)
+    tag = f"{args.data or 'skimage'}:{train_cfg.seed}"
+    train_ids = pretokenize(tokenizer, train_images, out / "tokens_train.safetensors", fp, tag, limit=args.num_images)
+    eval_ids = pretokenize(tokenizer, eval_images, out / "tokens_eval.safetensors", fp, tag)
+    model_cfg = replace(model_cfg, vocab_size=tokenizer.vocab_size, seq_len=train_ids.shape[1])
+    if args.model == "asarm":
+        model, loss_fn = ASARM(model_cfg), ASARMLoss(ramp_batches=train_cfg.max_steps // 3, start=0.5)
+    else:
+        model, loss_fn = ARTransformer(model_cfg), ar_loss
+    result = fit(model, TokenRows(train_ids), train_cfg, eval_data=TokenRows(eval_ids), loss_fn=loss_fn,
+                 run_config={"model": {"kind": args.model, "preset": args.preset, "tokenizer": str(tok_dir)}})
+
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        write_pictures(result.model, tokenizer, eval_ids, args, out, result.eval_metrics)
+    return result
+
+
+@torch.no_grad()
+def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: dict) -> dict:
+    from gentok.tokenizers.image.io import save_grid
+
+    n, L = args.samples, eval_ids.shape[1]
+    real = eval_ids[:n]
+    g = torch.Generator().manual_seed(0)
+    keep = torch.rand(n, L, generator=g) < 0.5  # infill: half of each held-out sequence is given
+    t0 = time.time()
+    if isinstance(model, ASARM):
+        infill = assd(model, real, keep, k=args.k, seed=1)
+        fresh = assd(model, torch.zeros(n, L, dtype=torch.long), torch.zeros(n, L, dtype=torch.bool), k=args.k, seed=2)
+        base = sequential(model, torch.zeros(n, L, dtype=torch.long), torch.zeros(n, L, dtype=torch.bool), seed=2)
+        stats = {"assd_k": args.k, "assd_fresh": fresh.summary(), "assd_infill": infill.summary(),
+                 "sequential_fresh": base.summary()}
+    else:  # an AR model infills a prefix: the first half of the tokens is given
+        infill = generate(model, L - L // 2, real[:, :L // 2], seed=1)
+        fresh = generate(model, L, batch_size=n, seed=2)
+        stats = {"ar_fresh": fresh.summary()}
+    seconds = time.time() - t0
+    rows = [tokenizer.decode(real), tokenizer.decode(infill.ids), tokenizer.decode(fresh.ids)]
+    save_grid(rows, out / "samples.png")
+    summary = {"model": args.model, "eval": eval_metrics, "sampling": stats, "sampling_seconds": seconds,
+               "picture": str(out / "samples.png"), "rows": ["held-out (tokenized)", "infill from 50% of tokens",
+                                                              "new samples"]}
+    atomic_write_json(out / "summary.json", summary)
+    print(f"\n{args.model} generator -> {out / 'model'}")
+    for k, v in sorted(eval_metrics.items()):
+        print(f"  eval/{k:<12} {v:.4f}")
+    for name, s in stats.items():
+        if isinstance(s, dict):
+            print(f"  {name:<18} " + "  ".join(f"{k}={v:.2f}" for k, v in s.items()))
+    print(f"  picture            {out / 'samples.png'}  (rows: held-out | infill | samples)")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
