@@ -209,7 +209,7 @@ def fit(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             for k, v in {"loss": loss, **metrics}.items():
-                running[k] = running.get(k, 0.0) + float(v)
+                running[k] = running.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             running_n += 1
             if not accelerator.sync_gradients:
                 continue

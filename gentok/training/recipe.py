@@ -9,10 +9,12 @@ from gentok.config import parse_override, replace
 from gentok.training.config import TrainConfig
 
 
-def recipe_parser(description: str, presets: dict, default_preset: str, default_output: str) -> argparse.ArgumentParser:
+def recipe_parser(description: str, presets: dict, default_preset: str, default_output: str,
+                  data_help: str = "your own data instead of the bundled default",
+                  data_nargs: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--preset", default=default_preset, choices=sorted(presets), help="model size preset")
-    p.add_argument("--data", default=None, help="your own data instead of the bundled default")
+    p.add_argument("--data", default=None, nargs=data_nargs, help=data_help)
     p.add_argument("--output-dir", default=default_output, help="checkpoints, final model, metrics, pictures")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the recipe default)")
     p.add_argument("--seed", type=int, default=None)
