@@ -21,6 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sys as _sys
+from pathlib import Path as _Path
+
+if __package__ in (None, ""):  # run as a script: the repo root, not benchmarks/, must come first on the path
+    _sys.path[0] = str(_Path(__file__).resolve().parents[1])
+
 import torch
 from torch import nn
 

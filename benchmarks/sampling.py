@@ -20,6 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+import sys as _sys
+from pathlib import Path as _Path
+
+if __package__ in (None, ""):  # run as a script: the repo root, not benchmarks/, must come first on the path
+    _sys.path[0] = str(_Path(__file__).resolve().parents[1])
+
 import torch
 from safetensors.torch import load_file
 

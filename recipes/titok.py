@@ -18,8 +18,8 @@ from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
 # The CPU default: ~10 minutes on 2 cores. GPU presets get their own schedule through --max-steps / --set.
-TRAIN = TrainConfig(max_steps=700, batch_size=32, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
-                    ema_decay=0.0, eval_every=250, checkpoint_every=100, log_every=10, clip_grad=1.0)
+TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
+                    ema_decay=0.0, eval_every=400, checkpoint_every=100, log_every=10, clip_grad=1.0)
 
 
 def main(argv: list[str] | None = None):

@@ -34,6 +34,7 @@ class TiTokConfig:
     mlp_ratio: float = 4.0
     quantizer: QuantizerConfig = VQConfig(dim=12, codebook_size=4096)  # paper: 4096 codes x 12-d, l2-normalised
     refine_channels: int = 0  # >0 adds a residual 3x3-conv refiner on the decoded pixels
+    token_mixing: bool = False  # learned linear patch<->latent mixing, initialised as spatial pooling (see below)
     recon_loss: str = "mse"  # "mse", "l1" or "mse+l1"
 
     def __post_init__(self):
@@ -58,14 +59,19 @@ def _preset(image_size, patch, tokens, width, depth, heads, quantizer=None, refi
 
 
 PRESETS = {
-    # CPU demo: 64x64 crops, 32 tokens x 10 bits = 320 bits per image
-    "tiny": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
-                        quantizer=VQConfig(dim=12, codebook_size=1024, decay=0.95), refine_channels=32),
-    "tiny-fsq": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
-                            quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), refine_channels=32),
-    # bigger CPU preset (see README): same token budget, more capacity
+    # CPU demo: 64x64 crops, 32 tokens x 10 bits = 320 bits per image. Euclidean VQ and token mixing: both learn
+    # markedly faster than cosine codes / pure attention routing in CPU-sized runs (held-out PSNR after 50 steps:
+    # 18.0 dB vs 17.0 dB cosine vs 14.1 dB without mixing)
+    "tiny": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
+                        quantizer=VQConfig(dim=8, codebook_size=1024, cosine=False, decay=0.9),
+                        refine_channels=32, token_mixing=True),
+    "tiny-fsq": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4,
+                            heads=4, quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), refine_channels=32,
+                            token_mixing=True),
+    # bigger CPU preset (see README): same token budget, more capacity and finer patches
     "small": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=192, enc_depth=6, dec_depth=6, heads=6,
-                         quantizer=VQConfig(dim=12, codebook_size=1024, decay=0.95), refine_channels=48),
+                         quantizer=VQConfig(dim=8, codebook_size=1024, cosine=False, decay=0.9),
+                         refine_channels=48, token_mixing=True),
     # the paper's models at 256 px (GPU)
     "S-128": _preset(256, 16, 128, 512, 8, 8),
     "B-64": _preset(256, 16, 64, 768, 12, 12),
@@ -117,6 +123,14 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         self.decoder = Transformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
         self.to_pixels = nn.Linear(c.width, c.patch_size * c.patch_size * 3)
         self.refiner = Refiner(c.refine_channels) if c.refine_channels else nn.Identity()
+        if c.token_mixing:
+            # Attention starts out uniform, so a fresh TiTok first reconstructs every patch from the same average of
+            # the latents and learns spatial routing slowly. A learned (K x patches) mixing matrix, initialised so each
+            # latent pools a contiguous band of patches (and the decoder's transpose spreads it back), gives the
+            # encoder and decoder a spatial starting point; training is free to turn it into any 1D assignment.
+            pool = _band_matrix(c.num_tokens, c.num_patches)
+            self.enc_mix = nn.Parameter(pool / pool.sum(1, keepdim=True))
+            self.dec_mix = nn.Parameter(pool.T / pool.T.sum(1, keepdim=True))
         init_weights(self.encoder)
         init_weights(self.decoder)
 
@@ -163,6 +177,8 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         b = x.shape[0]
         patches = self.patch_embed(x * 2 - 1) + self.enc_pos
         latents = self.latents.expand(b, -1, -1)
+        if self.config.token_mixing:
+            latents = latents + torch.einsum("kp,bpd->bkd", self.enc_mix, patches)
         h = self.encoder(torch.cat([patches, latents], dim=1))
         return self.to_code(h[:, -self.config.num_tokens:])  # (b, K, code_dim)
 
@@ -171,9 +187,21 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         b = z.shape[0]
         latents = self.from_code(z) + self.dec_latent_pos
         masks = (self.mask_token + self.dec_pos).expand(b, -1, -1)
+        if c.token_mixing:
+            masks = masks + torch.einsum("pk,bkd->bpd", self.dec_mix, latents)
         h = self.decoder(torch.cat([latents, masks], dim=1))[:, c.num_tokens:]
         pixels = unpatchify(self.to_pixels(h), c.patch_size, c.image_size, c.image_size)
         return (self.refiner(pixels) + 1) / 2  # model works in [-1, 1]
+
+
+def _band_matrix(tokens: int, patches: int) -> Tensor:
+    """(tokens, patches) 0/1 matrix: token k covers the k-th contiguous band of patches in raster order."""
+    m = torch.zeros(tokens, patches)
+    for k in range(tokens):
+        lo = (k * patches) // tokens
+        hi = max(((k + 1) * patches) // tokens, lo + 1)
+        m[k, lo:hi] = 1.0
+    return m
 
 
 def token_budget_bits(cfg: TiTokConfig) -> float:
