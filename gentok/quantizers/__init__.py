@@ -8,6 +8,7 @@ from gentok.quantizers.base import (
     code_statistics,
     registered_quantizers,
 )
+from gentok.quantizers.binary import Binary, BinaryConfig
 from gentok.quantizers.fsq import FSQ, FSQConfig
 from gentok.quantizers.lfq import LFQ, LFQConfig
 from gentok.quantizers.residual_fsq import ResidualFSQ, ResidualFSQConfig
@@ -17,5 +18,5 @@ from gentok.quantizers.vq import VQ, VQConfig
 __all__ = [
     "Quantizer", "QuantizerConfig", "QuantizerOutput", "build_quantizer", "code_statistics",
     "registered_quantizers", "VQ", "VQConfig", "FSQ", "FSQConfig", "LFQ", "LFQConfig",
-    "ResidualVQ", "ResidualVQConfig", "ResidualFSQ", "ResidualFSQConfig",
+    "ResidualVQ", "ResidualVQConfig", "ResidualFSQ", "ResidualFSQConfig", "Binary", "BinaryConfig",
 ]

@@ -1,0 +1,255 @@
+"""FlexTok: "Resampling Images into 1D Token Sequences of Flexible Length" (Bachmann et al. 2025).
+
+A ViT encoder reads image patches plus K register tokens (causal among themselves, so register i summarises what
+registers < i left out); the registers are FSQ-quantized into K ids. Training applies nested dropout: per example a
+length k is drawn from a schedule and registers k..K-1 are replaced by one learned mask token before the decoder, so
+every prefix ids[:, :k] is a complete description of the image, coarse to fine. The decoder is a rectified flow:
+a transformer, adaLN-conditioned on the flow time, maps noisy patches to a velocity given the kept registers;
+sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`flextok_flow.py`), with optional classifier-free
+guidance learned by dropping all registers for a fraction of training examples.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import Tensor, nn
+
+from gentok.config import config
+from gentok.hub import register
+from gentok.nn import PatchEmbed, Transformer, init_weights, patchify, unpatchify
+from gentok.quantizers import FSQConfig, QuantizerConfig, build_quantizer
+from gentok.tokenizers.base import Tokenizer, TokenizerOutput
+from gentok.tokenizers.image.flextok_flow import flow_sample, guided, make_scheduler
+from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
+
+SCHEDULES = ("pow2", "uniform", "none")
+SIGMA_MIN = 0.05  # floor of sigma when turning a clean-patch prediction into a velocity
+
+
+@config
+class FlexTokConfig:
+    image_size: int = 256
+    patch_size: int = 16
+    num_tokens: int = 256  # K: the longest token sequence; any prefix 1..K decodes
+    width: int = 768
+    enc_depth: int = 12
+    dec_depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    quantizer: QuantizerConfig = FSQConfig(dim=6, levels=(8, 8, 8, 5, 5, 5))  # paper: 64000 codes, ~16 bits
+    causal_registers: bool = True  # register i attends to patches and registers <= i only
+    nested_dropout: str = "pow2"  # keep-length schedule: "pow2" (1, 2, 4, ..., K), "uniform" (1..K), "none" (K)
+    cfg_dropout: float = 0.1  # fraction of training examples decoded from no tokens (learns guidance's v_uncond)
+    time_sampling: str = "logit_normal"  # training sigmas: "logit_normal" (SD3) or "uniform"
+    shift: float = 1.0  # the scheduler's timestep shift (>1 spends more steps at high noise)
+    sample_steps: int = 25  # default Euler steps for `decode`
+    guidance: float = 1.0  # default classifier-free guidance scale for `decode` (1 = off)
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.num_tokens < 1:
+            raise ValueError("num_tokens must be >= 1")
+        if self.nested_dropout not in SCHEDULES:
+            raise ValueError(f"nested_dropout must be one of {SCHEDULES}, got {self.nested_dropout!r}")
+        if self.time_sampling not in ("logit_normal", "uniform"):
+            raise ValueError(f"time_sampling must be 'logit_normal' or 'uniform', got {self.time_sampling!r}")
+        if not 0.0 <= self.cfg_dropout < 1.0:
+            raise ValueError(f"cfg_dropout must lie in [0, 1), got {self.cfg_dropout}")
+        if self.sample_steps < 1 or self.shift <= 0:
+            raise ValueError("sample_steps must be >= 1 and shift > 0")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+PRESETS = {
+    # CPU demo: 64x64 crops, up to 32 tokens x ~16 bits
+    "tiny": FlexTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
+                          sample_steps=16),
+    # the paper's d12-d12 at 256 px (GPU)
+    "d12-d12": FlexTokConfig(),
+    "d18-d18": FlexTokConfig(width=1152, enc_depth=18, dec_depth=18, heads=18),
+}
+
+
+def keep_lengths(schedule: str, batch: int, num_tokens: int, generator: torch.Generator | None = None,
+                 device=None) -> Tensor:
+    """Per-example number of kept tokens (b,) long in [1, K], drawn from `schedule` (see `FlexTokConfig`)."""
+    if schedule == "none":
+        return torch.full((batch,), num_tokens, dtype=torch.long, device=device)
+    if schedule == "uniform":
+        choices = torch.arange(1, num_tokens + 1)
+    elif schedule == "pow2":
+        choices = sorted({min(2**i, num_tokens) for i in range(num_tokens.bit_length() + 1)})
+        choices = torch.tensor(choices)
+    else:
+        raise ValueError(f"unknown nested-dropout schedule {schedule!r}; choose from {SCHEDULES}")
+    pick = torch.randint(len(choices), (batch,), generator=generator)
+    return choices[pick].to(device)
+
+
+@register("flextok")
+class FlexTok(ImageAssetsMixin, Tokenizer):
+    config_class = FlexTokConfig
+
+    def __init__(self, config: FlexTokConfig):
+        super().__init__()
+        self.config = c = config
+        scale = c.width**-0.5
+        patch_dim = c.patch_size * c.patch_size * 3
+        # encoder: patches + K registers
+        self.patch_embed = PatchEmbed(c.patch_size, 3, c.width)
+        self.enc_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
+        self.registers = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
+        self.encoder = Transformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
+        self.to_code = nn.Linear(c.width, c.quantizer.dim)
+        self.quantizer = build_quantizer(c.quantizer)
+        if self.quantizer.num_codebooks != 1:
+            raise ValueError("FlexTok needs a single-level quantizer (one id per token)")
+        self.register_buffer("enc_mask", self._encoder_mask(), persistent=False)
+        # decoder: K registers (kept ones from the codes, the rest the mask token) + noisy patches, adaLN on time
+        self.from_code = nn.Linear(c.quantizer.dim, c.width)
+        self.mask_token = nn.Parameter(torch.randn(c.width) * scale)
+        self.dec_reg_pos = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
+        self.noisy_embed = nn.Linear(patch_dim, c.width)
+        self.dec_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
+        self.time_proj = Timesteps(c.width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(c.width, c.width)
+        self.decoder = Transformer(c.width, c.dec_depth, c.heads, c.mlp_ratio, cond_dim=c.width)
+        self.to_pixels = nn.Linear(c.width, patch_dim)
+        init_weights(self.encoder)
+        init_weights(self.decoder)
+        for block in self.decoder.blocks:  # init_weights overwrote adaLN's zero init: blocks must start as identity
+            nn.init.zeros_(block.ada[1].weight)
+            nn.init.zeros_(block.ada[1].bias)
+        nn.init.zeros_(self.to_pixels.weight)  # DiT-style zero init: the first clean-patch prediction is 0 (grey)
+        nn.init.zeros_(self.to_pixels.bias)
+
+    def _encoder_mask(self) -> Tensor:
+        """(N + K, N + K) bool, True = may attend: patches see patches; register i sees patches and registers
+        (<= i when causal)."""
+        c = self.config
+        n, k = c.num_patches, c.num_tokens
+        mask = torch.zeros(n + k, n + k, dtype=torch.bool)
+        mask[:, :n] = True
+        mask[n:, n:] = torch.ones(k, k, dtype=torch.bool).tril() if c.causal_registers else True
+        return mask
+
+    # -- contract -------------------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.quantizer.bits_per_token
+
+    @property
+    def bits_per_sample(self) -> float:
+        """Bits of the full K-token sequence; a prefix of k tokens costs k * bits_per_token."""
+        return self.config.num_tokens * self.bits_per_token
+
+    def forward(self, images: Tensor) -> TokenizerOutput:
+        """Training pass on images (b, 3, S, S) in [0, 1]: nested dropout + flow-matching loss.
+
+        `recon` is the one-step estimate x0 = x_sigma - sigma * v at the sampled noise level (cheap, for logging).
+        """
+        c = self.config
+        x = to_image_batch(images, c.image_size)
+        b = x.shape[0]
+        q = self.quantizer(self._encode_latents(x))
+        keep = keep_lengths(c.nested_dropout, b, c.num_tokens, device=x.device)
+        if self.training and c.cfg_dropout > 0:
+            keep = torch.where(torch.rand(b, device=x.device) < c.cfg_dropout, torch.zeros_like(keep), keep)
+        registers = self._decoder_registers(q.quantized, keep)
+        x0 = patchify(x * 2 - 1, c.patch_size)  # (b, N, p*p*3) in [-1, 1]
+        if c.time_sampling == "logit_normal":
+            sigma = torch.sigmoid(torch.randn(b, device=x.device))
+        else:
+            sigma = torch.rand(b, device=x.device)
+        noise = torch.randn_like(x0)
+        s = sigma[:, None, None]
+        x_t = s * noise + (1 - s) * x0
+        v = self.velocity(x_t, sigma, registers)
+        flow = F.mse_loss(v.float(), (noise - x0).float())
+        loss = flow + q.loss
+        with torch.no_grad():
+            x0_hat = unpatchify((x_t - s * v).clamp(-1, 1), c.patch_size, c.image_size, c.image_size)
+            recon = (x0_hat + 1) / 2
+        metrics = {"flow_loss": flow.detach(), "quantizer_loss": q.loss.detach(), "keep_mean": keep.float().mean(),
+                   **{f"code_{k}": v for k, v in q.metrics.items()}}
+        return TokenizerOutput(recon, q.indices, loss, metrics)
+
+    @torch.no_grad()
+    def encode(self, images) -> Tensor:
+        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> ids (b, K); every prefix decodes."""
+        x = to_image_batch(images, self.config.image_size)
+        return self.quantizer.encode(self._encode_latents(x))
+
+    @torch.no_grad()
+    def decode(self, ids: Tensor, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Token prefix ids (b, k), 1 <= k <= K -> images (b, 3, S, S) in [0, 1], by flow sampling.
+
+        Args:
+            ids: the first k ids of `encode`'s output (any k from 1 to K).
+            steps: Euler steps (default `config.sample_steps`).
+            guidance: classifier-free guidance scale (default `config.guidance`; 1 = off).
+            seed: seeds the starting noise, so a call is reproducible; ignored when `generator` is given.
+        """
+        c = self.config
+        if not isinstance(ids, Tensor) or ids.ndim != 2 or not 1 <= ids.shape[1] <= c.num_tokens:
+            shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"expected ids of shape (b, k) with 1 <= k <= {c.num_tokens}, got {shape}")
+        ids = self.check_ids(ids, (ids.shape[1],))
+        steps = c.sample_steps if steps is None else int(steps)
+        guidance = c.guidance if guidance is None else float(guidance)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        device = self.registers.device
+        b, k = ids.shape
+        codes = torch.zeros(b, c.num_tokens, c.quantizer.dim, device=device)
+        codes[:, :k] = self.quantizer.decode(ids.to(device))
+        cond = self._decoder_registers(codes, torch.full((b,), k, dtype=torch.long, device=device))
+        uncond = self._decoder_registers(codes, torch.zeros(b, dtype=torch.long, device=device))
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        noise = torch.randn(b, c.num_patches, c.patch_size**2 * 3, generator=generator, device=device)
+        velocity = guided(lambda x, s: self.velocity(x, s, cond), lambda x, s: self.velocity(x, s, uncond), guidance)
+        x0 = flow_sample(velocity, noise, steps, make_scheduler(c.shift))
+        return (unpatchify(x0, c.patch_size, c.image_size, c.image_size).clamp(-1, 1) + 1) / 2
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _encode_latents(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        patches = self.patch_embed(x * 2 - 1) + self.enc_pos
+        h = self.encoder(torch.cat([patches, self.registers.expand(b, -1, -1)], dim=1), mask=self.enc_mask)
+        return self.to_code(h[:, -self.config.num_tokens:])  # (b, K, code_dim)
+
+    def _decoder_registers(self, codes: Tensor, keep: Tensor) -> Tensor:
+        """Quantized codes (b, K, code_dim) and keep lengths (b,) -> decoder register tokens (b, K, width), positions
+        >= keep replaced by the mask token (so what is dropped cannot reach the decoder)."""
+        k = self.config.num_tokens
+        kept = torch.arange(k, device=codes.device)[None, :] < keep[:, None]  # (b, K)
+        tokens = torch.where(kept[..., None], self.from_code(codes), self.mask_token.to(codes.dtype))
+        return tokens + self.dec_reg_pos
+
+    def velocity(self, x_t: Tensor, sigma: Tensor, registers: Tensor) -> Tensor:
+        """Noisy patches (b, N, p*p*3) at noise level sigma (b,) in [0, 1] and decoder registers (b, K, width) ->
+        velocity (b, N, p*p*3).
+
+        The network predicts the clean patches x0 and the velocity is derived, v = (x_t - x0) / sigma (sigma floored
+        at SIGMA_MIN): a patch (p*p*3 values) can be wider than the transformer, and a direct v-prediction would have
+        to carry the noise through that bottleneck, which a narrow model cannot ("x-prediction", Li & He 2025).
+        """
+        c = self.config
+        temb = self.time_embed(self.time_proj(sigma * 1000).to(x_t.dtype))  # same timestep scale as the scheduler
+        h = torch.cat([registers, self.noisy_embed(x_t) + self.dec_pos], dim=1)
+        x0 = self.to_pixels(self.decoder(h, c=temb)[:, c.num_tokens:])
+        return (x_t - x0) / sigma.clamp_min(SIGMA_MIN)[:, None, None]
