@@ -153,3 +153,16 @@ def test_tiny_overfits_a_fixed_batch():
             if best > 30:
                 break
     assert best > 30, best
+
+
+def test_token_mixing_starts_as_spatial_pooling():
+    from gentok.tokenizers.image.titok import _band_matrix
+
+    for tokens, patches in ((32, 16), (32, 64), (7, 16)):
+        m = _band_matrix(tokens, patches)
+        assert (m.sum(0) >= 1).all(), "every patch feeds some token"
+        assert (m.sum(1) >= 1).all(), "every token pools some patch"
+        rows = [torch.nonzero(r).flatten() for r in m]
+        assert all((r[1:] - r[:-1] == 1).all() for r in rows), "bands are contiguous"
+    model = small(token_mixing=True)
+    assert torch.allclose(model.enc_mix.sum(1), torch.ones(6)) and torch.allclose(model.dec_mix.sum(1), torch.ones(16))
