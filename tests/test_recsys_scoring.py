@@ -1,0 +1,106 @@
+"""Batch scoring: resume == uninterrupted, two processes == one, malformed rows reported, pandas batch function."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys.data import RecData
+from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.pipeline import save_recommender
+from recsys.scoring import BatchScorer, score_file
+
+N = 50
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model") / "m"
+    data = RecData(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), [], [str(100 + i) for i in range(N)],
+                   [""] * N, "int")
+    save_recommender(SASRec(SASRecConfig.tiny(num_items=N)).eval(), d, data)
+    return d
+
+
+def _histories(path, users=60, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        for t in range(int(rng.integers(1, 6))):
+            rows.append((f"user{u}", 100 + int(rng.integers(0, N)), int(rng.integers(0, 1000))))
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).sample(frac=1.0, random_state=seed)
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path, model_dir):
+    inp = tmp_path / "h.csv"
+    _histories(inp)
+    full = score_file(model_dir, inp, tmp_path / "full.parquet", k=5, partitions=6, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        score_file(model_dir, inp, tmp_path / "res.parquet", k=5, partitions=6, progress=False, _crash_after=2)
+    assert not (tmp_path / "res.parquet").exists() and (tmp_path / "res.parquet.work").is_dir()
+    # a half-written partition file left by the kill must not be trusted
+    (tmp_path / "res.parquet.work" / ".out-00005.parquet.tmp").write_bytes(b"garbage")
+    again = score_file(model_dir, inp, tmp_path / "res.parquet", k=5, partitions=6, progress=False)
+    a, b = pd.read_parquet(tmp_path / "full.parquet"), pd.read_parquet(tmp_path / "res.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert full["users"] == again["users"] == 60 == a["user_id"].nunique()
+    assert (a.groupby("user_id").size() <= 5).all() and a["rank"].min() == 1
+    assert not (tmp_path / "res.parquet.work").exists()
+
+
+def test_malformed_unknown_and_empty_rows_are_reported(tmp_path, model_dir):
+    inp = tmp_path / "h.csv"
+    inp.write_text("user_id,item_id,timestamp\n"
+                   "a,101,1\n"
+                   "a,102,2\n"
+                   "b,999,1\n"      # unknown item only -> error entry
+                   ",101,3\n"       # line 5: no user
+                   "c,101,xx\n"     # line 6: bad timestamp
+                   "d,\n"           # line 7: wrong field count
+                   "e,,\n"          # empty history marker
+                   "a,103,3\n")
+    s = score_file(model_dir, inp, tmp_path / "o.csv", k=3, partitions=2, progress=False)
+    assert s["malformed_rows"] == 3 and [m["line"] for m in s["malformed"]] == [5, 6, 7]
+    assert s["unknown_items"] == 1 and s["errors"] == 2 and s["users"] == 3
+    out = pd.read_csv(tmp_path / "o.csv", dtype={"user_id": str})
+    assert sorted(out["user_id"].unique()) == ["a", "b", "e"]
+    assert out.loc[out.user_id == "b", "error"].item().startswith("no known items")
+    assert out.loc[out.user_id == "e", "error"].item() == "empty history"
+    recs = out[out.user_id == "a"]
+    assert recs["rank"].tolist() == [1, 2, 3] and not set(recs["item_id"]) & {101, 102, 103}
+
+
+def test_batch_function_is_pandas_in_pandas_out(model_dir):
+    scorer = BatchScorer(model_dir, k=4)
+    df = pd.DataFrame({"user_id": ["x", "x", "y"], "item_id": [101, 105, 110], "timestamp": [2, 1, 0]})
+    out = scorer(df)
+    assert list(out.columns) == ["user_id", "rank", "item_id", "score", "error"] and len(out) == 8
+    # time order, not row order, defines the history: swapping rows changes nothing
+    pd.testing.assert_frame_equal(scorer(df.iloc[[1, 0, 2]]), out)
+    assert (out.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+
+
+def test_two_processes_equal_one(tmp_path, model_dir):
+    inp = tmp_path / "h.jsonl"
+    df = _histories(tmp_path / "h.csv", users=40, seed=1)
+    df.to_json(inp, orient="records", lines=True)
+    one = score_file(model_dir, inp, tmp_path / "one.parquet", k=5, partitions=4, progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "recsys.cli", "score",
+           "--model", str(model_dir), "--input", str(inp), "--out", str(tmp_path / "two.parquet"), "--k", "5",
+           "--partitions", "4", "--quiet"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
+    import json
+
+    two = json.loads((tmp_path / "two.parquet.summary.json").read_text())
+    assert two["processes"] == 2 and two["users"] == one["users"] == 40
