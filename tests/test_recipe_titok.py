@@ -47,8 +47,11 @@ def test_recipe_two_processes(tmp_path):
           "--mixed_precision", "no", "--dynamo_backend", "no", "recipes/titok.py", "--output-dir", str(out),
           "--max-steps", "3", *TINY])
     assert (out / "model" / "model.safetensors").is_file()
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert max(steps) == 3  # logged once (main process), not once per rank
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "train/loss" in r]
+    assert max(steps) == 3 and len(steps) == len(set(steps)), steps  # logged once (main process), not once per rank
+    meta = json.loads((out / "checkpoints" / "step-00000003" / "metadata.json").read_text())
+    assert meta["num_processes"] == 2  # the two processes trained together, not side by side
 
 
 def test_ddp_keeps_codebooks_identical():

@@ -25,7 +25,9 @@ class VQConfig(QuantizerConfig):
     kmeans_iters: int = 10
     ema: bool = True  # EMA codebook updates; False learns the codebook by gradient (codebook loss)
     decay: float = 0.99  # EMA decay
-    dead_code_threshold: float = 2.0  # restart codes whose EMA cluster size falls below this (0 disables)
+    # restart codes whose EMA count (hits per batch) falls below this; 0 disables. Keep it well under the average
+    # hits per code per batch (vectors per batch / codebook_size), or live codes get restarted every step
+    dead_code_threshold: float = 0.1
     commitment_weight: float = 0.25
 
     def __post_init__(self):

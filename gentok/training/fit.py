@@ -140,6 +140,8 @@ def fit(
     start = time.time()
     out_dir = Path(config.output_dir)
     accelerator = Accelerator(
+        # without a GPU, `accelerate launch --multi_gpu` processes only join one gloo group when asked for the CPU
+        cpu=not torch.cuda.is_available(),
         # an optimizer step is always exactly `grad_accum` micro-batches, even across epoch ends, so the data
         # position of step s is s * grad_accum micro-batches (what resume relies on)
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
@@ -279,6 +281,7 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, ema, full_config: di
         if ema is not None:
             ema.save(path / "ema.safetensors")
         atomic_write_json(path / METADATA, {"step": step, "config": full_config,
+                                            "num_processes": accelerator.num_processes,
                                             "data_position": {"micro_batches": step * full_config["train"]["grad_accum"]}})
         complete = sorted((d for d in root.iterdir() if (d / METADATA).is_file()),
                           key=lambda d: json.loads((d / METADATA).read_text())["step"])
