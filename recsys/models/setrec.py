@@ -1,0 +1,336 @@
+"""SETRec-style generative recommender: every item is an order-agnostic **set** of tokens, all generated at once.
+
+Set identifier of item i (each token a `tok_dim` vector):
+  * one CF token   = `cf_proj(sasrec_item_embedding[i])` (a frozen, trained SASRec table supplies the signal);
+  * n semantic tokens from an autoencoder over the item's text embedding, trained jointly (weighted reconstruction
+    loss). `semantic="continuous"` keeps them continuous (as in the paper); `semantic="fsq"` discretises each token
+    with the core `FSQ` quantizer.
+
+History encoding: every token of a history item goes through the *same* input projection and gets the *same* item
+position id, and attends only to itself and to the tokens of earlier items (sparse mask). So the order of the tokens
+inside an item cannot matter. `n + 1` learned queries, placed after the history, attend to the whole history (and to
+themselves only), and produce every token of the next item in one forward pass.
+
+Scoring: generated token j is matched (inner product) against token j of every catalog item; the item score is
+`w * cf_part + (1 - w) * semantic_part`, with `w` chosen on validation cases only (`select_cf_weight`). Because the
+score is one inner product between concatenated vectors, top-K uses a faiss inner-product index for large catalogs
+and exact brute force for small ones. Items added later (`add_items`) have no CF signal: their CF token is zero,
+so they score from their text (semantic part) alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from gentok.config import config, replace
+from gentok.hub import PretrainedMixin, register
+from gentok.nn import Transformer, init_weights
+from gentok.quantizers import FSQ, FSQConfig
+from recsys.models.base import Recommender, RecOutput, pad_histories, seen_mask
+
+
+@config
+class SETRecConfig:
+    num_items: int = 0  # catalog rows (set by `set_catalog` / `add_items`)
+    embed_dim: int = 384  # item text embedding width (all-MiniLM-L6-v2)
+    cf_dim: int = 64  # SASRec item embedding width
+    n_semantic: int = 4  # semantic tokens per item (the set has n_semantic + 1 tokens)
+    tok_dim: int = 32  # width of each set token
+    semantic: str = "continuous"  # "continuous" (paper) or "fsq" (discretised through the core FSQ)
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    ae_hidden: int = 256
+    recon_weight: float = 1.0  # weight of the text reconstruction loss of the semantic autoencoder
+    dim: int = 64
+    depth: int = 2
+    heads: int = 2
+    max_items: int = 20  # history items the model sees
+    dropout: float = 0.1
+    temperature: float = 0.1  # softmax temperature of the catalog matching losses (token vectors are normalised)
+    faiss_min_items: int = 20000  # catalogs at least this large are searched with a faiss index
+
+    def __post_init__(self):
+        if self.dim % self.heads or self.dim < 1 or self.depth < 1 or self.max_items < 1:
+            raise ValueError("dim must be a positive multiple of heads; depth and max_items must be >= 1")
+        if min(self.embed_dim, self.cf_dim, self.n_semantic, self.tok_dim, self.ae_hidden) < 1 or self.num_items < 0:
+            raise ValueError("embed_dim, cf_dim, n_semantic, tok_dim, ae_hidden must be >= 1; num_items >= 0")
+        if self.semantic not in ("continuous", "fsq"):
+            raise ValueError(f"semantic must be 'continuous' or 'fsq', got {self.semantic!r}")
+        if not 0.0 <= self.dropout < 1.0 or self.recon_weight < 0 or self.temperature <= 0:
+            raise ValueError("dropout must lie in [0, 1), recon_weight >= 0 and temperature > 0")
+        FSQConfig(dim=self.tok_dim, levels=self.fsq_levels)  # validates the levels
+
+    @classmethod
+    def tiny(cls, embed_dim: int = 24, cf_dim: int = 16):
+        return cls(embed_dim=embed_dim, cf_dim=cf_dim, n_semantic=3, tok_dim=8, fsq_levels=(5, 5, 3), ae_hidden=32,
+                   dim=32, depth=1, heads=2, max_items=8, dropout=0.0)
+
+
+PRESETS = {"tiny": SETRecConfig.tiny(384, 64), "small": SETRecConfig(),
+           "base": SETRecConfig(dim=128, depth=4, heads=4, max_items=50, tok_dim=64)}
+CF_WEIGHTS = tuple(i / 10 for i in range(11))
+
+
+def set_mask(item_of: Tensor, is_query: Tensor, key_valid: Tensor) -> Tensor:
+    """(b, 1, S, S) bool attention mask over a mixed sequence of history tokens and query tokens.
+
+    item_of (S,) long: a history token's item slot, or the last history slot a query may read; is_query (S,) bool;
+    key_valid (b, S) bool: padded history tokens are hidden. A history token sees itself and every token of an
+    *earlier* item (never its siblings, so tokens of one item stay independent); a query sees itself and every
+    history token of items <= its slot. Nobody attends to a query except the query itself.
+    """
+    hist_key = ~is_query[None, :]
+    earlier = item_of[None, :] < item_of[:, None]
+    upto = item_of[None, :] <= item_of[:, None]
+    allowed = hist_key & torch.where(is_query[:, None], upto, earlier)  # (S, S)
+    S = item_of.shape[0]
+    mask = (allowed[None] & key_valid[:, None, :]) | torch.eye(S, dtype=torch.bool, device=item_of.device)[None]
+    return mask[:, None]
+
+
+@register("recsys.setrec")
+class SETRec(PretrainedMixin, Recommender, nn.Module):
+    config_class = SETRecConfig
+
+    def __init__(self, config: SETRecConfig):
+        super().__init__()
+        self.config = config
+        c, n, k, d = config, config.n_semantic, config.tok_dim, config.dim
+        self.register_buffer("text", torch.zeros(c.num_items, c.embed_dim))  # frozen item text embeddings
+        self.register_buffer("cf", torch.zeros(c.num_items, c.cf_dim))  # frozen SASRec item embeddings
+        self.register_buffer("has_cf", torch.zeros(c.num_items, dtype=torch.bool))  # False: cold item, text only
+        self.register_buffer("cf_weight", torch.tensor(0.5))  # chosen on validation by `select_cf_weight`
+        self.cf_proj = nn.Linear(c.cf_dim, k)
+        self.sem_enc = nn.Sequential(nn.LayerNorm(c.embed_dim), nn.Linear(c.embed_dim, c.ae_hidden), nn.GELU(),
+                                     nn.Linear(c.ae_hidden, n * k))
+        self.sem_dec = nn.Sequential(nn.Linear(n * k, c.ae_hidden), nn.GELU(), nn.Linear(c.ae_hidden, c.embed_dim))
+        self.in_proj = nn.Linear(k, d)  # shared by every token of an item: no slot identity in the history
+        self.item_pos = nn.Embedding(c.max_items + 1, d)  # one id per item; the queries use the next one
+        self.queries = nn.Parameter(torch.randn(n + 1, d) * 0.02)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = Transformer(d, c.depth, c.heads, dropout=c.dropout)
+        self.out_norm = nn.LayerNorm(d)
+        self.out_proj = nn.ModuleList(nn.Linear(d, k) for _ in range(n + 1))
+        init_weights(self)
+        # built after init_weights: FSQ keeps its own projection init (a 0.02-std projection would round every item
+        # to the centre code), and sees unit-scale (layer-normed) inputs
+        self.fsq = FSQ(FSQConfig(dim=k, levels=c.fsq_levels)) if c.semantic == "fsq" else None
+        self.fsq_norm = nn.LayerNorm(k) if c.semantic == "fsq" else None
+
+    # -- catalog --------------------------------------------------------------------------------------------------
+    @property
+    def num_items(self) -> int:
+        return self.config.num_items
+
+    @property
+    def set_size(self) -> int:
+        return self.config.n_semantic + 1
+
+    def set_catalog(self, text: Tensor, cf: Tensor) -> None:
+        """Item text embeddings (N, embed_dim) and trained SASRec item embeddings (N, cf_dim), row i = item i."""
+        if text.ndim != 2 or cf.ndim != 2 or len(text) != len(cf):
+            raise ValueError(f"text {tuple(text.shape)} and cf {tuple(cf.shape)} must be (N, *) with the same N")
+        if text.shape[1] != self.config.embed_dim or cf.shape[1] != self.config.cf_dim:
+            raise ValueError(f"expected widths embed_dim={self.config.embed_dim}, cf_dim={self.config.cf_dim}; got "
+                             f"{text.shape[1]}, {cf.shape[1]}")
+        dev = self.cf_proj.weight.device
+        self.text, self.cf = text.float().to(dev), cf.detach().float().to(dev)
+        self.has_cf = torch.ones(len(text), dtype=torch.bool, device=dev)
+        self.config = replace(self.config, num_items=len(text))
+
+    @torch.no_grad()
+    def add_items(self, text: Tensor) -> Tensor:
+        """Add items from their text embeddings (m, embed_dim) alone (no CF signal); returns their indices."""
+        if text.ndim != 2 or text.shape[1] != self.config.embed_dim:
+            raise ValueError(f"new item text embeddings must be (m, {self.config.embed_dim}), got {tuple(text.shape)}")
+        m, start = len(text), self.num_items
+        self.text = torch.cat([self.text, text.float().to(self.text.device)])
+        self.cf = torch.cat([self.cf, self.cf.new_zeros(m, self.config.cf_dim)])
+        self.has_cf = torch.cat([self.has_cf, self.has_cf.new_zeros(m)])
+        self.config = replace(self.config, num_items=start + m)
+        return torch.arange(start, start + m)
+
+    def item_tokens(self, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Set tokens (m, n+1, tok_dim) of `items` (all when None; slot 0 = CF, zero for cold items) and the text
+        reconstruction loss of the semantic autoencoder on them."""
+        text = self.text if items is None else self.text[items]
+        has_cf = self.has_cf if items is None else self.has_cf[items]
+        cfe = self.cf if items is None else self.cf[items]
+        sem = rearrange(self.sem_enc(text), "m (n k) -> m n k", n=self.config.n_semantic)
+        if self.fsq is not None:
+            sem = self.fsq(self.fsq_norm(sem)).quantized
+        recon = F.mse_loss(self.sem_dec(rearrange(sem, "m n k -> m (n k)")), text) * text.shape[1]
+        cf_tok = self.cf_proj(cfe) * has_cf[:, None]
+        toks = torch.cat([cf_tok[:, None], sem], 1)
+        return F.normalize(toks, dim=-1), recon  # a cold item's zero CF token stays zero
+
+    # -- encoder --------------------------------------------------------------------------------------------------
+    def generate(self, tokens: Tensor, valid: Tensor, all_positions: bool = False) -> Tensor:
+        """History set tokens (b, T, n+1, tok_dim) + valid (b, T) -> generated next-item tokens (b, n+1, tok_dim),
+        or (b, T, n+1, tok_dim) with `all_positions` (the next item after every history slot, for training).
+        One encoder pass produces every token of the predicted item(s)."""
+        b, T, L, _ = tokens.shape
+        if T > self.config.max_items:
+            raise ValueError(f"at most {self.config.max_items} history items, got {T}")
+        dev = tokens.device
+        x = self.in_proj(tokens) + self.item_pos.weight[:T][None, :, None]
+        x = rearrange(x * valid[..., None, None], "b t l d -> b (t l) d")
+        slots = torch.arange(T, device=dev) if all_positions else torch.tensor([T - 1], device=dev)
+        q = self.queries[None] + self.item_pos.weight[slots + 1][:, None]  # (P, L, d)
+        q = rearrange(q, "p l d -> (p l) d")[None].expand(b, -1, -1)
+        seq = self.drop(torch.cat([x, q], 1))
+        item_of = torch.cat([torch.arange(T, device=dev).repeat_interleave(L), slots.repeat_interleave(L)])
+        is_query = torch.cat([torch.zeros(T * L, dtype=torch.bool, device=dev),
+                              torch.ones(len(slots) * L, dtype=torch.bool, device=dev)])
+        key_valid = torch.cat([valid.repeat_interleave(L, 1), valid.new_ones(b, len(slots) * L)], 1)
+        h = self.out_norm(self.encoder(seq, mask=set_mask(item_of, is_query, key_valid))[:, T * L:])
+        h = rearrange(h, "b (p l) d -> b p l d", l=L)
+        out = torch.stack([self.out_proj[j](h[:, :, j]) for j in range(L)], 2)
+        out = F.normalize(out, dim=-1)
+        return out if all_positions else out[:, 0]
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def forward(self, window: Tensor) -> RecOutput:
+        """Windows (b, T+1) of item indices left-padded with -1. Each history slot predicts the next item's set;
+        full-softmax catalog matching losses for the CF and semantic parts + weighted text reconstruction."""
+        ids, targets = window[:, :-1], window[:, 1:]
+        valid = ids >= 0
+        table, recon = self.item_tokens()  # (N, L, k): gradients reach the projection and the autoencoder
+        hist = table[ids.clamp(min=0)]
+        gen = self.generate(hist, valid, all_positions=True)  # (b, T, L, k)
+        use = valid & (targets >= 0)
+        g, t = gen[use], targets[use]  # (m, L, k)
+        cf_logits, sem_logits = self.part_scores(g, table)
+        tau = self.config.temperature
+        loss_cf = F.cross_entropy(cf_logits / tau, t)
+        loss_sem = F.cross_entropy(sem_logits / tau, t)
+        loss = loss_cf + loss_sem + self.config.recon_weight * recon
+        acc = ((cf_logits + sem_logits).argmax(-1) == t).float().mean()
+        return RecOutput(loss, {"loss_cf": loss_cf.detach(), "loss_sem": loss_sem.detach(), "recon": recon.detach(),
+                                "acc": acc.detach()})
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    def part_scores(self, gen: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        """gen (b, L, k), table (N, L, k) -> CF part (b, N) and semantic part (b, N) (mean over semantic slots):
+        token j of the generation is matched against token j of every item only."""
+        cf = gen[:, 0] @ table[:, 0].T
+        sem = torch.einsum("blk,nlk->bn", gen[:, 1:], table[:, 1:]) / self.config.n_semantic
+        return cf, sem
+
+    def _history_tokens(self, histories: Sequence, table: Tensor) -> tuple[Tensor, Tensor]:
+        ids, valid = pad_histories(histories, self.config.max_items, -1)
+        ids, valid = ids.to(table.device), valid.to(table.device)
+        return table[ids.clamp(min=0)], valid
+
+    @torch.no_grad()
+    def queries_and_keys(self, histories: Sequence, weight: float | None = None) -> tuple[Tensor, Tensor]:
+        """Scoring as one inner product: query (b, L*k) = [w * cf token, (1-w)/n * semantic tokens], key (N, L*k) =
+        the catalog's concatenated set tokens, so `query @ key.T == w * cf_part + (1 - w) * semantic_part`."""
+        table, _ = self.item_tokens()
+        gen = self.generate(*self._history_tokens(histories, table))
+        w = float(self.cf_weight) if weight is None else weight
+        scale = torch.full((self.set_size,), (1 - w) / self.config.n_semantic, device=gen.device)
+        scale[0] = w
+        return (gen * scale[:, None]).flatten(1), table.flatten(1)
+
+    @torch.no_grad()
+    def score_all(self, histories: Sequence, weight: float | None = None) -> Tensor:
+        q, keys = self.queries_and_keys(histories, weight)
+        return q @ keys.T
+
+    @torch.no_grad()
+    def part_scores_for(self, histories: Sequence) -> tuple[Tensor, Tensor]:
+        """(CF part, semantic part), each (b, N), for validation-time weight selection."""
+        table, _ = self.item_tokens()
+        return self.part_scores(self.generate(*self._history_tokens(histories, table)), table)
+
+    @torch.no_grad()
+    def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True,
+                  use_faiss: bool | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k items (b, k) and scores (b, k): faiss inner-product search when the catalog has at least
+        `faiss_min_items` items (or `use_faiss=True`), exact brute force otherwise."""
+        self.check_histories(histories)
+        q, keys = self.queries_and_keys(histories)
+        if use_faiss is None:
+            use_faiss = self.num_items >= self.config.faiss_min_items
+        exclude = seen_mask(histories, self.num_items) if exclude_seen else None
+        return (faiss_topk if use_faiss else brute_topk)(q, keys, k, exclude)
+
+
+def _finish(items: Tensor, vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Pad to k columns with item -1 / score -inf; unfilled (-inf) slots become item -1."""
+    items = items.masked_fill(torch.isinf(vals) & (vals < 0), -1)
+    if items.shape[1] < k:
+        b, extra = items.shape[0], k - items.shape[1]
+        items = torch.cat([items, items.new_full((b, extra), -1)], 1)
+        vals = torch.cat([vals, vals.new_full((b, extra), float("-inf"))], 1)
+    return items, vals
+
+
+def brute_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Exact top-k of q (b, D) @ keys (N, D).T, with `exclude` (b, N) bool items removed."""
+    scores = (q @ keys.T).float()
+    if exclude is not None:
+        scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
+    top = scores.topk(min(k, keys.shape[0]), dim=1)
+    return _finish(top.indices.cpu(), top.values.cpu(), k)
+
+
+def faiss_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Top-k with a faiss flat inner-product index (exact search, vectorised over users). Excluded items are
+    dropped by asking for `k + most excluded per user` neighbours and filtering."""
+    import faiss
+
+    n = keys.shape[0]
+    index = faiss.IndexFlatIP(keys.shape[1])
+    index.add(np.ascontiguousarray(keys.float().cpu().numpy()))
+    extra = int(exclude.sum(1).max()) if exclude is not None and len(exclude) else 0
+    kk = min(n, k + extra)
+    vals, items = index.search(np.ascontiguousarray(q.float().cpu().numpy()), kk)
+    vals, items = torch.from_numpy(vals), torch.from_numpy(items).long()
+    if exclude is not None:
+        bad = (items < 0) | exclude.cpu().gather(1, items.clamp(min=0))
+        vals = vals.masked_fill(bad, float("-inf"))
+        # stable re-sort pushes excluded hits to the end while keeping faiss order among the rest
+        order = torch.sort(vals, dim=1, descending=True, stable=True).indices
+        vals, items = vals.gather(1, order), items.gather(1, order)
+    return _finish(items[:, :k], vals[:, :k], k)
+
+
+@torch.no_grad()
+def select_cf_weight(model: SETRec, valid_histories: Sequence, valid_targets: Sequence[int],
+                     grid: Sequence[float] = CF_WEIGHTS, metric_k: int = 10, batch_size: int = 256) -> dict:
+    """Choose the CF/semantic weight by NDCG@`metric_k` on **validation** cases, which are the only data this
+    function receives (the caller passes `split.cases("valid")`; see `choose_cf_weight`). Sets `model.cf_weight`
+    and returns {"weight": w, "ndcg": {w: value}}."""
+    if len(valid_histories) != len(valid_targets) or not len(valid_targets):
+        raise ValueError("need the same, non-zero number of validation histories and targets")
+    was_training = model.training
+    model.eval()
+    gains = {w: 0.0 for w in grid}
+    for s in range(0, len(valid_histories), batch_size):
+        h = list(valid_histories[s: s + batch_size])
+        t = torch.as_tensor(np.asarray(valid_targets[s: s + batch_size]), dtype=torch.long)
+        cf, sem = model.part_scores_for(h)
+        seen = seen_mask(h, model.num_items).to(cf.device)
+        for w in grid:
+            scores = (w * cf + (1 - w) * sem).masked_fill(seen, float("-inf"))
+            target = scores.gather(1, t[:, None].to(cf.device))
+            rank = (scores > target).sum(1).cpu()  # 0-based
+            gains[w] += float(torch.where(rank < metric_k, 1.0 / torch.log2(rank.float() + 2), 0.0).sum())
+    model.train(was_training)
+    ndcg = {w: g / len(valid_targets) for w, g in gains.items()}
+    best = max(ndcg, key=lambda w: (ndcg[w], -abs(w - 0.5)))
+    model.cf_weight.fill_(best)
+    return {"weight": best, "ndcg": ndcg}
+
+
+def choose_cf_weight(model: SETRec, split, grid: Sequence[float] = CF_WEIGHTS) -> dict:
+    """`select_cf_weight` on the split's validation cases (the test cases are never requested)."""
+    _, hists, targets = split.cases("valid")
+    return select_cf_weight(model, hists, targets, grid)

@@ -1,0 +1,164 @@
+"""SETRec: order-agnostic history items, one-pass generation of the whole set, faiss == brute force, CF weight
+selected on validation only, cold items from text alone, save/load identity, learning on a tiny catalog."""
+
+import numpy as np
+import pytest
+import torch
+
+from gentok import load
+from gentok.config import replace
+from recsys.data import Split
+from recsys.models.setrec import (SETRec, SETRecConfig, brute_topk, choose_cf_weight, faiss_topk, select_cf_weight,
+                                  set_mask)
+
+E, C, N = 24, 16, 30
+
+
+def _model(semantic="continuous", n=N, seed=0):
+    torch.manual_seed(seed)
+    m = SETRec(replace(SETRecConfig.tiny(E, C), semantic=semantic))
+    g = torch.Generator().manual_seed(seed)
+    m.set_catalog(torch.nn.functional.normalize(torch.randn(n, E, generator=g), dim=-1), torch.randn(n, C, generator=g))
+    return m.eval()
+
+
+@pytest.mark.parametrize("semantic", ["continuous", "fsq"])
+def test_permuting_tokens_inside_history_items_leaves_output_unchanged(semantic):
+    m = _model(semantic)
+    table, _ = m.item_tokens()
+    ids = torch.tensor([[3, 7, 1, 9, 4], [0, 2, 2, 5, 8]])
+    valid = torch.tensor([[False, True, True, True, True], [True] * 5])
+    toks = table[ids]
+    out = m.generate(toks, valid)
+    g = torch.Generator().manual_seed(1)
+    perm = toks.clone()
+    for b in range(2):
+        for t in range(5):  # a different permutation inside every history item
+            perm[b, t] = toks[b, t, torch.randperm(m.set_size, generator=g)]
+    assert not torch.equal(perm, toks)
+    torch.testing.assert_close(m.generate(perm, valid), out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m.generate(perm, valid, all_positions=True)[:, -1], out, atol=1e-5, rtol=1e-5)
+    # but the order of the *items* matters (causal across items)
+    assert not torch.allclose(m.generate(toks[:, [0, 1, 2, 4, 3]], valid), out, atol=1e-4)
+
+
+def test_one_forward_pass_yields_all_tokens_and_tokens_are_independent():
+    m = _model()
+    calls = []
+    m.encoder.register_forward_hook(lambda *a: calls.append(1))
+    table, _ = m.item_tokens()
+    toks = table[torch.tensor([[1, 2, 3], [4, 5, 6]])].detach()
+    m.queries.requires_grad_(True)
+    out = m.generate(toks, torch.ones(2, 3, dtype=torch.bool))
+    assert len(calls) == 1 and out.shape == (2, m.set_size, 8)  # every token of the next item, one encoder pass
+    # queries never attend to each other: generated token j depends on query j only
+    for j in range(m.set_size):
+        grad = torch.autograd.grad(out[:, j].sum(), m.queries, retain_graph=True)[0]
+        others = [i for i in range(m.set_size) if i != j]
+        assert grad[j].abs().sum() > 0 and grad[others].abs().max() == 0
+    # the training pass predicts the next item after every slot, and its last slot equals inference
+    full = m.generate(toks, torch.ones(2, 3, dtype=torch.bool), all_positions=True)
+    assert len(calls) == 2 and full.shape == (2, 3, m.set_size, 8)
+    torch.testing.assert_close(full[:, -1], out)
+    torch.testing.assert_close(full[:, 0], m.generate(toks[:, :1], torch.ones(2, 1, dtype=torch.bool)), atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_set_mask_rules():
+    item_of = torch.tensor([0, 0, 1, 1, 1, 1])  # two items of two tokens, then two queries reading items <= 1
+    is_query = torch.tensor([False, False, False, False, True, True])
+    mask = set_mask(item_of, is_query, torch.ones(1, 6, dtype=torch.bool))[0, 0]
+    assert not mask[0, 1] and not mask[2, 3]  # siblings inside an item are independent
+    assert mask[2, 0] and mask[2, 1] and not mask[0, 2]  # causal across items
+    assert mask[4, :4].all() and not mask[4, 5] and not mask[:4, 4:].any()  # queries read history, nobody reads them
+
+
+def test_faiss_topk_equals_brute_force():
+    m = _model(n=60)
+    hists = [[1, 2, 3], [5], [7, 8, 9, 10, 11], [0, 59]]
+    q, keys = m.queries_and_keys(hists)
+    from recsys.models.base import seen_mask
+
+    for exclude in (None, seen_mask(hists, 60)):
+        bi, bv = brute_topk(q, keys, 10, exclude)
+        fi, fv = faiss_topk(q, keys, 10, exclude)
+        assert torch.equal(bi, fi)
+        torch.testing.assert_close(bv, fv, atol=1e-5, rtol=1e-5)
+    a = m.recommend(hists, k=70, use_faiss=True)
+    b = m.recommend(hists, k=70, use_faiss=False)
+    assert torch.equal(a[0], b[0]) and (a[0][0, 57:] == -1).all()  # 60 items - 3 seen: the rest are empty slots
+    torch.testing.assert_close(b[1][:, :5], m.score_all(hists).masked_fill(seen_mask(hists, 60), -1e9).topk(5).values)
+
+
+class _SpySplit(Split):
+    """A split that records which cases are requested and refuses test."""
+
+    def cases(self, which):
+        self.asked.append(which)
+        if which == "test":
+            raise AssertionError("the CF weight must never be chosen on test cases")
+        return super().cases(which)
+
+
+def test_cf_weight_selected_on_validation_only():
+    m = _model()
+    rng = np.random.default_rng(0)
+    split = _SpySplit([rng.integers(0, N, size=6) for _ in range(12)], N)
+    split.asked = []
+    res = choose_cf_weight(m, split)
+    assert split.asked == ["valid"] and float(m.cf_weight) == pytest.approx(res["weight"])
+    # the choice is a function of the validation targets alone: make validation rewards the CF part only
+    _, hists, _ = split.cases("valid")
+    cf, sem = m.part_scores_for(hists)
+    cf_best = cf.argmax(1).numpy()
+    sem_best = sem.argmax(1).numpy()
+    keep = [i for i in range(len(hists)) if cf_best[i] != sem_best[i] and cf_best[i] not in hists[i]]
+    res = select_cf_weight(m, [hists[i] for i in keep], cf_best[keep], grid=(0.0, 1.0))
+    assert res["weight"] == 1.0 and res["ndcg"][1.0] == 1.0
+
+
+def test_cold_items_score_from_text_and_save_load(tmp_path):
+    m = _model()
+    hists = [[1, 2, 3], [4, 5]]
+    before = m.score_all(hists)
+    new = m.add_items(m.text[[2, 7]] * 1.0)
+    assert new.tolist() == [N, N + 1] and m.num_items == N + 2
+    after = m.score_all(hists)
+    torch.testing.assert_close(after[:, :N], before)  # existing items unchanged
+    cf, sem = m.part_scores_for(hists)
+    assert (cf[:, N:] == 0).all()  # no CF signal: text (semantic part) only
+    torch.testing.assert_close(sem[:, N:], sem[:, [2, 7]])  # same text -> same semantic score as the warm twin
+    m.cf_weight.fill_(0.3)
+    m.save_pretrained(tmp_path / "m")
+    back = load(tmp_path / "m").eval()
+    assert float(back.cf_weight) == pytest.approx(0.3) and back.num_items == N + 2
+    torch.testing.assert_close(back.score_all(hists), m.score_all(hists))
+    with pytest.raises(ValueError, match="new item text"):
+        m.add_items(torch.zeros(2, E + 1))
+    with pytest.raises(ValueError, match="semantic"):
+        SETRecConfig(semantic="rvq")
+
+
+@pytest.mark.parametrize("semantic", ["continuous", "fsq"])
+def test_learns_a_deterministic_successor(semantic):
+    """item i is always followed by item i+1: a few steps must put the successor on top."""
+    m = _model(semantic).train()
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, N - 9, (32,), generator=g)
+    windows = starts[:, None] + torch.arange(9)[None]  # max_items + 1, left-padded like `NextItemWindows`
+    lengths = torch.randint(2, 10, (32,), generator=g)
+    windows = torch.where(torch.arange(9)[None] >= 9 - lengths[:, None], windows, -1)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    first = None
+    for _ in range(150):
+        out = m(windows)
+        first = first if first is not None else float(out.loss.detach())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    m.eval()
+    assert float(out.loss.detach()) < first
+    hists = [list(range(s, s + 4)) for s in range(0, N - 5, 3)]
+    items, _ = m.recommend(hists, k=3)
+    hit = np.mean([h[-1] + 1 in items[i].tolist() for i, h in enumerate(hists)])
+    assert hit >= 0.66, hit  # chance level with k=3 of 30 items is 0.1
