@@ -48,7 +48,3 @@ class ResidualQuantizer(Quantizer):
         if q < self.num_codebooks:
             indices = F.pad(indices, (0, self.num_codebooks - q), value=-1)
         return self._output_from_indices(indices)
-
-    def decode(self, indices: Tensor) -> Tensor:
-        """Decode (b, n, k) indices, k <= num_codebooks; level k of a token may be -1 only if later ones are too."""
-        return super().decode(indices)
