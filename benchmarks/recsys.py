@@ -1,10 +1,16 @@
-"""Recommendation benchmark: quality (SASRec vs RecGPT on the demo split, test metrics of the validation-selected
-weights, bootstrap CIs) and scoring throughput / peak memory (RecGPT's catalog-constrained beam search vs a faiss
-brute-force inner-product top-K over item embeddings, same histories) on the demo catalog and a synthetic
-1,000,000-item catalog.
+"""Recommendation benchmark on the demo split (MovieLens latest-small):
+
+* quality: SASRec vs RecGPT vs SETRec (test metrics of the validation-selected weights, bootstrap CIs; SETRec's
+  CF/semantic weight is chosen on validation cases);
+* cold start: 20% of the catalog (seeded, uniform) is removed from every training sequence; SASRec and SETRec are
+  retrained on what is left and their test metrics are split by whether the target is a warm or a cold item
+  (SETRec scores cold items from their text alone);
+* scoring throughput / latency per user / peak memory: RecGPT's catalog-constrained beam search, SETRec's one-pass
+  generation + inner-product top-K, and a faiss brute-force top-K over item embeddings, same histories, on the demo
+  catalog and on a synthetic 1,000,000-item catalog.
 
     python benchmarks/recsys.py                       # writes benchmarks/results/recsys.json
-    python benchmarks/recsys.py --sasrec-steps 800 --recgpt-steps 600
+    python benchmarks/recsys.py --sasrec-steps 800 --recgpt-steps 600 --setrec-steps 300
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ import torch
 from gentok.config import replace
 from gentok.hub import atomic_write_json
 from gentok.training import TrainConfig
+from recsys.data import Split
 from recsys.evaluation import evaluate
+from recsys.metrics import metrics_from_ranks, summarize
 from recsys.item_tokens import ItemTokenizer, ItemTokenizerConfig
 from recsys.metrics import format_table
 from recsys.models.recgpt import RecGPT, RecGPTConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.models.setrec import SETRec, SETRecConfig, choose_cf_weight
 from recsys.pipeline import item_embeddings, prepare, train_item_tokenizer, train_recommender
 
 OUT = Path(__file__).parent / "results" / "recsys.json"
@@ -70,18 +79,44 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
+COMMON = dict(batch_size=64, lr=2e-3, warmup_steps=30, weight_decay=0.01, eval_every=100, checkpoint_every=0,
+              progress=False, log_every=50)
+
+
+def train_sasrec(split: Split, steps: int, out_dir: str) -> tuple[SASRec, object]:
+    cfg = SASRecConfig(num_items=split.num_items)
+    return train_recommender(SASRec(cfg), split, TrainConfig(output_dir=out_dir, max_steps=steps,
+                                                             **{**COMMON, "batch_size": 32}), cfg.max_len)
+
+
+def train_setrec(split: Split, emb: torch.Tensor, sas: SASRec, steps: int, out_dir: str,
+                 cold: np.ndarray | None = None) -> tuple[SETRec, object, dict]:
+    """SETRec with the recipe's defaults; CF tokens from `sas`; `cold` items get no CF token (text only)."""
+    cfg = SETRecConfig(embed_dim=emb.shape[1], cf_dim=sas.config.dim)
+    model = SETRec(cfg)
+    model.set_catalog(emb, sas.item_vectors().detach().cpu())
+    if cold is not None:
+        model.drop_cf(torch.from_numpy(cold))
+    model, sel = train_recommender(model, split, TrainConfig(output_dir=out_dir, max_steps=steps,
+                                                             **{**COMMON, "batch_size": 32}), cfg.max_items,
+                                   eval_users=300)
+    return model, sel, choose_cf_weight(model, split)  # validation cases only
+
+
 def quality(args) -> dict:
     data, split = prepare(None, seed=0)
     out = {}
-    common = dict(batch_size=64, lr=2e-3, warmup_steps=30, weight_decay=0.01, eval_every=100, checkpoint_every=0,
-                  progress=False, log_every=50)
-    sas_cfg = SASRecConfig(num_items=data.num_items)
+    common = COMMON
     t = time.time()
-    sas, sel = train_recommender(SASRec(sas_cfg), split, TrainConfig(output_dir=f"{args.work}/sasrec",
-                                 max_steps=args.sasrec_steps, **{**common, "batch_size": 32}), sas_cfg.max_len)
+    sas, sel = train_sasrec(split, args.sasrec_steps, f"{args.work}/sasrec")
     out["SASRec"] = {"test": evaluate(sas, split, "test")["summary"], "valid_best_ndcg@10": sel.best,
                      "train_seconds": time.time() - t, "steps": args.sasrec_steps}
     emb = item_embeddings(data, progress=False)
+    t = time.time()
+    setrec, sel, chosen = train_setrec(split, emb, sas, args.setrec_steps, f"{args.work}/setrec")
+    out["SETRec"] = {"test": evaluate(setrec, split, "test")["summary"], "valid_best_ndcg@10_subset": sel.best,
+                     "cf_weight_chosen_on_valid": chosen["weight"], "train_seconds": time.time() - t,
+                     "steps": args.setrec_steps, "cf_source": "the SASRec row's model"}
     t = time.time()
     tok = train_item_tokenizer(emb, ItemTokenizerConfig(embed_dim=emb.shape[1]), f"{args.work}/tok", steps=300,
                                progress=False)
@@ -93,7 +128,40 @@ def quality(args) -> dict:
     out["RecGPT"] = {"test": evaluate(model, split, "test")["summary"], "valid_best_ndcg@10_subset": sel.best,
                      "train_seconds": time.time() - t, "steps": args.recgpt_steps, "item_tokens": tok.table_stats()}
     out["split"] = split.summary()
-    return out, sas, model, split
+    return out, sas, model, setrec, split, emb
+
+
+class ColdSplit(Split):
+    """The same leave-one-out cases, but training sequences never contain the `cold` items."""
+
+    def __init__(self, split: Split, cold: np.ndarray):
+        super().__init__(split.sequences, split.num_items, split.too_short)
+        self.cold = cold
+
+    def train_sequences(self):
+        return [s[~np.isin(s, self.cold)] for s in super().train_sequences()]
+
+
+def by_group(model, split: Split, cold: np.ndarray) -> dict:
+    """Test metrics (with CIs) over all cases, and over the cases whose target is warm / cold."""
+    r = evaluate(model, split, "test")
+    _, _, targets = split.cases("test")
+    is_cold = np.isin(targets, cold)
+    out = {"all": r["summary"]}
+    for name, sel in (("warm", ~is_cold), ("cold", is_cold)):
+        out[name] = {"cases": int(sel.sum()), **summarize(metrics_from_ranks(r["ranks"][sel]), n_boot=1000)}
+    return out
+
+
+def cold_start(args, split: Split, emb: torch.Tensor) -> dict:
+    rng = np.random.default_rng(0)
+    cold = np.sort(rng.choice(split.num_items, size=int(args.cold_fraction * split.num_items), replace=False))
+    cs = ColdSplit(split, cold)
+    sas, _ = train_sasrec(cs, args.sasrec_steps, f"{args.work}/cold_sasrec")
+    setrec, _, chosen = train_setrec(cs, emb, sas, args.setrec_steps, f"{args.work}/cold_setrec", cold=cold)
+    return {"cold_items": int(len(cold)), "cold_fraction": args.cold_fraction,
+            "SASRec": by_group(sas, cs, cold), "SETRec": {**by_group(setrec, cs, cold),
+                                                           "cf_weight_chosen_on_valid": chosen["weight"]}}
 
 
 def _time(fn, reps=1):
@@ -104,20 +172,27 @@ def _time(fn, reps=1):
     return (time.perf_counter() - t) / reps
 
 
-def throughput(model: RecGPT, item_vecs: np.ndarray, user_vecs: np.ndarray, hists, k: int = 10) -> dict:
-    """Users/s and peak memory of beam search vs faiss flat IP top-K (same users; the faiss peer gets user vectors
-    for free, so this favours faiss)."""
+def throughput(recgpt: RecGPT, setrec: SETRec, item_vecs: np.ndarray, user_vecs: np.ndarray, hists,
+               k: int = 10) -> dict:
+    """Users/s, ms per user and peak memory of RecGPT beam search, SETRec (one generation pass + inner-product
+    top-K: brute force below `faiss_min_items`, a cached faiss flat index above) and a faiss flat IP top-K (same
+    users; the faiss peer gets its user vectors for free, so this favours faiss)."""
     index = faiss.IndexFlatIP(item_vecs.shape[1])
     index.add(item_vecs)
-    _ = model.index  # trie built once, outside the timing (part of loading the model)
+    _ = recgpt.index  # trie built once, outside the timing (part of loading the model)
     with PeakRSS() as m1:
-        t_beam = _time(lambda: model.recommend(hists, k=k, beam=max(k, model.config.beam)))
+        t_beam = _time(lambda: recgpt.recommend(hists, k=k, beam=max(k, recgpt.config.beam)))
+    with PeakRSS() as m3:  # the warm-up call builds SETRec's catalog table (and faiss index) once
+        t_set = _time(lambda: setrec.recommend(hists, k=k))
     with PeakRSS() as m2:
         t_faiss = _time(lambda: index.search(user_vecs, k + 50))  # +50: room to drop seen items, as scoring must
     n = len(hists)
     return {"users": n, "items": int(item_vecs.shape[0]), "recgpt_beam_users_per_s": n / t_beam,
-            "faiss_flat_users_per_s": n / t_faiss, "speed_ratio_beam_over_faiss": t_faiss / t_beam,
-            "recgpt_peak_mib": m1.mib, "faiss_peak_mib": m2.mib}
+            "setrec_users_per_s": n / t_set, "faiss_flat_users_per_s": n / t_faiss,
+            "recgpt_ms_per_user": 1e3 * t_beam / n, "setrec_ms_per_user": 1e3 * t_set / n,
+            "speed_ratio_setrec_over_recgpt": t_beam / t_set, "speed_ratio_beam_over_faiss": t_faiss / t_beam,
+            "setrec_uses_faiss": setrec.num_items >= setrec.config.faiss_min_items,
+            "recgpt_peak_mib": m1.mib, "setrec_peak_mib": m3.mib, "faiss_peak_mib": m2.mib}
 
 
 def synthetic_recgpt(n_items: int, embed_dim: int = 48, seed: int = 0) -> RecGPT:
@@ -132,42 +207,61 @@ def synthetic_recgpt(n_items: int, embed_dim: int = 48, seed: int = 0) -> RecGPT
     return model.eval()
 
 
+def synthetic_setrec(n_items: int, embed_dim: int = 48, seed: int = 0) -> SETRec:
+    """An (untrained) SETRec over `n_items` random items: scoring cost does not depend on the weights."""
+    g = torch.Generator().manual_seed(seed)
+    model = SETRec(replace(SETRecConfig(), embed_dim=embed_dim, cf_dim=64, dropout=0.0))
+    model.set_catalog(torch.randn(n_items, embed_dim, generator=g), torch.randn(n_items, 64, generator=g))
+    return model.eval()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sasrec-steps", type=int, default=800)
     p.add_argument("--recgpt-steps", type=int, default=600)
+    p.add_argument("--setrec-steps", type=int, default=300)
+    p.add_argument("--cold-fraction", type=float, default=0.2)
+    p.add_argument("--skip-cold", action="store_true")
     p.add_argument("--large-items", type=int, default=1_000_000)
     p.add_argument("--users", type=int, default=256)
     p.add_argument("--work", default="outputs/bench_recsys")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--out", default=str(OUT), help="result JSON path")
     args = p.parse_args()
     torch.manual_seed(0)
     result = {"threads": torch.get_num_threads()}
     if not args.skip_quality:
-        q, sas, recgpt, split = quality(args)
+        q, sas, recgpt, setrec, split, emb = quality(args)
         result["quality"] = q
-        print(format_table({name: q[name]["test"] for name in ("SASRec", "RecGPT")}))
+        print(format_table({name: q[name]["test"] for name in ("SASRec", "RecGPT", "SETRec")}))
         _, hists, _ = split.cases("test")
         hists = hists[: args.users]
         with torch.no_grad():
             uv = sas.user_vectors(hists).numpy().astype(np.float32)
             iv = sas.item_vectors().detach().numpy().astype(np.float32)
-        result["throughput_demo"] = throughput(recgpt.eval(), iv, uv, hists)
+        result["throughput_demo"] = throughput(recgpt.eval(), setrec.eval(), iv, uv, hists)
+        if not args.skip_cold:
+            result["cold_start"] = c = cold_start(args, split, emb)
+            print(format_table({f"{m} {g} ({c[m][g]['cases']})": {k: v for k, v in c[m][g].items() if k != "cases"}
+                                for m in ("SASRec", "SETRec") for g in ("warm", "cold")}))
     big = synthetic_recgpt(args.large_items)
+    big_set = synthetic_setrec(args.large_items)
     rng = np.random.default_rng(0)
     hists = [rng.integers(0, args.large_items, size=int(rng.integers(5, 30))).tolist() for _ in range(args.users)]
     d = 64
     iv = rng.standard_normal((args.large_items, d), dtype=np.float32)
     uv = rng.standard_normal((len(hists), d), dtype=np.float32)
-    result["throughput_1m"] = throughput(big, iv, uv, hists)
+    result["throughput_1m"] = throughput(big, big_set, iv, uv, hists)
     for key in ("throughput_demo", "throughput_1m"):
         if key in result:
             r = result[key]
             print(f"{key}: {r['items']} items, {r['users']} users | RecGPT beam {r['recgpt_beam_users_per_s']:.0f} "
-                  f"users/s ({r['recgpt_peak_mib']:.0f} MiB) | faiss flat {r['faiss_flat_users_per_s']:.0f} users/s "
-                  f"({r['faiss_peak_mib']:.0f} MiB) | ratio beam/faiss {r['speed_ratio_beam_over_faiss']:.2f}x")
-    atomic_write_json(OUT, result)
-    print(f"-> {OUT}")
+                  f"users/s ({r['recgpt_peak_mib']:.0f} MiB) | SETRec {r['setrec_users_per_s']:.0f} users/s "
+                  f"({r['setrec_peak_mib']:.0f} MiB, x{r['speed_ratio_setrec_over_recgpt']:.1f} vs beam) | faiss flat "
+                  f"{r['faiss_flat_users_per_s']:.0f} users/s ({r['faiss_peak_mib']:.0f} MiB) | ratio beam/faiss "
+                  f"{r['speed_ratio_beam_over_faiss']:.2f}x")
+    atomic_write_json(args.out, result)
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

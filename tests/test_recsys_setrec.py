@@ -162,3 +162,22 @@ def test_learns_a_deterministic_successor(semantic):
     items, _ = m.recommend(hists, k=3)
     hit = np.mean([h[-1] + 1 in items[i].tolist() for i, h in enumerate(hists)])
     assert hit >= 0.66, hit  # chance level with k=3 of 30 items is 0.1
+
+
+def test_eval_cache_follows_weights_and_catalog():
+    m = _model()
+    hist = [[1, 2, 3], [4, 5]]
+    before = m.score_all(hist)
+    other = _model(seed=1)  # same catalog buffers only in shape: load its weights
+    m.load_state_dict(other.state_dict())
+    torch.testing.assert_close(m.score_all(hist), other.score_all(hist))  # the cached table was refreshed
+    assert not torch.allclose(before, m.score_all(hist))
+    # faiss path reuses one index; it must also follow a catalog change
+    top = m.recommend(hist, k=5, use_faiss=True)[0]
+    torch.testing.assert_close(top, m.recommend(hist, k=5, use_faiss=False)[0])
+    m.drop_cf(torch.arange(N))  # every item cold: the CF part vanishes
+    cf, sem = m.part_scores_for(hist)
+    assert cf.abs().max() == 0
+    torch.testing.assert_close(m.score_all(hist), (1 - float(m.cf_weight)) * sem)
+    new = m.add_items(torch.nn.functional.normalize(torch.randn(3, E), dim=-1))
+    assert m.recommend(hist, k=N + 3, use_faiss=True, exclude_seen=False)[0].max() == new.max()

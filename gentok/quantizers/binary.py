@@ -2,8 +2,11 @@
 
 Each token is projected to B bit-logits z. Training samples bits ~ Bernoulli(sigmoid(z / T)) with a straight-through
 estimator, the temperature T annealed linearly to 0 (at T = 0 the sample is the hard threshold, so the end of training
-sees exactly what eval sees); eval thresholds sigmoid(z) at 0.5. An auxiliary loss (the mean binary entropy of
-sigmoid(z)) pushes bit probabilities toward 0 or 1. The token embedding is bits times a learned (B, d) matrix.
+sees exactly what eval sees); eval thresholds sigmoid(z) at 0.5. The auxiliary loss is LFQ's entropy loss written per
+bit: the mean binary entropy of sigmoid(z) pushes each token's bit probabilities toward 0 or 1, and one minus the
+entropy of each bit's batch-mean probability keeps every bit in use (on for about half the tokens). Without the
+second term the first lets bits saturate to constants, whose sigmoid gradient vanishes, so they never come back.
+The token embedding is bits times a learned (B, d) matrix.
 
 Indices are the bits packed MSB-first into one integer (B <= 62 so they fit int64); `pack_bits` / `unpack_bits` are
 the lossless conversion both ways. vector-quantize-pytorch has no Bernoulli bit quantizer, hence this file; its sign
@@ -11,6 +14,8 @@ quantizer (LFQ) is `gentok.quantizers.lfq`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -59,14 +64,15 @@ class BinaryConfig(QuantizerConfig):
     temperature: float = 1.0  # T at the start of training; Bernoulli(sigmoid(z / T))
     anneal_steps: int = 1000  # training forward calls over which T falls linearly to 0 (micro-batches, not steps)
     entropy_weight: float = 0.01  # weight of the mean binary entropy of sigmoid(z): pushes bits toward 0/1
+    balance_weight: float = 0.01  # weight of ln 2 - H(batch mean of each bit): every bit stays informative
 
     def __post_init__(self):
         if not 1 <= self.bits <= MAX_PACKED_BITS:
             raise ValueError(f"bits must lie in [1, {MAX_PACKED_BITS}] so packed ids fit int64, got {self.bits}")
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
-        if self.temperature < 0 or self.anneal_steps < 0 or self.entropy_weight < 0:
-            raise ValueError("temperature, anneal_steps and entropy_weight must be >= 0")
+        if min(self.temperature, self.anneal_steps, self.entropy_weight, self.balance_weight) < 0:
+            raise ValueError("temperature, anneal_steps, entropy_weight and balance_weight must be >= 0")
 
 
 @register("quantizer.binary")
@@ -123,10 +129,16 @@ class Binary(Quantizer):
         # binary entropy H(sigmoid(z)) per token in nats, written in softplus form to stay finite for large |z|
         entropy = (p * F.softplus(-logits) + (1 - p) * F.softplus(logits)).mean(-1)
         if mask is not None:
+            w = mask.to(p.dtype)[..., None]  # (b, n, 1)
             loss = (entropy * mask).sum() / mask.sum().clamp_min(1)
+            marginal = (p * w).sum((0, 1)) / w.sum().clamp_min(1)  # (B,) how often each bit is on
         else:
             loss = entropy.mean()
-        return self.embed_bits(bits), pack_bits(hard.long()), self.config.entropy_weight * loss
+            marginal = p.mean((0, 1))
+        marginal = marginal.clamp(1e-6, 1 - 1e-6)
+        balance = math.log(2) + (marginal * marginal.log() + (1 - marginal) * (1 - marginal).log()).mean()
+        c = self.config
+        return self.embed_bits(bits), pack_bits(hard.long()), c.entropy_weight * loss + c.balance_weight * balance
 
     def _decode(self, indices: Tensor) -> Tensor:
         return self.embed_bits(unpack_bits(indices, self.config.bits))

@@ -121,6 +121,33 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         # to the centre code), and sees unit-scale (layer-normed) inputs
         self.fsq = FSQ(FSQConfig(dim=k, levels=c.fsq_levels)) if c.semantic == "fsq" else None
         self.fsq_norm = nn.LayerNorm(k) if c.semantic == "fsq" else None
+        self._reset_cache()  # eval-time caches of the catalog's set tokens and its faiss index (`catalog_table`)
+
+    # -- cache: the catalog table only changes with the weights or the catalog --------------------------------------
+    def _reset_cache(self) -> None:
+        self._table, self._faiss = None, None
+
+    def train(self, mode: bool = True):
+        self._reset_cache()
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._reset_cache()
+        return super().load_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):  # .to() / .float() / .cuda()
+        self._reset_cache()
+        return super()._apply(fn, *args, **kwargs)
+
+    def catalog_table(self) -> Tensor:
+        """Set tokens of the whole catalog (N, n+1, tok_dim). Cached in eval mode, so scoring many batches encodes
+        the catalog once; recomputed in training mode and after `train()`, `load_state_dict`, or a catalog change."""
+        if self.training:
+            return self.item_tokens()[0]
+        if self._table is None or len(self._table) != self.num_items:
+            with torch.no_grad():
+                self._table = self.item_tokens()[0]
+        return self._table
 
     # -- catalog --------------------------------------------------------------------------------------------------
     @property
@@ -142,6 +169,13 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         self.text, self.cf = text.float().to(dev), cf.detach().float().to(dev)
         self.has_cf = torch.ones(len(text), dtype=torch.bool, device=dev)
         self.config = replace(self.config, num_items=len(text))
+        self._reset_cache()
+
+    def drop_cf(self, items: Tensor) -> None:
+        """Treat `items` as cold: their CF token becomes zero, so they score from their text alone (e.g. items with
+        no interactions in the data the SASRec table was trained on)."""
+        self.has_cf[torch.as_tensor(items, dtype=torch.long, device=self.has_cf.device)] = False
+        self._reset_cache()
 
     @torch.no_grad()
     def add_items(self, text: Tensor) -> Tensor:
@@ -153,6 +187,7 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         self.cf = torch.cat([self.cf, self.cf.new_zeros(m, self.config.cf_dim)])
         self.has_cf = torch.cat([self.has_cf, self.has_cf.new_zeros(m)])
         self.config = replace(self.config, num_items=start + m)
+        self._reset_cache()
         return torch.arange(start, start + m)
 
     def item_tokens(self, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -231,7 +266,7 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
     def queries_and_keys(self, histories: Sequence, weight: float | None = None) -> tuple[Tensor, Tensor]:
         """Scoring as one inner product: query (b, L*k) = [w * cf token, (1-w)/n * semantic tokens], key (N, L*k) =
         the catalog's concatenated set tokens, so `query @ key.T == w * cf_part + (1 - w) * semantic_part`."""
-        table, _ = self.item_tokens()
+        table = self.catalog_table()
         gen = self.generate(*self._history_tokens(histories, table))
         w = float(self.cf_weight) if weight is None else weight
         scale = torch.full((self.set_size,), (1 - w) / self.config.n_semantic, device=gen.device)
@@ -246,7 +281,7 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
     @torch.no_grad()
     def part_scores_for(self, histories: Sequence) -> tuple[Tensor, Tensor]:
         """(CF part, semantic part), each (b, N), for validation-time weight selection."""
-        table, _ = self.item_tokens()
+        table = self.catalog_table()
         return self.part_scores(self.generate(*self._history_tokens(histories, table)), table)
 
     @torch.no_grad()
@@ -259,7 +294,11 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         if use_faiss is None:
             use_faiss = self.num_items >= self.config.faiss_min_items
         exclude = seen_mask(histories, self.num_items) if exclude_seen else None
-        return (faiss_topk if use_faiss else brute_topk)(q, keys, k, exclude)
+        if not use_faiss:
+            return brute_topk(q, keys, k, exclude)
+        if self.training or self._faiss is None or self._faiss.ntotal != len(keys):
+            self._faiss = flat_ip_index(keys)
+        return faiss_topk(q, keys, k, exclude, index=self._faiss)
 
 
 def _finish(items: Tensor, vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -281,14 +320,21 @@ def brute_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None) -
     return _finish(top.indices.cpu(), top.values.cpu(), k)
 
 
-def faiss_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Top-k with a faiss flat inner-product index (exact search, vectorised over users). Excluded items are
-    dropped by asking for `k + most excluded per user` neighbours and filtering."""
+def flat_ip_index(keys: Tensor):
+    """A faiss flat (exact) inner-product index over `keys` (N, D)."""
     import faiss
 
-    n = keys.shape[0]
     index = faiss.IndexFlatIP(keys.shape[1])
     index.add(np.ascontiguousarray(keys.float().cpu().numpy()))
+    return index
+
+
+def faiss_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None, index=None) -> tuple[Tensor, Tensor]:
+    """Top-k with a faiss flat inner-product index (exact search, vectorised over users; `index` reuses one built
+    by `flat_ip_index(keys)`). Excluded items are dropped by asking for `k + most excluded per user` neighbours and
+    filtering."""
+    n = keys.shape[0]
+    index = flat_ip_index(keys) if index is None else index
     extra = int(exclude.sum(1).max()) if exclude is not None and len(exclude) else 0
     kk = min(n, k + extra)
     vals, items = index.search(np.ascontiguousarray(q.float().cpu().numpy()), kk)

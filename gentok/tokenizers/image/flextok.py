@@ -25,7 +25,7 @@ from gentok.tokenizers.image.flextok_flow import flow_sample, guided, make_sched
 from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
 
 SCHEDULES = ("pow2", "uniform", "none")
-SIGMA_MIN = 0.05  # floor of sigma when turning a clean-patch prediction into a velocity
+SIGMA_DATA = 0.5  # std of pixels scaled to [-1, 1] (natural images: ~0.5), for the EDM-style preconditioning
 
 
 @config
@@ -43,7 +43,14 @@ class FlexTokConfig:
     nested_dropout: str = "pow2"  # keep-length schedule: "pow2" (1, 2, 4, ..., K), "uniform" (1..K), "none" (K)
     cfg_dropout: float = 0.1  # fraction of training examples decoded from no tokens (learns guidance's v_uncond)
     time_sampling: str = "logit_normal"  # training sigmas: "logit_normal" (SD3) or "uniform"
-    shift: float = 1.0  # the scheduler's timestep shift (>1 spends more steps at high noise)
+    # fraction of training examples at sigma = 1 exactly, the first sampling step: there the tokens are the decoder's
+    # only information, so these examples give the encoder the direct reconstruction signal a deterministic
+    # tokenizer gets (the flow loss at sigma = 1 is the MSE of the clean-image estimate); without them the encoder
+    # of a small, briefly trained model collapses to a few codes that the denoiser ignores
+    sigma_one_fraction: float = 0.25
+    # SD3's time shift s -> shift * s / (1 + (shift - 1) * s), applied to the training sigmas and (through the
+    # scheduler) to the sampling sigmas alike; > 1 moves both toward high noise, where the tokens decide the image
+    shift: float = 1.0
     sample_steps: int = 25  # default Euler steps for `decode`
     guidance: float = 1.0  # default classifier-free guidance scale for `decode` (1 = off)
 
@@ -58,6 +65,8 @@ class FlexTokConfig:
             raise ValueError(f"nested_dropout must be one of {SCHEDULES}, got {self.nested_dropout!r}")
         if self.time_sampling not in ("logit_normal", "uniform"):
             raise ValueError(f"time_sampling must be 'logit_normal' or 'uniform', got {self.time_sampling!r}")
+        if not 0.0 <= self.sigma_one_fraction <= 1.0:
+            raise ValueError(f"sigma_one_fraction must lie in [0, 1], got {self.sigma_one_fraction}")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must lie in [0, 1), got {self.cfg_dropout}")
         if self.sample_steps < 1 or self.shift <= 0:
@@ -71,7 +80,7 @@ class FlexTokConfig:
 PRESETS = {
     # CPU demo: 64x64 crops, up to 32 tokens x ~16 bits
     "tiny": FlexTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
-                          sample_steps=16),
+                          sample_steps=16, shift=3.0),
     # the paper's d12-d12 at 256 px (GPU)
     "d12-d12": FlexTokConfig(),
     "d18-d18": FlexTokConfig(width=1152, enc_depth=18, dec_depth=18, heads=18),
@@ -173,6 +182,8 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
             sigma = torch.sigmoid(torch.randn(b, device=x.device))
         else:
             sigma = torch.rand(b, device=x.device)
+        sigma = c.shift * sigma / (1 + (c.shift - 1) * sigma)  # the scheduler's shift: train where we sample
+        sigma = torch.where(torch.rand(b, device=x.device) < c.sigma_one_fraction, torch.ones_like(sigma), sigma)
         noise = torch.randn_like(x0)
         s = sigma[:, None, None]
         x_t = s * noise + (1 - s) * x0
@@ -244,12 +255,20 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         """Noisy patches (b, N, p*p*3) at noise level sigma (b,) in [0, 1] and decoder registers (b, K, width) ->
         velocity (b, N, p*p*3).
 
-        The network predicts the clean patches x0 and the velocity is derived, v = (x_t - x0) / sigma (sigma floored
-        at SIGMA_MIN): a patch (p*p*3 values) can be wider than the transformer, and a direct v-prediction would have
-        to carry the noise through that bottleneck, which a narrow model cannot ("x-prediction", Li & He 2025).
+        The network output F is turned into a clean-patch estimate with EDM's preconditioning (Karras et al. 2022)
+        written for the rectified-flow path x_t = (1 - s) x0 + s n: x0_hat = c_skip(s) x_t + c_out(s) F, where
+        c_skip = (1 - s) sd^2 / D, c_out = s sd / sqrt(D), D = (1 - s)^2 sd^2 + s^2 and sd = SIGMA_DATA. At high noise
+        F is a clean-patch prediction (a patch can be wider than the transformer, and a direct v-prediction would have
+        to carry the noise through that bottleneck, Li & He 2025); at low noise the skip carries x_t, so the network
+        never has to copy its input. F's target has unit variance at every s, and the velocity
+        v = (x_t - x0_hat) / s = x_t (s - (1 - s) sd^2) / D - F sd / sqrt(D) is finite down to s = 0, so the
+        flow-matching loss needs no floor on s and weighs every noise level about equally.
         """
         c = self.config
         temb = self.time_embed(self.time_proj(sigma * 1000).to(x_t.dtype))  # same timestep scale as the scheduler
         h = torch.cat([registers, self.noisy_embed(x_t) + self.dec_pos], dim=1)
-        x0 = self.to_pixels(self.decoder(h, c=temb)[:, c.num_tokens:])
-        return (x_t - x0) / sigma.clamp_min(SIGMA_MIN)[:, None, None]
+        f = self.to_pixels(self.decoder(h, c=temb)[:, c.num_tokens:])
+        s = sigma.to(x_t.dtype)[:, None, None]
+        sd2 = SIGMA_DATA**2
+        d = (1 - s) ** 2 * sd2 + s**2
+        return x_t * (s - (1 - s) * sd2) / d - f * SIGMA_DATA / d.sqrt()
