@@ -23,6 +23,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
+import json
 import threading  # noqa: E402
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from recsys.metrics import format_table
 from recsys.models.recgpt import RecGPT, RecGPTConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.setrec import SETRec, SETRecConfig, choose_cf_weight
-from recsys.pipeline import item_embeddings, prepare, train_item_tokenizer, train_recommender
+from recsys.pipeline import item_embeddings, load_recommender, prepare, train_item_tokenizer, train_recommender
 
 OUT = Path(__file__).parent / "results" / "recsys.json"
 
@@ -103,30 +104,48 @@ def train_setrec(split: Split, emb: torch.Tensor, sas: SASRec, steps: int, out_d
     return model, sel, choose_cf_weight(model, split)  # validation cases only
 
 
+def load_trained(path: str, cls, data):
+    """A model written by a recipe on this data (same catalog, same split seed), and where it came from."""
+    model, ids, _ = load_recommender(path)
+    if not isinstance(model, cls) or ids != list(data.item_ids):
+        raise SystemExit(f"{path} is not a {cls.__name__} trained on the demo catalog")
+    log = Path(path).parent / "metrics.jsonl"  # fit's log: its last line holds the final step
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return model.eval(), {"source": path, "steps": json.loads(lines[-1]).get("step") if lines else None}
+
+
 def quality(args) -> dict:
     data, split = prepare(None, seed=0)
     out = {}
     common = COMMON
-    t = time.time()
-    sas, sel = train_sasrec(split, args.sasrec_steps, f"{args.work}/sasrec")
-    out["SASRec"] = {"test": evaluate(sas, split, "test")["summary"], "valid_best_ndcg@10": sel.best,
-                     "train_seconds": time.time() - t, "steps": args.sasrec_steps}
+    if args.sasrec_model:
+        sas, extra = load_trained(args.sasrec_model, SASRec, data)
+    else:
+        t = time.time()
+        sas, sel = train_sasrec(split, args.sasrec_steps, f"{args.work}/sasrec")
+        extra = {"valid_best_ndcg@10": sel.best, "train_seconds": time.time() - t, "steps": args.sasrec_steps}
+    out["SASRec"] = {"test": evaluate(sas, split, "test")["summary"], **extra}
     emb = item_embeddings(data, progress=False)
     t = time.time()
     setrec, sel, chosen = train_setrec(split, emb, sas, args.setrec_steps, f"{args.work}/setrec")
     out["SETRec"] = {"test": evaluate(setrec, split, "test")["summary"], "valid_best_ndcg@10_subset": sel.best,
                      "cf_weight_chosen_on_valid": chosen["weight"], "train_seconds": time.time() - t,
                      "steps": args.setrec_steps, "cf_source": "the SASRec row's model"}
-    t = time.time()
-    tok = train_item_tokenizer(emb, ItemTokenizerConfig(embed_dim=emb.shape[1]), f"{args.work}/tok", steps=300,
-                               progress=False)
-    cfg = RecGPTConfig(tokenizer=tok.config)
-    model = RecGPT(cfg)
-    model.set_catalog(tok, emb)
-    model, sel = train_recommender(model, split, TrainConfig(output_dir=f"{args.work}/recgpt",
-                                   max_steps=args.recgpt_steps, **common), cfg.max_items, eval_users=300)
-    out["RecGPT"] = {"test": evaluate(model, split, "test")["summary"], "valid_best_ndcg@10_subset": sel.best,
-                     "train_seconds": time.time() - t, "steps": args.recgpt_steps, "item_tokens": tok.table_stats()}
+    if args.recgpt_model:  # a model trained by recipes/recgpt.py on this data (same split seed): evaluate it
+        model, extra = load_trained(args.recgpt_model, RecGPT, data)
+        extra["item_tokens"] = model.items.table_stats()
+    else:
+        t = time.time()
+        tok = train_item_tokenizer(emb, ItemTokenizerConfig(embed_dim=emb.shape[1]), f"{args.work}/tok", steps=300,
+                                   progress=False)
+        cfg = RecGPTConfig(tokenizer=tok.config)
+        model = RecGPT(cfg)
+        model.set_catalog(tok, emb)
+        model, sel = train_recommender(model, split, TrainConfig(output_dir=f"{args.work}/recgpt",
+                                       max_steps=args.recgpt_steps, **common), cfg.max_items, eval_users=300)
+        extra = {"valid_best_ndcg@10_subset": sel.best, "train_seconds": time.time() - t, "steps": args.recgpt_steps,
+                 "item_tokens": tok.table_stats()}
+    out["RecGPT"] = {"test": evaluate(model.eval(), split, "test")["summary"], **extra}
     out["split"] = split.summary()
     return out, sas, model, setrec, split, emb
 
@@ -220,6 +239,10 @@ def main():
     p.add_argument("--sasrec-steps", type=int, default=800)
     p.add_argument("--recgpt-steps", type=int, default=600)
     p.add_argument("--setrec-steps", type=int, default=300)
+    p.add_argument("--sasrec-model", default=None,
+                   help="evaluate this SASRec (e.g. outputs/sasrec/model from the default recipe) instead of training")
+    p.add_argument("--recgpt-model", default=None,
+                   help="evaluate this RecGPT (e.g. outputs/recgpt/model from the default recipe) instead of training")
     p.add_argument("--cold-fraction", type=float, default=0.2)
     p.add_argument("--skip-cold", action="store_true")
     p.add_argument("--large-items", type=int, default=1_000_000)

@@ -12,6 +12,7 @@ and codebook usage. Writes benchmarks/results/titok.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 if __package__ in (None, ""):  # `python benchmarks/titok.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import matmul_gflops, print_table, timed, write_results
+from benchmarks.common import RESULTS, matmul_gflops, print_table, timed, write_results
 import gentok
 from gentok.data.images import default_image_data
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer
@@ -62,11 +63,20 @@ def main(argv=None):
     p.add_argument("--presets", default="tiny,small,S-128,B-64,L-32")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--eval-crops", type=int, default=256)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the speed rows of presets not re-measured now from the existing titok.json")
     args = p.parse_args(argv)
     gflops = matmul_gflops()
     from tqdm import tqdm
 
-    rows = [speed(n, args.repeats, gflops) for n in tqdm(args.presets.split(","), desc="presets")]
+    names = [n for n in args.presets.split(",") if n]
+    rows = [{**speed(n, args.repeats, gflops), "matmul_gflops_then": gflops} for n in tqdm(names, desc="presets")]
+    old = RESULTS / "titok.json"
+    if args.merge and old.is_file():
+        prev = json.loads(old.read_text())
+        kept = [{"matmul_gflops_then": prev.get("matmul_gflops"), **r} for r in prev.get("speed", [])
+                if r["preset"] not in names]
+        rows = kept + rows
     print(f"matmul throughput: {gflops:.1f} GFLOP/s")
     print_table(rows, ["preset", "image_size", "tokens", "bits_per_image", "params_m", "encode_images_per_s",
                        "decode_images_per_s", "encode_matmul_share", "decode_matmul_share"])

@@ -30,7 +30,7 @@ def test_recipe_runs_and_resumes(tmp_path):
     for name in ("model/config.json", "model/model.safetensors", "metrics.jsonl", "eval.json", "reconstructions.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "eval.json").read_text())
-    assert report["bits_per_image"] == 320 and report["images"] == 256
+    assert report["bits_per_image"] == 288 and report["images"] == 256
     assert 0 < report["psnr"] < 60 and 0 < report["baseline_psnr"] < 60
     tok = gentok.load(out / "model")
     assert tok.config.width == 32

@@ -104,3 +104,30 @@ def test_two_processes_equal_one(tmp_path, model_dir):
 
     two = json.loads((tmp_path / "two.parquet.summary.json").read_text())
     assert two["processes"] == 2 and two["users"] == one["users"] == 40
+
+
+@pytest.mark.parametrize("semantic", ["continuous", "fsq"])
+def test_setrec_scores_through_the_same_cli(tmp_path, semantic):
+    from gentok.config import replace
+    from recsys.cli import main as cli
+    from recsys.models.setrec import SETRec, SETRecConfig
+
+    torch.manual_seed(0)
+    m = SETRec(replace(SETRecConfig.tiny(24, 16), semantic=semantic))
+    m.set_catalog(torch.nn.functional.normalize(torch.randn(N, 24), dim=-1), torch.randn(N, 16))
+    data = RecData(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), [], [str(100 + i) for i in range(N)],
+                   [f"item {i}" for i in range(N)], "int")
+    save_recommender(m.eval(), tmp_path / "setrec", data)
+    inp = tmp_path / "h.csv"
+    df = _histories(inp, users=20)
+    cli(["score", "--model", str(tmp_path / "setrec"), "--input", str(inp), "--out", str(tmp_path / "o.parquet"),
+         "--k", "5", "--quiet"])
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    assert out["user_id"].nunique() == 20 and (out.groupby("user_id").size() == 5).all()
+    assert out["item_id"].astype(int).between(100, 100 + N - 1).all()
+    for user, recs in out.groupby("user_id"):  # seen items are excluded, as for every recommender
+        assert not set(recs["item_id"].astype(int)) & set(df.loc[df.user_id == user, "item_id"])
+    # the same ranking as the model itself
+    hist = sorted(df[df.user_id == "user0"].itertuples(), key=lambda r: r.timestamp)
+    items, _ = m.recommend([[r.item_id - 100 for r in hist]], k=5)
+    assert (out[out.user_id == "user0"].sort_values("rank")["item_id"].astype(int) - 100).tolist() == items[0].tolist()

@@ -59,11 +59,13 @@ def _preset(image_size, patch, tokens, width, depth, heads, quantizer=None, refi
 
 
 PRESETS = {
-    # CPU demo: 64x64 crops, 32 tokens x 10 bits = 320 bits per image. Euclidean VQ and token mixing: both learn
+    # CPU demo: 64x64 crops, 32 tokens x 9 bits = 288 bits per image. Euclidean VQ and token mixing: both learn
     # markedly faster than cosine codes / pure attention routing in CPU-sized runs (held-out PSNR after 50 steps:
-    # 18.0 dB vs 17.0 dB cosine vs 14.1 dB without mixing)
+    # 18.0 dB vs 17.0 dB cosine vs 14.1 dB without mixing; after 300 steps 20.45 dB Euclidean vs 20.01 dB cosine).
+    # 512 codes, not 1024: a 10-minute CPU run fills 87% of 512 codes on held-out crops but only 70% of 1024 (the
+    # held-out perplexity stays at ~200-270 either way), for 0.3 dB less PSNR at 300 steps
     "tiny": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
-                        quantizer=VQConfig(dim=8, codebook_size=1024, cosine=False, decay=0.9),
+                        quantizer=VQConfig(dim=8, codebook_size=512, cosine=False, decay=0.9),
                         refine_channels=32, token_mixing=True),
     "tiny-fsq": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4,
                             heads=4, quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), refine_channels=32,
