@@ -1,12 +1,13 @@
 """Image tokenizers at equal bits: FlexTok quality vs tokens kept and decode time vs flow steps, and a rate-distortion
 table (TiTok-VQ, TiTok-FSQ, FlexTok at several k, binary latents, area-downsample baseline) on the same held-out crops.
 
-    python -m benchmarks.image_tokenizers                                # trains every model briefly (--train-steps)
     python -m benchmarks.image_tokenizers --flextok outputs/flextok/model --binary outputs/binary/model \\
-        --titok outputs/titok/model --titok-fsq outputs/titok-fsq/model   # evaluates recipe outputs instead
+        --titok outputs/titok/model --titok-fsq outputs/titok-fsq/model
 
-Writes benchmarks/results/image_tokenizers.json and .png (PSNR against bits per image) and prints the tables.
-Decode speed is a ratio against TiTok's single-pass decode of the same batch, in the same process.
+Evaluates trained models (the recipes' OUTPUT_DIR/model); it trains nothing. A model flag that is not given or points
+at no model is skipped with a message. Writes benchmarks/results/image_tokenizers.json and .png (PSNR against bits
+per image) and prints the tables. FlexTok decode speed is also a ratio against TiTok's single-pass decode of the
+same batch, in the same process, when a TiTok model is given.
 """
 
 from __future__ import annotations
@@ -26,32 +27,25 @@ import gentok  # noqa: E402
 from gentok.data.images import default_image_data
 from gentok.hub import atomic_write_json
 from gentok.metrics import psnr, ssim
-from gentok.tokenizers.image.binary import PRESETS as BINARY_PRESETS
-from gentok.tokenizers.image.binary import BinaryTokenizer
+from gentok.tokenizers.image.binary import bit_usage
 from gentok.tokenizers.image.evaluate import equal_bit_baseline
-from gentok.tokenizers.image.flextok import PRESETS as FLEXTOK_PRESETS
-from gentok.tokenizers.image.flextok import FlexTok
 from gentok.tokenizers.image.flextok_eval import decode_prefixes, prefix_lengths
-from gentok.tokenizers.image.titok import PRESETS as TITOK_PRESETS
-from gentok.tokenizers.image.titok import TiTok
-from gentok.training import TrainConfig, fit
 
 SIZE = 64  # every CPU preset here works on 64x64 crops
 
 
-def _load_or_train(name: str, path: str | None, build, steps: int, work_dir: Path, seed: int):
-    if path:
-        model = gentok.load(path)
-        source = str(Path(path).resolve())
-    else:
-        train, _ = default_image_data(SIZE, seed=seed)
-        cfg = TrainConfig(output_dir=str(work_dir / name), max_steps=steps, batch_size=32, lr=2e-3, warmup_steps=20,
-                          min_lr_ratio=0.05, eval_every=0, checkpoint_every=0, log_every=10, seed=seed)
-        model = fit(build(), train, cfg).model
-        source = f"trained here for {steps} steps"
+def _load(name: str, path: str | None):
+    """(model in eval mode, resolved path), or None (with a printed message) when `path` is not given or missing."""
+    if not path:
+        print(f"skipping {name}: no model directory given")
+        return None
+    if not (Path(path) / "config.json").is_file():
+        print(f"skipping {name}: no model at {path} (train it with its recipe first)")
+        return None
+    model = gentok.load(path)
     if model.config.image_size != SIZE:
         raise ValueError(f"{name}: expected a {SIZE}px model, got image_size {model.config.image_size}")
-    return model.eval(), source
+    return model.eval(), str(Path(path).resolve())
 
 
 def _row(method: str, bits: float, recon: torch.Tensor, images: torch.Tensor, source: str) -> dict:
@@ -75,33 +69,22 @@ def _timed(fn, repeats: int) -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--flextok", help="FlexTok model dir (default: train the tiny preset briefly)")
-    p.add_argument("--binary", help="binary tokenizer model dir")
-    p.add_argument("--titok", help="TiTok (VQ, `tiny` preset) model dir")
+    p.add_argument("--flextok", help="FlexTok model dir (e.g. outputs/flextok/model)")
+    p.add_argument("--binary", help="binary tokenizer model dir (e.g. outputs/binary/model)")
+    p.add_argument("--titok", help="TiTok (VQ, `tiny` preset) model dir (e.g. outputs/titok/model)")
     p.add_argument("--titok-fsq", help="TiTok (FSQ, `tiny-fsq` preset) model dir")
-    p.add_argument("--train-steps", type=int, default=300, help="steps for every model not given by flag")
     p.add_argument("--eval-images", type=int, default=64)
     p.add_argument("--flow-steps", default="1,2,4,8,16,32", help="flow steps for the decode-time sweep")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--work-dir", default="outputs/bench_image_tokenizers")
     p.add_argument("--out", default="benchmarks/results/image_tokenizers.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
-    work = Path(args.work_dir)
     _, held = default_image_data(SIZE, eval_length=args.eval_images, seed=args.seed)
     images = torch.stack([held[i] for i in range(len(held))])
-
-    models = {
-        "TiTok-VQ": _load_or_train("titok", args.titok, lambda: TiTok(TITOK_PRESETS["tiny"]), args.train_steps, work,
-                                   args.seed),
-        "TiTok-FSQ": _load_or_train("titok-fsq", args.titok_fsq, lambda: TiTok(TITOK_PRESETS["tiny-fsq"]),
-                                    args.train_steps, work, args.seed),
-        "binary": _load_or_train("binary", args.binary, lambda: BinaryTokenizer(BINARY_PRESETS["tiny"]),
-                                 args.train_steps, work, args.seed),
-        "FlexTok": _load_or_train("flextok", args.flextok, lambda: FlexTok(FLEXTOK_PRESETS["tiny"]),
-                                  args.train_steps, work, args.seed),
-    }
+    loaded = {"TiTok-VQ": _load("TiTok-VQ", args.titok), "TiTok-FSQ": _load("TiTok-FSQ", args.titok_fsq),
+              "binary": _load("binary", args.binary), "FlexTok": _load("FlexTok", args.flextok)}
+    models = {k: v for k, v in loaded.items() if v is not None}
 
     with torch.no_grad():
         result = _measure(models, images, args)
@@ -113,41 +96,59 @@ def main(argv=None) -> dict:
 
 
 def _measure(models: dict, images: torch.Tensor, args) -> dict:
-    # rate-distortion at equal bits
-    rows = []
+    # rate-distortion at equal bits; the baseline alone when no model was given
+    rows, extra = [], {}
     for name in ("TiTok-VQ", "TiTok-FSQ", "binary"):
+        if name not in models:
+            continue
         model, source = models[name]
-        recon = torch.cat([model.decode(model.encode(images[i:i + 64])) for i in range(0, len(images), 64)])
+        ids = [model.encode(images[i:i + 64]) for i in range(0, len(images), 64)]
+        recon = torch.cat([model.decode(t) for t in ids])
         label = f"{name} ({type(model.quantizer).__name__})" if name == "binary" else name
         rows.append(_row(label, model.bits_per_sample, recon, images, source))
-    flex, flex_source = models["FlexTok"]
-    ks = prefix_lengths(flex.config.num_tokens)
-    recons = decode_prefixes(flex, images, ks)
-    by_tokens = []
-    for k in ks:
-        row = _row(f"FlexTok k={k}", k * flex.bits_per_token, recons[k], images, flex_source)
-        rows.append(row)
-        by_tokens.append({"tokens": k, **{key: row[key] for key in ("bits", "psnr", "ssim", "baseline_psnr")}})
-
-    # FlexTok decode time against flow steps, as a ratio to TiTok's one-pass decode of the same batch
-    titok = models["TiTok-VQ"][0]
-    batch = images[:16]
-    titok_ids = titok.encode(batch)
-    titok_s = _timed(lambda: titok.decode(titok_ids), args.repeats)
-    flex_ids = flex.encode(batch)
-    timing = []
-    for steps in (int(s) for s in args.flow_steps.split(",")):
-        t = _timed(lambda: flex.decode(flex_ids, steps=steps), args.repeats)
-        recon = flex.decode(flex.encode(images), steps=steps)
-        timing.append({"flow_steps": steps, "seconds_per_batch": t, "ratio_vs_titok_decode": t / titok_s,
-                       "psnr_k_max": float(psnr(recon, images).mean())})
+        if name == "binary":
+            extra["binary_bit_usage"] = bit_usage(torch.cat(ids))
+    by_tokens, timing = [], None
+    if "FlexTok" in models:
+        flex, flex_source = models["FlexTok"]
+        ks = prefix_lengths(flex.config.num_tokens)
+        recons = decode_prefixes(flex, images, ks)
+        for k in ks:
+            row = _row(f"FlexTok k={k}", k * flex.bits_per_token, recons[k], images, flex_source)
+            rows.append(row)
+            by_tokens.append({"tokens": k, **{key: row[key] for key in ("bits", "psnr", "ssim", "baseline_psnr")}})
+        # decode time against flow steps (k = K), and as a ratio to TiTok's one-pass decode of the same batch
+        batch = images[:16]
+        titok_s = None
+        if "TiTok-VQ" in models:
+            titok = models["TiTok-VQ"][0]
+            titok_ids = titok.encode(batch)
+            titok_s = _timed(lambda: titok.decode(titok_ids), args.repeats)
+        flex_ids = flex.encode(batch)
+        all_ids = flex.encode(images)
+        by_steps = []
+        for steps in (int(s) for s in args.flow_steps.split(",")):
+            t = _timed(lambda: flex.decode(flex_ids, steps=steps), args.repeats)
+            recon = flex.decode(all_ids, steps=steps)
+            by_steps.append({"flow_steps": steps, "seconds_per_batch": t,
+                             "ratio_vs_titok_decode": t / titok_s if titok_s else None,
+                             "psnr_k_max": float(psnr(recon, images).mean()),
+                             "ssim_k_max": float(ssim(recon, images).mean())})
+        timing = {"batch": len(batch), "titok_decode_seconds": titok_s, "by_steps": by_steps}
+    if not rows:  # nothing given: the baseline curve alone still tells the reader what the bits buy
+        for bits in (16, 64, 128, 320, 512):
+            base, base_cfg = equal_bit_baseline(images, bits)
+            rows.append(_row("baseline only", bits, base, images, "area-downsample baseline"))
 
     return {
         "held_out": {"images": len(images), "size": SIZE, "source": "scikit-image coffee + motorcycle crops"},
-        "flow_steps_default": flex.config.sample_steps,
+        "models": {k: v[1] for k, v in models.items()},
+        "skipped": [k for k in ("TiTok-VQ", "TiTok-FSQ", "binary", "FlexTok") if k not in models],
+        "flow_steps_default": models["FlexTok"][0].config.sample_steps if "FlexTok" in models else None,
         "rate_distortion": rows,
         "flextok_by_tokens": by_tokens,
-        "flextok_decode_time": {"batch": len(batch), "titok_decode_seconds": titok_s, "by_steps": timing},
+        "flextok_decode_time": timing,
+        **extra,
         "machine": {"torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
 
@@ -190,13 +191,28 @@ def _print(result: dict, out: Path) -> None:
         lines.append(f"{r['method']:<24} {r['bits']:>6.0f} {r['psnr']:>6.2f} {r['ssim']:>6.3f} | "
                      f"{r['baseline_psnr']:>9.2f} {r['baseline_ssim']:>9.3f}  {b['resolution']}px x "
                      f"{b['bits_per_channel']}b")
+    if result["flextok_by_tokens"]:
+        lines.append(f"\nFlexTok held-out quality against tokens kept ({result['flow_steps_default']} flow steps):")
+        lines.append(f"{'tokens':>6} {'bits':>6} {'PSNR':>6} {'SSIM':>6} {'base PSNR':>9}")
+        for r in result["flextok_by_tokens"]:
+            lines.append(f"{r['tokens']:>6} {r['bits']:>6.0f} {r['psnr']:>6.2f} {r['ssim']:>6.3f} "
+                         f"{r['baseline_psnr']:>9.2f}")
     t = result["flextok_decode_time"]
-    lines.append(f"\nFlexTok decode of {t['batch']} images (k = K) vs TiTok decode "
-                 f"({t['titok_decode_seconds']:.3f} s):")
-    lines.append(f"{'steps':>6} {'seconds':>8} {'x TiTok':>8} {'PSNR':>6}")
-    for r in t["by_steps"]:
-        lines.append(f"{r['flow_steps']:>6} {r['seconds_per_batch']:>8.3f} {r['ratio_vs_titok_decode']:>8.1f} "
-                     f"{r['psnr_k_max']:>6.2f}")
+    if t:
+        ref = f"{t['titok_decode_seconds']:.3f} s" if t["titok_decode_seconds"] else "no TiTok given"
+        lines.append(f"\nFlexTok decode of {t['batch']} images (k = K) vs TiTok decode ({ref}):")
+        lines.append(f"{'steps':>6} {'seconds':>8} {'x TiTok':>8} {'PSNR':>6} {'SSIM':>6}")
+        for r in t["by_steps"]:
+            ratio = f"{r['ratio_vs_titok_decode']:>8.1f}" if r["ratio_vs_titok_decode"] else f"{'-':>8}"
+            lines.append(f"{r['flow_steps']:>6} {r['seconds_per_batch']:>8.3f} {ratio} {r['psnr_k_max']:>6.2f} "
+                         f"{r['ssim_k_max']:>6.3f}")
+    if "binary_bit_usage" in result:
+        u = result["binary_bit_usage"]
+        lines.append(f"\nbinary per-bit entropy (1 = balanced): mean {u['bit_entropy_mean']:.3f}, min "
+                     f"{u['bit_entropy_min']:.3f}, per position {u['bit_entropy_per_position']:.3f}; "
+                     f"bits used {u['bits_used']:.0%}")
+    if result["skipped"]:
+        lines.append(f"skipped (no model): {', '.join(result['skipped'])}")
     lines.append(f"\n-> {out} and {out.with_suffix('.png')}")
     print("\n".join(lines))
 
