@@ -17,8 +17,10 @@ from gentok.training.recipe import apply_overrides, recipe_parser
 from recsys.models.recgpt import PRESETS, RecGPT
 from recsys.pipeline import item_embeddings, prepare, report, save_recommender, train_item_tokenizer, train_recommender
 
-TRAIN = TrainConfig(max_steps=600, batch_size=64, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
-                    eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
+# 1200 steps: validation NDCG@10 (300 users) was still rising at the end of a 600-step schedule (0.013) and reaches
+# 0.035 with this one; ~12 CPU-minutes on one thread, so <= 15 min on 2 cores
+TRAIN = TrainConfig(max_steps=1200, batch_size=64, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
+                    eval_every=200, checkpoint_every=200, log_every=10, clip_grad=1.0)
 
 
 def main(argv: list[str] | None = None):

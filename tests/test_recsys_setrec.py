@@ -181,3 +181,16 @@ def test_eval_cache_follows_weights_and_catalog():
     torch.testing.assert_close(m.score_all(hist), (1 - float(m.cf_weight)) * sem)
     new = m.add_items(torch.nn.functional.normalize(torch.randn(3, E), dim=-1))
     assert m.recommend(hist, k=N + 3, use_faiss=True, exclude_seen=False)[0].max() == new.max()
+
+
+def test_cold_items_are_not_trained_as_negatives():
+    m = _model().train()
+    window = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    cold = torch.tensor([10, 11, 12])
+    m.drop_cf(cold)
+    table, _ = m.item_tokens()
+    table.retain_grad()
+    m.item_tokens = lambda items=None: (table, table.sum() * 0)  # observe the gradient reaching the catalog table
+    m(window).loss.backward()
+    assert table.grad[cold].abs().max() == 0  # no push-down of items without interactions
+    assert table.grad[[0, 9, 20]].abs().sum() > 0  # warm negatives still get one

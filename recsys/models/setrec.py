@@ -173,7 +173,8 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
 
     def drop_cf(self, items: Tensor) -> None:
         """Treat `items` as cold: their CF token becomes zero, so they score from their text alone (e.g. items with
-        no interactions in the data the SASRec table was trained on)."""
+        no interactions in the data the SASRec table was trained on), and training leaves them out of the softmax
+        (never trained as negatives), as for items added after training."""
         self.has_cf[torch.as_tensor(items, dtype=torch.long, device=self.has_cf.device)] = False
         self._reset_cache()
 
@@ -241,6 +242,12 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         use = valid & (targets >= 0)
         g, t = gen[use], targets[use]  # (m, L, k)
         cf_logits, sem_logits = self.part_scores(g, table)
+        if not bool(self.has_cf.all()):
+            # cold items (no CF signal: no interactions behind the SASRec table) are left out of the training softmax,
+            # as if added after training; otherwise every step teaches the model that they are never the answer
+            out = ~self.has_cf[None, :] & (torch.arange(self.num_items, device=t.device)[None, :] != t[:, None])
+            cf_logits = cf_logits.masked_fill(out, float("-inf"))
+            sem_logits = sem_logits.masked_fill(out, float("-inf"))
         tau = self.config.temperature
         loss_cf = F.cross_entropy(cf_logits / tau, t)
         loss_sem = F.cross_entropy(sem_logits / tau, t)
@@ -298,7 +305,8 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
             return brute_topk(q, keys, k, exclude)
         if self.training or self._faiss is None or self._faiss.ntotal != len(keys):
             self._faiss = flat_ip_index(keys)
-        return faiss_topk(q, keys, k, exclude, index=self._faiss)
+        most_seen = max((len(set(map(int, h))) for h in histories), default=0) if exclude_seen else 0
+        return faiss_topk(q, keys, k, exclude, index=self._faiss, max_excluded=most_seen)
 
 
 def _finish(items: Tensor, vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -329,13 +337,19 @@ def flat_ip_index(keys: Tensor):
     return index
 
 
-def faiss_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None, index=None) -> tuple[Tensor, Tensor]:
+def faiss_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None, index=None,
+               max_excluded: int | None = None) -> tuple[Tensor, Tensor]:
     """Top-k with a faiss flat inner-product index (exact search, vectorised over users; `index` reuses one built
     by `flat_ip_index(keys)`). Excluded items are dropped by asking for `k + most excluded per user` neighbours and
     filtering."""
     n = keys.shape[0]
     index = flat_ip_index(keys) if index is None else index
-    extra = int(exclude.sum(1).max()) if exclude is not None and len(exclude) else 0
+    if exclude is None or not len(exclude):
+        extra = 0
+    elif max_excluded is not None:
+        extra = max_excluded
+    else:
+        extra = int(exclude.count_nonzero(dim=1).max())  # a full scan of (b, N): pass max_excluded when known
     kk = min(n, k + extra)
     vals, items = index.search(np.ascontiguousarray(q.float().cpu().numpy()), kk)
     vals, items = torch.from_numpy(vals), torch.from_numpy(items).long()
