@@ -268,10 +268,10 @@ def main():
     torch.manual_seed(0)
     result = {"threads": torch.get_num_threads()}
     if args.cold_only:
-        result = json.loads(Path(args.out).read_text())
         data, split = prepare(None, seed=0)
-        result["cold_start"] = c = cold_start(args, split, item_embeddings(data, progress=False))
+        c = cold_start(args, split, item_embeddings(data, progress=False))
         print_cold(c)
+        result = {**json.loads(Path(args.out).read_text()), "cold_start": c}  # read now: others may have written
         atomic_write_json(args.out, result)
         print(f"-> {args.out}")
         return

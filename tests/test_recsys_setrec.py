@@ -126,8 +126,13 @@ def test_cold_items_score_from_text_and_save_load(tmp_path):
     after = m.score_all(hists)
     torch.testing.assert_close(after[:, :N], before)  # existing items unchanged
     cf, sem = m.part_scores_for(hists)
-    assert (cf[:, N:] == 0).all()  # no CF signal: text (semantic part) only
+    torch.testing.assert_close(cf[:, N:], sem[:, N:])  # no CF signal: the CF part is imputed by the text part
     torch.testing.assert_close(sem[:, N:], sem[:, [2, 7]])  # same text -> same semantic score as the warm twin
+    for w in (0.0, 0.3, 1.0):  # at any weight a cold item scores its semantic part; warm items are unchanged
+        s = m.score_all(hists, weight=w)
+        torch.testing.assert_close(s[:, N:], sem[:, N:])
+        torch.testing.assert_close(s[:, :N], m.part_scores(*[m.generate(*m._history_tokens(hists, m.catalog_table())),
+                                                             m.catalog_table()])[0][:, :N] * w + (1 - w) * sem[:, :N])
     m.cf_weight.fill_(0.3)
     m.save_pretrained(tmp_path / "m")
     back = load(tmp_path / "m").eval()
@@ -175,10 +180,10 @@ def test_eval_cache_follows_weights_and_catalog():
     # faiss path reuses one index; it must also follow a catalog change
     top = m.recommend(hist, k=5, use_faiss=True)[0]
     torch.testing.assert_close(top, m.recommend(hist, k=5, use_faiss=False)[0])
-    m.drop_cf(torch.arange(N))  # every item cold: the CF part vanishes
+    m.drop_cf(torch.arange(N))  # every item cold: scores are the semantic part alone, at any weight
     cf, sem = m.part_scores_for(hist)
-    assert cf.abs().max() == 0
-    torch.testing.assert_close(m.score_all(hist), (1 - float(m.cf_weight)) * sem)
+    torch.testing.assert_close(m.score_all(hist), sem)
+    torch.testing.assert_close(m.recommend(hist, k=5, use_faiss=True)[0], m.recommend(hist, k=5, use_faiss=False)[0])
     new = m.add_items(torch.nn.functional.normalize(torch.randn(3, E), dim=-1))
     assert m.recommend(hist, k=N + 3, use_faiss=True, exclude_seen=False)[0].max() == new.max()
 

@@ -125,7 +125,7 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
 
     # -- cache: the catalog table only changes with the weights or the catalog --------------------------------------
     def _reset_cache(self) -> None:
-        self._table, self._faiss = None, None
+        self._table, self._keys, self._faiss = None, None, None
 
     def train(self, mode: bool = True):
         self._reset_cache()
@@ -271,14 +271,33 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
 
     @torch.no_grad()
     def queries_and_keys(self, histories: Sequence, weight: float | None = None) -> tuple[Tensor, Tensor]:
-        """Scoring as one inner product: query (b, L*k) = [w * cf token, (1-w)/n * semantic tokens], key (N, L*k) =
-        the catalog's concatenated set tokens, so `query @ key.T == w * cf_part + (1 - w) * semantic_part`."""
-        table = self.catalog_table()
-        gen = self.generate(*self._history_tokens(histories, table))
+        """Scoring as one inner product: query (b, D) = [w * cf token, (1-w)/n * semantic tokens], key (N, D) = the
+        catalog's concatenated set tokens, so `query @ key.T == w * cf_part + (1 - w) * semantic_part`.
+
+        Cold items have no CF part; it is imputed by their semantic part (a cold item scores `semantic_part` at any
+        w, instead of losing the whole CF share to warm items). When the catalog has cold items, query and key get a
+        third block, [w/n * semantic tokens] and [semantic tokens if cold else 0], which adds exactly that."""
+        keys = self.catalog_keys()
+        gen = self.generate(*self._history_tokens(histories, self.catalog_table()))
         w = float(self.cf_weight) if weight is None else weight
-        scale = torch.full((self.set_size,), (1 - w) / self.config.n_semantic, device=gen.device)
-        scale[0] = w
-        return (gen * scale[:, None]).flatten(1), table.flatten(1)
+        n = self.config.n_semantic
+        parts = [gen[:, 0] * w, gen[:, 1:].flatten(1) * ((1 - w) / n)]
+        if keys.shape[1] > self.set_size * self.config.tok_dim:
+            parts.append(gen[:, 1:].flatten(1) * (w / n))
+        return torch.cat(parts, 1), keys
+
+    def catalog_keys(self) -> Tensor:
+        """(N, D) keys of `queries_and_keys` (cached with the table in eval mode)."""
+        if not self.training and self._keys is not None and len(self._keys) == self.num_items:
+            return self._keys
+        table = self.catalog_table()
+        keys = table.flatten(1)
+        cold = ~self.has_cf
+        if bool(cold.any()):
+            keys = torch.cat([keys, (table[:, 1:] * cold[:, None, None]).flatten(1)], 1)
+        if not self.training:
+            self._keys = keys
+        return keys
 
     @torch.no_grad()
     def score_all(self, histories: Sequence, weight: float | None = None) -> Tensor:
@@ -287,9 +306,11 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
 
     @torch.no_grad()
     def part_scores_for(self, histories: Sequence) -> tuple[Tensor, Tensor]:
-        """(CF part, semantic part), each (b, N), for validation-time weight selection."""
+        """(CF part, semantic part), each (b, N), for validation-time weight selection; a cold item's CF part is its
+        semantic part (imputed, as in `queries_and_keys`)."""
         table = self.catalog_table()
-        return self.part_scores(self.generate(*self._history_tokens(histories, table)), table)
+        cf, sem = self.part_scores(self.generate(*self._history_tokens(histories, table)), table)
+        return torch.where(self.has_cf[None, :], cf, sem), sem
 
     @torch.no_grad()
     def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True,
