@@ -14,8 +14,9 @@ themselves only), and produce every token of the next item in one forward pass.
 Scoring: generated token j is matched (inner product) against token j of every catalog item; the item score is
 `w * cf_part + (1 - w) * semantic_part`, with `w` chosen on validation cases only (`select_cf_weight`). Because the
 score is one inner product between concatenated vectors, top-K uses a faiss inner-product index for large catalogs
-and exact brute force for small ones. Items added later (`add_items`) have no CF signal: their CF token is zero,
-so they score from their text (semantic part) alone.
+and exact brute force for small ones. Items added later (`add_items`) or marked cold (`drop_cf`) have no CF signal:
+their CF token is zero, their missing CF part is imputed by their semantic part (so they score from their text alone,
+at any weight), and training leaves them out of the softmax.
 """
 
 from __future__ import annotations
