@@ -9,8 +9,9 @@ from PIL import Image
 
 import gentok
 from gentok.cli import main as cli
+from gentok.nn import unpatchify
 from gentok.quantizers import FSQConfig
-from gentok.tokenizers.image.flextok import FlexTok, FlexTokConfig, keep_lengths
+from gentok.tokenizers.image.flextok import FlexTok, FlexTokConfig, keep_lengths, region_tree
 from gentok.tokenizers.image.flextok_eval import prefix_lengths
 from gentok.tokenizers.image.flextok_flow import flow_sample, make_scheduler
 
@@ -45,8 +46,20 @@ def test_keep_length_schedules():
         _cfg(nested_dropout="geometric")
 
 
-def test_dropped_tokens_never_reach_the_decoder():
-    m = _model()
+def test_region_tree_goes_coarse_to_fine():
+    m = region_tree(15, 4)  # 4 levels of a k-d tree over a 4 x 4 patch grid
+    assert m.shape == (15, 16) and set(m.unique().tolist()) == {0.0, 1.0}
+    assert m[0].sum() == 16  # the first token covers the whole image
+    for i in range(7):  # two children partition their parent
+        assert torch.equal(m[2 * i + 1] + m[2 * i + 2], m[i])
+    for lo, hi in ((0, 1), (1, 3), (3, 7), (7, 15)):  # every level tiles the grid
+        assert torch.equal(m[lo:hi].sum(0), torch.ones(16))
+    assert torch.equal(region_tree(4, 1), torch.ones(4, 1))  # nothing left to split: children repeat the parent
+
+
+@pytest.mark.parametrize("mixing", [False, True])
+def test_dropped_tokens_never_reach_the_decoder(mixing):
+    m = _model(token_mixing=mixing)
     codes = torch.randn(2, K, 3)
     for k in (1, 3, K - 1):
         changed = codes.clone()
@@ -61,8 +74,9 @@ def test_dropped_tokens_never_reach_the_decoder():
         assert not torch.equal(m.velocity(x, s, m._decoder_registers(changed, keep)), m.velocity(x, s, a))
 
 
-def test_causal_registers_make_prefixes_independent_of_later_registers():
-    m = _model()
+@pytest.mark.parametrize("mixing", [False, True])
+def test_causal_registers_make_prefixes_independent_of_later_registers(mixing):
+    m = _model(token_mixing=mixing)
     x = torch.rand(2, 3, 16, 16)
     z = m._encode_latents(x)
     with torch.no_grad():
@@ -88,6 +102,21 @@ def test_every_prefix_decodes_to_valid_images_deterministically():
     assert torch.isfinite(guided).all() and not torch.equal(guided, m.decode(ids[:, :3], steps=3, guidance=1.0))
     # batched == one by one (same seed per call, so compare a batch of one against itself in a larger batch)
     assert torch.allclose(m.encode(x[:1]), ids[:1])
+
+
+def test_velocity_is_the_clean_image_estimate_and_one_step_decodes_it():
+    m = _model(token_mixing=True)
+    ids = m.encode(torch.rand(2, 3, 16, 16))
+    codes = m.quantizer.decode(ids)
+    regs = m._decoder_registers(codes, torch.full((2,), K))
+    x, s = torch.randn(2, 16, 48), torch.rand(2) * 0.9 + 0.05
+    assert torch.allclose(x - s[:, None, None] * m.velocity(x, s, regs), m.predict_x0(x, s, regs), atol=1e-5)
+    # one Euler step from sigma = 1 lands exactly on the clean-image estimate from pure noise
+    noise = torch.randn(2, 16, 48, generator=torch.Generator().manual_seed(3))
+    x0 = m.predict_x0(noise, torch.ones(2), regs)
+    one_step = m.decode(ids, steps=1, seed=3)
+    expected = (unpatchify(x0, 4, 16, 16).clamp(-1, 1) + 1) / 2
+    assert torch.allclose(one_step, expected, atol=1e-5)
 
 
 def test_decode_rejects_bad_ids():

@@ -189,3 +189,23 @@ def test_residual_depth_prefixes():
     assert all(a >= b - 1e-6 for a, b in zip(errors, errors[1:])), errors
     with pytest.raises(ValueError, match="n_quantizers"):
         q.encode(data, n_quantizers=5)
+
+
+def test_fsq_saturation_penalty_keeps_inputs_where_the_bound_has_a_gradient():
+    q = build_quantizer(FSQConfig(dim=3, levels=(5, 4, 3), saturation_weight=2.0, saturation_limit=1.5)).train()
+    inside = torch.rand(2, 4, 3) * 2.8 - 1.4
+    assert float(q(inside).loss) == 0.0
+    z = inside.clone()
+    z[0, 0, 0] = 4.0  # 2.5 beyond the limit
+    z.requires_grad_(True)
+    out = q(z)
+    assert torch.isclose(out.loss, torch.tensor(2.0 * 2.5**2 / z.numel()))
+    out.loss.backward()
+    assert z.grad[0, 0, 0] > 0 and (z.grad.flatten()[1:] == 0).all()  # descent pulls only that entry inward
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[0, 0] = False
+    assert float(q(z.detach(), mask=mask).loss) == 0.0  # masked positions never count
+    assert float(q.eval()(z.detach()).loss) == 0.0  # a training-only regulariser
+    assert float(build_quantizer(FSQConfig(dim=3, levels=(5, 4, 3))).train()(z.detach()).loss) == 0.0  # off by default
+    with pytest.raises(ValueError, match="saturation"):
+        FSQConfig(dim=3, levels=(5, 4, 3), saturation_weight=-1.0)

@@ -4,8 +4,8 @@ A ViT encoder reads image patches plus K register tokens (causal among themselve
 registers < i left out); the registers are FSQ-quantized into K ids. Training applies nested dropout: per example a
 length k is drawn from a schedule and registers k..K-1 are replaced by one learned mask token before the decoder, so
 every prefix ids[:, :k] is a complete description of the image, coarse to fine. The decoder is a rectified flow:
-a transformer, adaLN-conditioned on the flow time, maps noisy patches to a velocity given the kept registers;
-sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`flextok_flow.py`), with optional classifier-free
+a transformer, adaLN-conditioned on the flow time, maps noisy patches to a clean-image estimate (and so a velocity)
+given the kept registers; sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`flextok_flow.py`), with optional classifier-free
 guidance learned by dropping all registers for a fraction of training examples.
 """
 
@@ -25,7 +25,6 @@ from gentok.tokenizers.image.flextok_flow import flow_sample, guided, make_sched
 from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
 
 SCHEDULES = ("pow2", "uniform", "none")
-SIGMA_DATA = 0.5  # std of pixels scaled to [-1, 1] (natural images: ~0.5), for the EDM-style preconditioning
 
 
 @config
@@ -40,6 +39,11 @@ class FlexTokConfig:
     mlp_ratio: float = 4.0
     quantizer: QuantizerConfig = FSQConfig(dim=6, levels=(8, 8, 8, 5, 5, 5))  # paper: 64000 codes, ~16 bits
     causal_registers: bool = True  # register i attends to patches and registers <= i only
+    # learned linear register<->patch mixing initialised as a coarse-to-fine region tree (see `region_tree`):
+    # register 0 pools the whole image, 1-2 its halves, 3-6 quarters, ... and the decoder spreads each kept register
+    # back over its region. Attention starts out uniform, so without it every register of a small, briefly trained
+    # model summarises the same global statistics and the registers collapse onto one another
+    token_mixing: bool = False
     nested_dropout: str = "pow2"  # keep-length schedule: "pow2" (1, 2, 4, ..., K), "uniform" (1..K), "none" (K)
     cfg_dropout: float = 0.1  # fraction of training examples decoded from no tokens (learns guidance's v_uncond)
     time_sampling: str = "logit_normal"  # training sigmas: "logit_normal" (SD3) or "uniform"
@@ -51,6 +55,7 @@ class FlexTokConfig:
     # SD3's time shift s -> shift * s / (1 + (shift - 1) * s), applied to the training sigmas and (through the
     # scheduler) to the sampling sigmas alike; > 1 moves both toward high noise, where the tokens decide the image
     shift: float = 1.0
+    min_loss_sigma: float = 0.05  # floor of sigma in the flow loss's 1 / sigma^2 weight (see `forward`)
     sample_steps: int = 25  # default Euler steps for `decode`
     guidance: float = 1.0  # default classifier-free guidance scale for `decode` (1 = off)
 
@@ -71,6 +76,8 @@ class FlexTokConfig:
             raise ValueError(f"cfg_dropout must lie in [0, 1), got {self.cfg_dropout}")
         if self.sample_steps < 1 or self.shift <= 0:
             raise ValueError("sample_steps must be >= 1 and shift > 0")
+        if not 0.0 < self.min_loss_sigma <= 1.0:
+            raise ValueError(f"min_loss_sigma must lie in (0, 1], got {self.min_loss_sigma}")
 
     @property
     def num_patches(self) -> int:
@@ -80,11 +87,37 @@ class FlexTokConfig:
 PRESETS = {
     # CPU demo: 64x64 crops, up to 32 tokens x ~16 bits
     "tiny": FlexTokConfig(image_size=64, patch_size=8, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
-                          sample_steps=16, shift=3.0),
+                          quantizer=FSQConfig(dim=6, levels=(8, 8, 8, 5, 5, 5), saturation_weight=1.0),
+                          token_mixing=True, sample_steps=16, shift=3.0),
     # the paper's d12-d12 at 256 px (GPU)
     "d12-d12": FlexTokConfig(),
     "d18-d18": FlexTokConfig(width=1152, enc_depth=18, dec_depth=18, heads=18),
 }
+
+
+def region_tree(num_tokens: int, grid: int) -> Tensor:
+    """(num_tokens, grid * grid) 0/1 matrix: token i covers node i of a k-d tree over the patch grid (raster order).
+
+    Node 0 is the whole grid; node i's children 2i + 1 and 2i + 2 halve its longer side (a one-patch node's children
+    cover it whole). Prefixes of the token sequence therefore go coarse to fine: 1 token the image, 3 its halves, 7
+    its quarters, and so on.
+    """
+    boxes = [(0, grid, 0, grid)]  # (row0, row1, col0, col1), heap order
+    while len(boxes) < num_tokens:
+        r0, r1, c0, c1 = boxes[(len(boxes) - 1) // 2]
+        left = len(boxes) % 2 == 1
+        if r1 - r0 >= c1 - c0 and r1 - r0 > 1:
+            mid = (r0 + r1) // 2
+            boxes.append((r0, mid, c0, c1) if left else (mid, r1, c0, c1))
+        elif c1 - c0 > 1:
+            mid = (c0 + c1) // 2
+            boxes.append((r0, r1, c0, mid) if left else (r0, r1, mid, c1))
+        else:
+            boxes.append((r0, r1, c0, c1))
+    m = torch.zeros(num_tokens, grid, grid)
+    for i, (r0, r1, c0, c1) in enumerate(boxes):
+        m[i, r0:r1, c0:c1] = 1.0
+    return m.reshape(num_tokens, grid * grid)
 
 
 def keep_lengths(schedule: str, batch: int, num_tokens: int, generator: torch.Generator | None = None,
@@ -132,6 +165,10 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         self.time_embed = TimestepEmbedding(c.width, c.width)
         self.decoder = Transformer(c.width, c.dec_depth, c.heads, c.mlp_ratio, cond_dim=c.width)
         self.to_pixels = nn.Linear(c.width, patch_dim)
+        if c.token_mixing:
+            tree = region_tree(c.num_tokens, c.image_size // c.patch_size)  # (K, N) 0/1
+            self.enc_mix = nn.Parameter(tree / tree.sum(1, keepdim=True))
+            self.dec_mix = nn.Parameter(tree.T / tree.T.sum(1, keepdim=True).clamp_min(1))
         init_weights(self.encoder)
         init_weights(self.decoder)
         for block in self.decoder.blocks:  # init_weights overwrote adaLN's zero init: blocks must start as identity
@@ -167,7 +204,7 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
     def forward(self, images: Tensor) -> TokenizerOutput:
         """Training pass on images (b, 3, S, S) in [0, 1]: nested dropout + flow-matching loss.
 
-        `recon` is the one-step estimate x0 = x_sigma - sigma * v at the sampled noise level (cheap, for logging).
+        `recon` is the clean-image estimate at the sampled noise level (cheap, for logging).
         """
         c = self.config
         x = to_image_batch(images, c.image_size)
@@ -187,12 +224,14 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         noise = torch.randn_like(x0)
         s = sigma[:, None, None]
         x_t = s * noise + (1 - s) * x0
-        v = self.velocity(x_t, sigma, registers)
-        flow = F.mse_loss(v.float(), (noise - x0).float())
+        x0_hat = self.predict_x0(x_t, sigma, registers)
+        # the flow-matching loss ||v_hat - v||^2 = ||x0_hat - x0||^2 / sigma^2, with sigma floored (as in Li & He
+        # 2025) so the nearly clean end does not dominate
+        weight = sigma.clamp_min(c.min_loss_sigma).float() ** -2
+        flow = ((x0_hat.float() - x0.float()).square().mean(dim=(1, 2)) * weight).mean()
         loss = flow + q.loss
         with torch.no_grad():
-            x0_hat = unpatchify((x_t - s * v).clamp(-1, 1), c.patch_size, c.image_size, c.image_size)
-            recon = (x0_hat + 1) / 2
+            recon = (unpatchify(x0_hat.detach().clamp(-1, 1), c.patch_size, c.image_size, c.image_size) + 1) / 2
         metrics = {"flow_loss": flow.detach(), "quantizer_loss": q.loss.detach(), "keep_mean": keep.float().mean(),
                    **{f"code_{k}": v for k, v in q.metrics.items()}}
         return TokenizerOutput(recon, q.indices, loss, metrics)
@@ -240,7 +279,10 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
     def _encode_latents(self, x: Tensor) -> Tensor:
         b = x.shape[0]
         patches = self.patch_embed(x * 2 - 1) + self.enc_pos
-        h = self.encoder(torch.cat([patches, self.registers.expand(b, -1, -1)], dim=1), mask=self.enc_mask)
+        registers = self.registers.expand(b, -1, -1)
+        if self.config.token_mixing:
+            registers = registers + torch.einsum("kp,bpd->bkd", self.enc_mix, patches)
+        h = self.encoder(torch.cat([patches, registers], dim=1), mask=self.enc_mask)
         return self.to_code(h[:, -self.config.num_tokens:])  # (b, K, code_dim)
 
     def _decoder_registers(self, codes: Tensor, keep: Tensor) -> Tensor:
@@ -251,24 +293,26 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         tokens = torch.where(kept[..., None], self.from_code(codes), self.mask_token.to(codes.dtype))
         return tokens + self.dec_reg_pos
 
-    def velocity(self, x_t: Tensor, sigma: Tensor, registers: Tensor) -> Tensor:
+    def predict_x0(self, x_t: Tensor, sigma: Tensor, registers: Tensor) -> Tensor:
         """Noisy patches (b, N, p*p*3) at noise level sigma (b,) in [0, 1] and decoder registers (b, K, width) ->
-        velocity (b, N, p*p*3).
+        clean-patch estimate x0_hat (b, N, p*p*3) in [-1, 1] scale.
 
-        The network output F is turned into a clean-patch estimate with EDM's preconditioning (Karras et al. 2022)
-        written for the rectified-flow path x_t = (1 - s) x0 + s n: x0_hat = c_skip(s) x_t + c_out(s) F, where
-        c_skip = (1 - s) sd^2 / D, c_out = s sd / sqrt(D), D = (1 - s)^2 sd^2 + s^2 and sd = SIGMA_DATA. At high noise
-        F is a clean-patch prediction (a patch can be wider than the transformer, and a direct v-prediction would have
-        to carry the noise through that bottleneck, Li & He 2025); at low noise the skip carries x_t, so the network
-        never has to copy its input. F's target has unit variance at every s, and the velocity
-        v = (x_t - x0_hat) / s = x_t (s - (1 - s) sd^2) / D - F sd / sqrt(D) is finite down to s = 0, so the
-        flow-matching loss needs no floor on s and weighs every noise level about equally.
+        The network predicts the clean image, not the velocity or the noise (Li & He 2025, "Back to basics: let
+        denoising generative models denoise"): a patch (p*p*3 values) can be wider than the transformer, and a
+        noise or velocity prediction has to carry the full-dimensional noise through that bottleneck, which a small
+        decoder cannot, leaving sampled images covered in residual noise. Clean patches lie near a low-dimensional
+        manifold and pass through it.
         """
         c = self.config
         temb = self.time_embed(self.time_proj(sigma * 1000).to(x_t.dtype))  # same timestep scale as the scheduler
-        h = torch.cat([registers, self.noisy_embed(x_t) + self.dec_pos], dim=1)
-        f = self.to_pixels(self.decoder(h, c=temb)[:, c.num_tokens:])
-        s = sigma.to(x_t.dtype)[:, None, None]
-        sd2 = SIGMA_DATA**2
-        d = (1 - s) ** 2 * sd2 + s**2
-        return x_t * (s - (1 - s) * sd2) / d - f * SIGMA_DATA / d.sqrt()
+        patches = self.noisy_embed(x_t) + self.dec_pos
+        if c.token_mixing:
+            patches = patches + torch.einsum("pk,bkd->bpd", self.dec_mix, registers)
+        h = torch.cat([registers, patches], dim=1)
+        return self.to_pixels(self.decoder(h, c=temb)[:, c.num_tokens:])
+
+    def velocity(self, x_t: Tensor, sigma: Tensor, registers: Tensor) -> Tensor:
+        """The velocity (x_t - x0_hat) / sigma implied by `predict_x0`, for the scheduler's Euler steps (which never
+        evaluate at sigma = 0; the last step lands exactly on x0_hat)."""
+        x0 = self.predict_x0(x_t, sigma, registers)
+        return (x_t - x0) / sigma.to(x_t.dtype).clamp_min(1e-4)[:, None, None]
