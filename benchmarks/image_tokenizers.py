@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
         result = _measure(models, images, args)
     out = Path(args.out)
     atomic_write_json(out, result)
-    _plot(result["rate_distortion"], out.with_suffix(".png"))
+    _plot(result["rate_distortion"], out.with_suffix(".png"), result["flextok_by_tokens"])
     _print(result, out)
     return result
 
@@ -113,10 +113,13 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
         flex, flex_source = models["FlexTok"]
         ks = prefix_lengths(flex.config.num_tokens)
         recons = decode_prefixes(flex, images, ks)
+        one_step = decode_prefixes(flex, images, ks, steps=1)  # the decoder's clean-image estimate from the tokens
         for k in ks:
             row = _row(f"FlexTok k={k}", k * flex.bits_per_token, recons[k], images, flex_source)
             rows.append(row)
-            by_tokens.append({"tokens": k, **{key: row[key] for key in ("bits", "psnr", "ssim", "baseline_psnr")}})
+            by_tokens.append({"tokens": k, **{key: row[key] for key in ("bits", "psnr", "ssim", "baseline_psnr")},
+                              "one_step_psnr": float(psnr(one_step[k], images).mean()),
+                              "one_step_ssim": float(ssim(one_step[k], images).mean())})
         # decode time against flow steps (k = K), and as a ratio to TiTok's one-pass decode of the same batch
         batch = images[:16]
         titok_s = None
@@ -153,7 +156,7 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
     }
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _plot(rows: list[dict], path: Path, by_tokens: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,6 +165,9 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     flex = [r for r in rows if r["method"].startswith("FlexTok")]
     ax.plot([r["bits"] for r in flex], [r["psnr"] for r in flex], "o-", label="FlexTok (k = 1, 2, 4, ...)")
+    if by_tokens:
+        ax.plot([r["bits"] for r in by_tokens], [r["one_step_psnr"] for r in by_tokens], "o:",
+                label="FlexTok, 1-step decode")
     for r in rows:
         if not r["method"].startswith("FlexTok"):
             ax.plot(r["bits"], r["psnr"], "s", label=r["method"])
@@ -193,10 +199,11 @@ def _print(result: dict, out: Path) -> None:
                      f"{b['bits_per_channel']}b")
     if result["flextok_by_tokens"]:
         lines.append(f"\nFlexTok held-out quality against tokens kept ({result['flow_steps_default']} flow steps):")
-        lines.append(f"{'tokens':>6} {'bits':>6} {'PSNR':>6} {'SSIM':>6} {'base PSNR':>9}")
+        lines.append(f"{'tokens':>6} {'bits':>6} {'PSNR':>6} {'SSIM':>6} {'1-step PSNR':>11} {'SSIM':>6} "
+                     f"{'base PSNR':>9}")
         for r in result["flextok_by_tokens"]:
             lines.append(f"{r['tokens']:>6} {r['bits']:>6.0f} {r['psnr']:>6.2f} {r['ssim']:>6.3f} "
-                         f"{r['baseline_psnr']:>9.2f}")
+                         f"{r['one_step_psnr']:>11.2f} {r['one_step_ssim']:>6.3f} {r['baseline_psnr']:>9.2f}")
     t = result["flextok_decode_time"]
     if t:
         ref = f"{t['titok_decode_seconds']:.3f} s" if t["titok_decode_seconds"] else "no TiTok given"

@@ -197,3 +197,23 @@ def test_save_load_and_cli_round_trip(tmp_path):
     # a stored prefix decodes too (the coarse version of the same images)
     written = m.decode_to_files({"ids": m.encode(paths)[:, :2]}, tmp_path / "coarse", ["a", "b"])
     assert [p.name for p in written] == ["a.png", "b.png"]
+
+
+def test_evaluation_reports_sampled_and_one_step_quality_per_prefix(tmp_path, capsys):
+    from gentok.tokenizers.image.flextok_eval import evaluate_flextok, write_flextok_report
+
+    m = _model()
+    images = [torch.rand(3, 16, 16) for _ in range(3)]
+    report = evaluate_flextok(m, images, steps=2)
+    rows = report["by_tokens"]
+    assert [r["tokens"] for r in rows] == prefix_lengths(K) and report["steps"] == 2
+    for r in rows:
+        assert r["bits"] == r["tokens"] * m.bits_per_token
+        assert all(np.isfinite(r[key]) for key in ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "baseline_psnr"))
+    x = torch.stack(images)
+    ids = m.encode(x)
+    expected = gentok.metrics.psnr(m.decode(ids, steps=1), x).mean()
+    assert rows[-1]["one_step_psnr"] == pytest.approx(float(expected), abs=1e-4)
+    written = write_flextok_report(report, str(tmp_path))
+    assert (tmp_path / "eval.json").is_file() and (tmp_path / "prefixes.png").is_file()
+    assert "_tensors" not in written and "1-step PSNR" in capsys.readouterr().out
