@@ -68,8 +68,8 @@ PRESETS = {
                         quantizer=VQConfig(dim=8, codebook_size=512, cosine=False, decay=0.9),
                         refine_channels=32, token_mixing=True),
     "tiny-fsq": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4,
-                            heads=4, quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4), saturation_weight=1.0),
-                            refine_channels=32, token_mixing=True),
+                            heads=4, quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), refine_channels=32,
+                            token_mixing=True),
     # bigger CPU preset (see README): same token budget, more capacity and finer patches
     "small": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=192, enc_depth=6, dec_depth=6, heads=6,
                          quantizer=VQConfig(dim=8, codebook_size=1024, cosine=False, decay=0.9),
