@@ -217,3 +217,31 @@ def test_evaluation_reports_sampled_and_one_step_quality_per_prefix(tmp_path, ca
     written = write_flextok_report(report, str(tmp_path))
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "prefixes.png").is_file()
     assert "_tensors" not in written and "1-step PSNR" in capsys.readouterr().out
+
+
+def test_recipe_under_two_processes_writes_model_report_and_grid(tmp_path):
+    """`recipes/flextok.py` (token mixing, FSQ saturation penalty, x-prediction) under accelerate launch on CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp"
+    tiny = ["--set", "model.width=32", "--set", "model.enc_depth=1", "--set", "model.dec_depth=1",
+            "--set", "model.heads=2", "--set", "train.batch_size=4", "--set", "train.warmup_steps=1",
+            "--set", "model.sample_steps=2", "--eval-images", "4", "--max-steps", "3"]
+    r = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                        "--mixed_precision", "no", "--dynamo_backend", "no", "recipes/flextok.py",
+                        "--output-dir", str(out), *tiny], cwd=root, capture_output=True, text=True, timeout=420,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((out / "eval.json").read_text())
+    assert [row["tokens"] for row in report["by_tokens"]] == prefix_lengths(32) and report["steps"] == 2
+    assert (out / "prefixes.png").is_file()
+    model = gentok.load(out / "model")
+    assert model.config.token_mixing and model.config.quantizer.saturation_weight == 1.0
+    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()
+             if "train/loss" in json.loads(l)]
+    assert max(steps) == 3 and len(steps) == len(set(steps))
