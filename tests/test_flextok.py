@@ -224,7 +224,6 @@ def test_recipe_under_two_processes_writes_model_report_and_grid(tmp_path):
     import json
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]

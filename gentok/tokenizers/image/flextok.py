@@ -5,14 +5,13 @@ registers < i left out); the registers are FSQ-quantized into K ids. Training ap
 length k is drawn from a schedule and registers k..K-1 are replaced by one learned mask token before the decoder, so
 every prefix ids[:, :k] is a complete description of the image, coarse to fine. The decoder is a rectified flow:
 a transformer, adaLN-conditioned on the flow time, maps noisy patches to a clean-image estimate (and so a velocity)
-given the kept registers; sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`flextok_flow.py`), with optional classifier-free
-guidance learned by dropping all registers for a fraction of training examples.
+given the kept registers; sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`flextok_flow.py`), with
+optional classifier-free guidance learned by dropping all registers for a fraction of training examples.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
