@@ -39,9 +39,8 @@ from gentok.hub import atomic_write_json
 from gentok.training import TrainConfig
 from recsys.data import Split
 from recsys.evaluation import evaluate
-from recsys.metrics import metrics_from_ranks, summarize
 from recsys.item_tokens import ItemTokenizer, ItemTokenizerConfig
-from recsys.metrics import format_table
+from recsys.metrics import format_table, metrics_from_ranks, summarize
 from recsys.models.recgpt import RecGPT, RecGPTConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.setrec import SETRec, SETRecConfig, choose_cf_weight
@@ -119,7 +118,6 @@ def load_trained(path: str, cls, data):
 def quality(args) -> dict:
     data, split = prepare(None, seed=0)
     out = {}
-    common = COMMON
     if args.sasrec_model:
         sas, extra = load_trained(args.sasrec_model, SASRec, data)
     else:
@@ -144,7 +142,7 @@ def quality(args) -> dict:
         model = RecGPT(cfg)
         model.set_catalog(tok, emb)
         model, sel = train_recommender(model, split, TrainConfig(output_dir=f"{args.work}/recgpt",
-                                       max_steps=args.recgpt_steps, **common), cfg.max_items, eval_users=300)
+                                       max_steps=args.recgpt_steps, **COMMON), cfg.max_items, eval_users=300)
         extra = {"valid_best_ndcg@10_subset": sel.best, "train_seconds": time.time() - t, "steps": args.recgpt_steps,
                  "item_tokens": tok.table_stats()}
     out["RecGPT"] = {"test": evaluate(model.eval(), split, "test")["summary"], **extra}

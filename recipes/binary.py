@@ -21,7 +21,7 @@ from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
 # The CPU default: <= 15 minutes on 2 cores (~1.4 s per step of 32 crops; TiTok tiny's architecture). The tiny preset
-# anneals the Bernoulli temperature to 0 over its first 400 micro-batches: the last quarter already sees hard bits.
+# anneals the Bernoulli temperature to 0 over its first 350 micro-batches: the second half sees hard bits.
 TRAIN = TrainConfig(max_steps=700, batch_size=32, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.0, eval_every=200, checkpoint_every=100, log_every=10, clip_grad=1.0)
 

@@ -173,5 +173,5 @@ def binary_eval_fn(model: BinaryTokenizer, loader: DataLoader) -> dict:
     return out
 
 
-__all__ = ["BinaryTokenizer", "BinaryTokenizerConfig", "PRESETS", "pack_bytes", "unpack_bytes", "binary_eval_fn", "bit_usage",
-           "MAX_PACKED_BITS"]
+__all__ = ["BinaryTokenizer", "BinaryTokenizerConfig", "PRESETS", "pack_bytes", "unpack_bytes", "binary_eval_fn",
+           "bit_usage", "MAX_PACKED_BITS"]
