@@ -1,10 +1,11 @@
 """`gentok` command line: encode assets to tokens, decode tokens to assets, describe a checkpoint.
 
-    gentok encode --model DIR FILE... --out tokens.safetensors
+    gentok encode --model DIR FILE... --out tokens.safetensors [--option steps=8]
     gentok decode --model DIR tokens.safetensors --out DIR
     gentok info DIR
 
-The CLI is modality-blind: each tokenizer reads and writes its own files (`encode_files` / `decode_to_files`).
+The CLI is modality-blind: each tokenizer reads and writes its own files (`encode_files` / `decode_to_files`), and
+the token file is the same `Tokens` file for every family (`gentok/tokenizers/tokens.py`).
 """
 
 from __future__ import annotations
@@ -15,61 +16,76 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from gentok.hub import CheckpointError, load, read_config
 
-from gentok.hub import CheckpointError, atomic_write_bytes, load, read_config
+
+def _options(pairs: list[str]) -> dict:
+    """`key=value` pairs -> keyword arguments; values are parsed as JSON when they parse (8, 1.5, true), else text."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--option expects key=value with a Python identifier as key, got {pair!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def _encode(args) -> int:
+    from tqdm.auto import tqdm
+
+    from gentok.tokenizers.tokens import Tokens
+
     tok = load(args.model)
+    options = _options(args.option)
     missing = [p for p in args.inputs if not os.path.isfile(p)]
     if missing:
         raise ValueError(f"input files not found: {', '.join(missing)}")
-    parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(args.inputs), args.batch_size):
-        chunk = args.inputs[start:start + args.batch_size]
-        for k, v in tok.encode_files(chunk).items():
-            parts.setdefault(k, []).append(v)
-    tensors = {k: _cat_padded(v) for k, v in parts.items()}
+    parts = []
+    starts = range(0, len(args.inputs), args.batch_size)
+    for start in tqdm(starts, desc="encode", unit="batch", disable=len(starts) < 2):
+        parts.append(tok.encode_files(args.inputs[start:start + args.batch_size], **options))
+    tokens = Tokens.cat(parts)
     names = [Path(p).name for p in args.inputs]
-    meta = {"model_type": tok.model_type, "names": json.dumps(names), "model": str(Path(args.model).resolve())}
-    atomic_write_bytes(args.out, save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
-    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
-    print(f"encoded {len(names)} file(s) -> {args.out} ({shapes}; {tok.bits_per_sample:.0f} bits per sample)")
+    tokens.save(args.out, {"model_type": tok.model_type, "names": names, "model": str(Path(args.model).resolve())})
+    print(f"encoded {len(names)} file(s) -> {args.out}: ids {tuple(tokens.ids.shape)}, {_bits(tokens)}")
     return 0
 
 
-def _cat_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate batches whose trailing sizes differ (e.g. audio frames), padding with -1 ("no token")."""
-    shape = [max(c.shape[d] for c in chunks) for d in range(1, chunks[0].ndim)]
-    padded = []
-    for c in chunks:
-        pad = []
-        for d in reversed(range(1, c.ndim)):
-            pad += [0, shape[d - 1] - c.shape[d]]
-        padded.append(torch.nn.functional.pad(c, pad, value=-1) if any(pad) else c)
-    return torch.cat(padded)
+def _bits(tokens) -> str:
+    """The bit counts of a batch, each named by its unit."""
+    per_item = tokens.bits_per_item
+    text = f"{tokens.bits_per_token:g} bits per token, {float(per_item.mean()):,.0f} bits per file (mean)"
+    rate = tokens.meta.get("frame_rate")
+    if rate:
+        text += f", {tokens.bits_per_token * rate:,.0f} bits per second of audio"
+    return text
 
 
 def _decode(args) -> int:
+    from tqdm.auto import tqdm
+
+    from gentok.tokenizers.tokens import Tokens
+
     tok = load(args.model)
-    try:
-        with safe_open(args.tokens, "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"cannot read token file {args.tokens}: {e}") from None
-    if meta.get("model_type") and meta["model_type"] != tok.model_type:
-        raise ValueError(f"{args.tokens} was encoded by a {meta['model_type']!r} model, not {tok.model_type!r}")
-    n = next(iter(tensors.values())).shape[0] if tensors else 0
-    names = json.loads(meta["names"]) if "names" in meta else [f"{i:05d}" for i in range(n)]
+    options = _options(args.option)
+    tokens, header = Tokens.load(args.tokens)
+    if header.get("model_type") and header["model_type"] != tok.model_type:
+        raise ValueError(f"{args.tokens} was encoded by a {header['model_type']!r} model, not {tok.model_type!r}")
+    n = len(tokens)
+    names = header.get("names") or [f"{i:05d}" for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{args.tokens}: {len(names)} names for {n} token rows; the file is corrupt")
     written = []
-    for start in range(0, n, args.batch_size):
-        part = {k: v[start:start + args.batch_size] for k, v in tensors.items()}
-        written += tok.decode_to_files(part, args.out, names[start:start + args.batch_size])
+    starts = range(0, n, args.batch_size)
+    for start in tqdm(starts, desc="decode", unit="batch", disable=len(starts) < 2):
+        stop = start + args.batch_size
+        written += tok.decode_to_files(tokens[start:stop], args.out, names[start:stop], **options)
     print(f"decoded {len(written)} file(s) -> {args.out}")
+    for w in written:
+        print(f"  {w}")
     return 0
 
 
@@ -79,9 +95,10 @@ def _info(args) -> int:
     n_params = sum(p.numel() for p in tok.parameters())
     print(f"type: {meta['type']}  (format_version {meta['format_version']})")
     print(f"parameters: {n_params / 1e6:.2f} M")
-    for attr in ("vocab_size", "bits_per_sample"):
-        if hasattr(tok, attr):
-            print(f"{attr}: {getattr(tok, attr)}")
+    for attr in ("vocab_size", "num_codebooks", "bits_per_token", "tokens_per_item"):
+        value = getattr(tok, attr, None)
+        if value is not None:
+            print(f"{attr}: {value:g}" if isinstance(value, float) else f"{attr}: {value}")
     print(json.dumps(meta["config"], indent=2))
     return 0
 
@@ -90,19 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gentok", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("encode", help="files -> tokens.safetensors")
-    e.add_argument("--model", required=True)
-    e.add_argument("inputs", nargs="+")
-    e.add_argument("--out", required=True)
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--model", required=True, help="a gentok model directory (config.json + model.safetensors)")
+    e.add_argument("inputs", nargs="+", help="asset files: images, WAV/FLAC audio or FASTA (.gz too)")
+    e.add_argument("--out", required=True, help="the token file to write (safetensors)")
+    e.add_argument("--batch-size", type=int, default=16, help="files encoded together")
+    e.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a keyword option of the tokenizer's encode (e.g. n_quantizers=4, tokens_per_window=4); "
+                        "repeatable")
     e.set_defaults(fn=_encode)
     d = sub.add_parser("decode", help="tokens.safetensors -> files")
-    d.add_argument("--model", required=True)
-    d.add_argument("tokens")
-    d.add_argument("--out", required=True)
-    d.add_argument("--batch-size", type=int, default=16)
+    d.add_argument("--model", required=True, help="the model directory that encoded the tokens")
+    d.add_argument("tokens", help="a token file written by `gentok encode`")
+    d.add_argument("--out", required=True, help="directory for the decoded files")
+    d.add_argument("--batch-size", type=int, default=16, help="items decoded together")
+    d.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a keyword option of the tokenizer's decode (e.g. FlexTok steps=8 guidance=1.5); repeatable")
     d.set_defaults(fn=_decode)
     i = sub.add_parser("info", help="describe a checkpoint")
-    i.add_argument("model")
+    i.add_argument("model", help="a gentok model directory")
     i.set_defaults(fn=_info)
     return p
 

@@ -25,23 +25,10 @@ WEIGHTS_NAME = "model.safetensors"
 
 _MODELS: dict[str, type] = {}
 
-# Modules that register model types. `load` imports them lazily so `import gentok` stays light; a module listed here
-# that is not installed yet is skipped.
-_MODEL_MODULES = (
-    "gentok.quantizers",
-    "gentok.tokenizers.image.titok",
-    "gentok.tokenizers.image.flextok",
-    "gentok.tokenizers.image.binary",
-    "gentok.tokenizers.audio.codec",
-    "gentok.tokenizers.audio.hf",
-    "gentok.tokenizers.dna.mergedna",
-    "gentok.generators.ar",
-    "gentok.generators.asarm",
-    "recsys.item_tokens",
-    "recsys.models.recgpt",
-    "recsys.models.sasrec",
-    "recsys.models.setrec",
-)
+# The one registry of model types. A package declares its types as entry points in this group, one per type,
+# `"<type>" = "<module that registers it>"` (gentok's and recsys' own are in pyproject.toml), so `load` imports only
+# the module a checkpoint needs and gentok never names the packages built on top of it.
+ENTRY_POINT_GROUP = "gentok.models"
 
 
 class CheckpointError(ValueError):
@@ -49,7 +36,8 @@ class CheckpointError(ValueError):
 
 
 def register(type_name: str):
-    """Class decorator: make a model loadable by `gentok.load` under `type_name`."""
+    """Class decorator: make a model loadable by `gentok.load` under `type_name` (declare the module as an entry
+    point in the `gentok.models` group too, so `load` can find it without importing everything)."""
 
     def wrap(cls):
         if type_name in _MODELS and _MODELS[type_name] is not cls:
@@ -61,19 +49,29 @@ def register(type_name: str):
     return wrap
 
 
+def _entry_points() -> dict[str, str]:
+    """type -> module, from every installed package's `gentok.models` entry points."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def model_class(type_name: str) -> type:
+    """The class registered under `type_name`, importing only the module that registers it."""
+    if type_name not in _MODELS:
+        module = _entry_points().get(type_name)
+        if module is None:
+            raise CheckpointError(f"unknown model type {type_name!r}; known types: {sorted(_entry_points())} "
+                                  f"(a package declares its types as '{ENTRY_POINT_GROUP}' entry points)")
+        importlib.import_module(module)
+        if type_name not in _MODELS:
+            raise CheckpointError(f"module {module} is declared for model type {type_name!r} but does not register it")
+    return _MODELS[type_name]
+
+
 def registered_models() -> dict[str, type]:
-    """All registered model types (importing every known model module first)."""
-    _import_model_modules()
-    return dict(_MODELS)
-
-
-def _import_model_modules():
-    for name in _MODEL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is None or not name.startswith(e.name):
-                raise  # a real missing dependency inside an existing module
+    """Every declared model type and its class (imports every declared module)."""
+    return {name: model_class(name) for name in sorted(_entry_points())}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -86,11 +84,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _plain_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _plain_file_mode(path) -> None:
+    """mkstemp creates 0600 files; give the mode a plain `open()` would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
@@ -130,6 +136,7 @@ class PretrainedMixin:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"type": self.model_type, "format_version": str(FORMAT_VERSION)})
+            _plain_file_mode(tmp)
             os.replace(tmp, directory / WEIGHTS_NAME)
         finally:
             if os.path.exists(tmp):
@@ -200,10 +207,11 @@ def _build_and_load(cls, meta: dict, directory, map_location):
 
 
 def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Load any gentok model from a `save_pretrained` directory, choosing the class by the config's `type`."""
+    """Load any gentok model from a `save_pretrained` directory, choosing the class by the config's `type` and
+    importing only the module that registers it."""
     meta = read_config(directory)
-    _import_model_modules()
-    cls = _MODELS.get(meta["type"])
-    if cls is None:
-        raise CheckpointError(f"{directory}: unknown model type {meta['type']!r}; known types: {sorted(_MODELS)}")
+    try:
+        cls = model_class(meta["type"])
+    except CheckpointError as e:
+        raise CheckpointError(f"{directory}: {e}") from None
     return _build_and_load(cls, meta, directory, map_location)

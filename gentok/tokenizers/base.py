@@ -1,17 +1,28 @@
-"""The tokenizer contract shared by every modality.
+"""The tokenizer contract, one for every family (images, audio, DNA, pretrained adapters).
 
-`encode(x) -> ids` (LongTensor `(b, n)`, or `(b, n, q)` for residual codes; variable-length families document their
-extra return), `decode(ids) -> x`, `forward(x) -> TokenizerOutput(recon, ids, loss, metrics)` for training,
-`vocab_size`, `bits_per_sample`. Every tokenizer validates its input and raises a `ValueError` that names the problem.
+    tokens = tok.encode(x, **options)        # -> Tokens (gentok/tokenizers/tokens.py)
+    x_hat = tok.decode(tokens, **options)    # Tokens, or bare ids in the Tokens layout
+    out = tok(x)                             # training: TokenizerOutput(recon, ids, loss, metrics)
 
-For the CLI (`gentok encode/decode`), a tokenizer also turns files into a batch and back: `encode_files(paths)`
-returns the tensors to store (at least `ids`), `decode_to_files(tensors, out_dir, names)` writes assets. Each modality
-implements `read_assets` / `write_assets`; the CLI never asks what kind of tokenizer it holds.
+- `Tokens.ids` is int64 `(b, n)` for one codebook or `(b, n, q)` for q codebooks per position, with `PAD_ID` (-1)
+  past each item's `lengths`; `decode` also takes bare ids in that layout (padding marks the lengths).
+- Family options are keyword arguments with defaults (audio: `sample_rate` defaults to the model's own rate and
+  `n_quantizers` to all levels; FlexTok: `steps`, `guidance`, `seed`; MergeDNA: `tokens_per_window`).
+- `vocab_size` is the number of ids of one codebook; `num_codebooks` is q at full depth; `bits_per_token =
+  num_codebooks x log2(vocab_size)`; an item's bits are `Tokens.bits_per_item`.
+- Every tokenizer validates its input and raises a `ValueError` naming the problem: wrong shape, dtype or range,
+  NaN, empty input, ids outside the vocabulary.
+
+For the CLI (`gentok encode/decode`) a tokenizer also turns files into a batch and back: `read_assets(paths)` /
+`write_assets(x, out_dir, names)`, and `encode_files(paths) -> Tokens` / `decode_to_files(tokens, out_dir, names)`
+which families override when a file needs more than its ids to come back (an audio file's rate and length, FASTA
+headers); they put that in `Tokens.extras`. The CLI never asks what kind of tokenizer it holds.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from gentok.hub import PretrainedMixin
+from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID, check_ids
 
 
 @dataclass
 class TokenizerOutput:
     recon: Tensor  # reconstruction, same layout as the input
-    ids: Tensor  # token ids
+    ids: Tensor  # token ids, the layout of Tokens.ids
     loss: Tensor  # scalar training loss (reconstruction + quantizer terms)
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
@@ -36,20 +49,34 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
     @property
     @abc.abstractmethod
     def vocab_size(self) -> int:
-        """Number of distinct token ids (per level for residual codes)."""
+        """Number of distinct ids of one codebook."""
 
     @property
-    @abc.abstractmethod
-    def bits_per_sample(self) -> float:
-        """Bits needed to store the tokens of one sample (image, second of audio, ...)."""
+    def num_codebooks(self) -> int:
+        """q: ids per token position at full depth (1 unless residual)."""
+        return 1
+
+    @property
+    def bits_per_code(self) -> float:
+        return math.log2(self.vocab_size)
+
+    @property
+    def bits_per_token(self) -> float:
+        """Bits of one token position at full depth."""
+        return self.num_codebooks * self.bits_per_code
+
+    @property
+    def tokens_per_item(self) -> int | None:
+        """Positions per item for fixed-length families (images); None where it depends on the input."""
+        return None
 
     @abc.abstractmethod
-    def encode(self, x) -> Tensor:
-        """Assets -> token ids."""
+    def encode(self, x, **options) -> Tokens:
+        """Assets -> `Tokens`."""
 
     @abc.abstractmethod
-    def decode(self, ids: Tensor) -> Tensor:
-        """Token ids -> assets."""
+    def decode(self, tokens, **options):
+        """`Tokens` (or ids in its layout) -> assets."""
 
     # -- files, for the CLI ---------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -57,29 +84,58 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         """Files -> the batch `encode` takes."""
 
     @abc.abstractmethod
-    def write_assets(self, x: Tensor, out_dir: str | os.PathLike, names: list[str]) -> list[Path]:
+    def write_assets(self, x, out_dir: str | os.PathLike, names: list[str]) -> list[Path]:
         """A decoded batch -> files named after `names` in `out_dir`."""
 
-    def encode_files(self, paths: list[str | os.PathLike]) -> dict[str, Tensor]:
-        """Tensors to store for these files; `ids` always, families may add more (lengths, ...)."""
-        return {"ids": self.encode(self.read_assets(paths))}
+    def encode_files(self, paths: list[str | os.PathLike], **options) -> Tokens:
+        """Tokens of these files, with whatever `decode_to_files` needs to write them back."""
+        return self.encode(self.read_assets(paths), **options)
 
-    def decode_to_files(self, tensors: dict[str, Tensor], out_dir: str | os.PathLike, names: list[str]) -> list[Path]:
-        if "ids" not in tensors:
-            raise ValueError(f"token file has no 'ids' tensor (found {sorted(tensors)})")
-        return self.write_assets(self.decode(tensors["ids"]), out_dir, names)
+    def decode_to_files(self, tokens: Tokens, out_dir: str | os.PathLike, names: list[str], **options) -> list[Path]:
+        return self.write_assets(self.decode(tokens, **options), out_dir, names)
 
-    # -- shared validation ----------------------------------------------------------------------------------------
+    # -- shared helpers -------------------------------------------------------------------------------------------
+    def make_tokens(self, ids: Tensor, lengths: Tensor | None = None, extras: dict | None = None, **meta) -> Tokens:
+        """`Tokens` of this tokenizer: fills `bits_per_code` (and family `meta`)."""
+        return Tokens(ids, lengths, {"bits_per_code": self.bits_per_code, **meta}, dict(extras or {}))
+
+    def as_tokens(self, tokens, length: int | None = None, what: str = "ids") -> Tokens:
+        """Validate `Tokens` or bare ids against this tokenizer; return `Tokens` on the model's device.
+
+        Checks: integer dtype; `(b, n)` (or `(b, n, q)` with `q <= num_codebooks` when `num_codebooks > 1`); `n ==
+        length` when given; ids in [0, vocab_size) on real positions and `PAD_ID` exactly on padding (a whole
+        position, only after the real ones). Bare ids get their lengths from where the padding starts.
+        """
+        if isinstance(tokens, Tokens):
+            ids, lengths = tokens.ids, tokens.lengths
+        else:
+            ids, lengths = tokens, None
+        q = self.num_codebooks
+        shape = (None, length) if q == 1 else (None, length, None)
+        ids = check_ids(ids, self.vocab_size, shape, what, pad=PAD_ID)
+        if q > 1 and not 1 <= ids.shape[2] <= q:
+            raise ValueError(f"expected {what} of shape (b, n, q) with 1 <= q <= {q}, got {tuple(ids.shape)}")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(f"expected a non-empty batch of {what}, got shape {tuple(ids.shape)}")
+        pos_pad = ids < 0 if q == 1 else (ids < 0).all(-1)
+        if q > 1 and bool(((ids < 0).any(-1) & ~pos_pad).any()):
+            raise ValueError(f"{what}: {PAD_ID} marks a whole padding position; a position may not mix it with ids")
+        found = (~pos_pad).sum(1)
+        if lengths is None:
+            lengths = found
+        else:
+            lengths = torch.as_tensor(lengths).long().to(ids.device)
+        prefix = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
+        if not torch.equal(prefix, ~pos_pad):
+            raise ValueError(f"{what}: padding ({PAD_ID}) must fill exactly the positions past each item's length")
+        meta = tokens.meta if isinstance(tokens, Tokens) else {"bits_per_code": self.bits_per_code}
+        extras = tokens.extras if isinstance(tokens, Tokens) else {}
+        return Tokens(ids, lengths, meta, extras).to(self._device())
+
     def check_ids(self, ids: Tensor, shape_tail: tuple[int, ...], what: str = "ids") -> Tensor:
-        """Raise `ValueError` unless `ids` is an integer tensor (b, *shape_tail) with values in [0, vocab_size)."""
-        if not isinstance(ids, Tensor):
-            raise ValueError(f"expected {what} as a torch tensor, got {type(ids).__name__}")
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
-            raise ValueError(f"expected integer {what}, got dtype {ids.dtype}")
-        if ids.ndim != 1 + len(shape_tail) or tuple(ids.shape[1:]) != tuple(shape_tail):
-            raise ValueError(f"expected {what} of shape (b, {', '.join(map(str, shape_tail))}), got {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
-            raise ValueError(
-                f"{what} out of range: values must lie in [0, {self.vocab_size}), got [{int(ids.min())}, {int(ids.max())}]"
-            )
-        return ids.long()
+        """Integer ids (b, *shape_tail) in [0, vocab_size), as int64; raises `ValueError` otherwise."""
+        return check_ids(ids, self.vocab_size, (None, *shape_tail), what)
+
+    def _device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
