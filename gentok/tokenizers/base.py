@@ -102,8 +102,8 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
     def as_tokens(self, tokens, length: int | None = None, what: str = "ids") -> Tokens:
         """Validate `Tokens` or bare ids against this tokenizer; return `Tokens` on the model's device.
 
-        Checks: integer dtype; `(b, n)` (or `(b, n, q)` with `q <= num_codebooks` when `num_codebooks > 1`); `n ==
-        length` when given; ids in [0, vocab_size) on real positions and `PAD_ID` exactly on padding (a whole
+        Checks: integer dtype; `(b, n)` (or `(b, n, q)` with `q <= num_codebooks` when `num_codebooks > 1`); for a
+        fixed-length family (`length` given) `n == length` and no padding; ids in [0, vocab_size) on real positions and `PAD_ID` exactly on padding (a whole
         position, only after the real ones). Bare ids get their lengths from where the padding starts.
         """
         if isinstance(tokens, Tokens):
@@ -128,6 +128,8 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         prefix = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
         if not torch.equal(prefix, ~pos_pad):
             raise ValueError(f"{what}: padding ({PAD_ID}) must fill exactly the positions past each item's length")
+        if length is not None and bool((lengths != length).any()):
+            raise ValueError(f"{what}: this tokenizer is fixed-length; every item needs {length} ids, no padding")
         meta = tokens.meta if isinstance(tokens, Tokens) else {"bits_per_code": self.bits_per_code}
         extras = tokens.extras if isinstance(tokens, Tokens) else {}
         return Tokens(ids, lengths, meta, extras).to(self._device())
