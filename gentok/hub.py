@@ -26,8 +26,8 @@ WEIGHTS_NAME = "model.safetensors"
 _MODELS: dict[str, type] = {}
 
 # The one registry of model types. A package declares its types as entry points in this group, one per type,
-# `"<type>" = "<module that registers it>"` (gentok's and recsys' own are in pyproject.toml), so `load` imports only
-# the module a checkpoint needs and gentok never names the packages built on top of it.
+# `"<type>" = "<module that registers it>"` (in its pyproject.toml), so `load` imports only the module a checkpoint
+# needs and gentok never names the packages built on top of it.
 ENTRY_POINT_GROUP = "gentok.models"
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import gentok
 from gentok.config import from_dict, parse_override, replace, to_dict
-from gentok.hub import CheckpointError, registered_models
+from gentok.hub import CheckpointError, atomic_write_bytes, registered_models
 from gentok.quantizers import FSQConfig, VQConfig
 from gentok.tokenizers.image.titok import TiTok, TiTokConfig
 
@@ -34,11 +39,38 @@ def test_config_round_trip_nested():
 
 
 def test_registry_entries_are_consistent():
-    """Every registered type names its class and config class (models are built and reloaded in their own tests)."""
+    """Every declared type names its class and config class (models are built and reloaded in their own tests)."""
     models = registered_models()
-    assert {"titok", "quantizer.vq", "quantizer.fsq", "quantizer.lfq"} <= set(models)
+    assert {"titok", "quantizer.vq", "quantizer.fsq", "quantizer.lfq", "recsys.sasrec"} <= set(models)
     for name, cls in models.items():
         assert cls.model_type == name and cls.config_class is not None
+
+
+def test_load_imports_only_the_module_of_the_checkpoint_type(tmp_path):
+    """Loading a TiTok leaves diffusers, transformers and recsys unimported (a fresh interpreter)."""
+    tiny_titok().save_pretrained(tmp_path / "m")
+    code = ("import sys, gentok; gentok.load(sys.argv[1]); "
+            "print(sorted(m for m in ('diffusers', 'transformers', 'recsys') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_gentok_never_names_recsys():
+    root = Path(gentok.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if "recsys" in p.read_text()]
+    assert not offenders, offenders
+
+
+def test_written_files_get_plain_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        tiny_titok().save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(umask)
+    for p in (tmp_path / "a.bin", tmp_path / "m" / "config.json", tmp_path / "m" / "model.safetensors"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
 
 
 def test_save_load_identity(tmp_path):
