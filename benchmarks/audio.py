@@ -1,7 +1,7 @@
 """Audio codec benchmark: CPU real-time factor against transformers' EnCodec, and held-out rate-distortion.
 
-    python benchmarks/audio.py                                   # uses outputs/audio_codec/model if it exists
-    python benchmarks/audio.py --model DIR --seconds 20 --threads 1
+    python -m benchmarks.audio                                   # uses outputs/audio_codec/model if it exists
+    python -m benchmarks.audio --model DIR --seconds 20 --threads 1
 
 Speed: our codec and `transformers.EncodecModel` built at the same sample rate, frame rate (hop), codebook size and
 number of codebooks, with similar widths, encode and decode the same signal in the same process; RTF = compute
@@ -12,38 +12,18 @@ PCM baseline at the full bitrate. Writes benchmarks/results/audio.json and audio
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
 from pathlib import Path
-
-import sys as _sys
-from pathlib import Path as _Path
-
-if __package__ in (None, ""):  # run as a script: the repo root, not benchmarks/, must come first on the path
-    _sys.path[0] = str(_Path(__file__).resolve().parents[1])
 
 import torch
 
-from gentok.hub import atomic_write_json
+import gentok
+from benchmarks.common import best_time, parser, print_table, pyplot, save_figure, write_json
 from gentok.tokenizers.audio import AudioCodec, preset
 from gentok.tokenizers.audio.data import default_audio_data
 from gentok.tokenizers.audio.evaluate import collect, equal_bit_baseline, mel_distance, rate_distortion
 from gentok.tokenizers.audio.hf import EncodecCodec
 from gentok.tokenizers.audio.losses import si_snr
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def matching_encodec(model: AudioCodec) -> EncodecCodec:
@@ -68,9 +48,9 @@ def speed(model: AudioCodec, seconds: float, repeats: int) -> list[dict]:
     rows = []
     for name, m in (("gentok AudioCodec", model), ("transformers EncodecModel", matching_encodec(model))):
         m.eval()
-        codes = m.encode(x, model.sample_rate)
-        enc = _best_time(lambda: m.encode(x, model.sample_rate), repeats)
-        dec = _best_time(lambda: m.decode(codes), repeats)
+        tokens = m.encode(x, sample_rate=model.sample_rate)
+        enc = best_time(lambda: m.encode(x, sample_rate=model.sample_rate), repeats)[0]
+        dec = best_time(lambda: m.decode(tokens), repeats)[0]
         rows.append({"model": name, "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
                      "encode_rtf": enc / seconds, "decode_rtf": dec / seconds})
     ours, peer = rows
@@ -80,12 +60,7 @@ def speed(model: AudioCodec, seconds: float, repeats: int) -> list[dict]:
 
 
 def plot(rd: list[dict], baseline: dict, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.2))
     kbps = [r["kbps"] for r in rd]
     for ax, key, label in ((axes[0], "mel_distance", "mel distance (lower is better)"),
                            (axes[1], "si_snr", "SI-SNR dB (higher is better)")):
@@ -95,12 +70,11 @@ def plot(rd: list[dict], baseline: dict, path: Path):
         ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="audio.json")
     p.add_argument("--model", default="outputs/audio_codec/model", help="trained codec (from recipes/audio_codec.py)")
     p.add_argument("--data", default=None, help="audio folder (default: the recipe's default data)")
     p.add_argument("--seconds", type=float, default=10.0)
@@ -110,14 +84,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     trained = Path(args.model).is_dir()
-    # from_pretrained, not gentok.load: run as a script, benchmarks/recsys.py would shadow the recsys package
-    model = AudioCodec.from_pretrained(args.model) if trained else AudioCodec(preset("tiny")).eval()
+    model = gentok.load(args.model).eval() if trained else AudioCodec(preset("tiny")).eval()
     result = {"threads": args.threads, "audio_seconds": args.seconds, "model": str(args.model) if trained else None}
     result["speed"] = speed(model, args.seconds, args.repeats)
-    print(f"\nCPU real-time factor ({args.threads} thread(s), {args.seconds:.0f} s of audio; lower is faster)")
-    print(f"{'model':<28} {'params M':>8} {'encode RTF':>11} {'decode RTF':>11}")
-    for r in result["speed"]:
-        print(f"{r['model']:<28} {r['params_m']:>8.3f} {r['encode_rtf']:>11.4f} {r['decode_rtf']:>11.4f}")
+    print_table(result["speed"], ["model", "params_m", "encode_rtf", "decode_rtf"],
+                title=f"\nCPU real-time factor ({args.threads} thread(s), {args.seconds:.0f} s of audio; lower is faster)")
     ours = result["speed"][0]
     print(f"speed-up vs EnCodec: encode x{ours['encode_rtf_speedup_vs_encodec']:.2f}, "
           f"decode x{ours['decode_rtf_speedup_vs_encodec']:.2f}")
@@ -130,18 +101,13 @@ def main(argv=None):
         baseline = {"kbps": model.bitrate() / 1000, **setting, "mel_distance": mel_distance(base, wav, model.sample_rate),
                     "si_snr": float(si_snr(base, wav).mean())}
         result.update({"data": source, "held_out_crops": len(wav), "rate_distortion": rd, "baseline": baseline})
-        print(f"\nheld-out rate-distortion ({source}, {len(wav)} crops)")
-        print(f"{'quantizers':>10} {'kbps':>6} {'mel dist':>9} {'SI-SNR dB':>10}")
-        for r in rd:
-            print(f"{r['n_quantizers']:>10} {r['kbps']:>6.2f} {r['mel_distance']:>9.3f} {r['si_snr']:>10.2f}")
-        print(f"{'mu-law PCM':>10} {baseline['kbps']:>6.2f} {baseline['mel_distance']:>9.3f} "
-              f"{baseline['si_snr']:>10.2f}   ({setting['rate_hz']} Hz x {setting['bits']} bits)")
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        plot(rd, baseline, RESULTS / "audio.png")
+        pcm = {"n_quantizers": f"mu-law PCM ({setting['rate_hz']} Hz x {setting['bits']} bits)", **baseline}
+        print_table(rd + [pcm], ["n_quantizers", "kbps", "mel_distance", "si_snr"],
+                    title=f"\nheld-out rate-distortion ({source}, {len(wav)} crops; SI-SNR in dB)")
+        plot(rd, baseline, Path(args.out).with_suffix(".png"))
     else:
         print("\n(no trained model: run recipes/audio_codec.py first for the rate-distortion table)")
-    atomic_write_json(RESULTS / "audio.json", result)
-    print(f"wrote {RESULTS / 'audio.json'}")
+    print(f"wrote {write_json(args.out, result)}")
     return result
 
 

@@ -1,7 +1,7 @@
 """MergeDNA against fixed k-mers and Hugging Face BPE on a held-out genome region.
 
-    python benchmarks/dna.py --model outputs/mergedna/model      # a recipe-trained model
-    python benchmarks/dna.py --preset tiny --steps 300            # train a small one here first (minutes)
+    python -m benchmarks.dna --model outputs/mergedna/model      # a recipe-trained model
+    python -m benchmarks.dna --preset tiny --steps 300            # train a small one here first (minutes)
 
 Measures, on the held-out tail of pyrodigal's bundled genomes (never trained on):
   * compression vs accuracy: bases per token, bits per base and base accuracy after encode -> decode, for MergeDNA at
@@ -15,22 +15,14 @@ Writes benchmarks/results/dna.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
-from pathlib import Path
 
 import numpy as np
-import sys as _sys
-from pathlib import Path as _Path
-
-if __package__ in (None, ""):  # run as a script: the repo root, not benchmarks/, must come first on the path
-    _sys.path[0] = str(_Path(__file__).resolve().parents[1])
-
 import torch
 from torch import nn
 
-from gentok.hub import atomic_write_json
+import gentok
+from benchmarks.common import best_time, parser, print_table, write_json
 from gentok.nn import Transformer, init_weights, sincos_positions
 from gentok.tokenizers.dna.data import default_dna_data
 from gentok.tokenizers.dna.evaluate import masked_accuracy, reconstruction_accuracy, span_mask
@@ -38,8 +30,6 @@ from gentok.tokenizers.dna.fasta import MASK, N, NUM_CLASSES, NUM_INPUT_SYMBOLS,
 from gentok.tokenizers.dna.losses import base_cross_entropy, base_targets
 from gentok.tokenizers.dna.mergedna import PRESETS, MergeDNA
 from gentok.training import TrainConfig, fit
-
-RESULTS = Path(__file__).parent / "results" / "dna.json"
 
 
 class BaseMLM(nn.Module):
@@ -89,9 +79,7 @@ def bpe_rows(train, held, vocabs, piece: int = 1000) -> tuple[list[dict], dict]:
     n = sum(len(t) for t in texts)
     for v in vocabs:
         tok = train_bpe(train, v, piece)
-        start = time.perf_counter()
-        enc = tok.encode_batch(texts)
-        seconds = time.perf_counter() - start
+        seconds, enc = best_time(lambda: tok.encode_batch(texts), repeats=1, warmup=0)
         count = sum(len(e.ids) for e in enc)
         assert "".join("".join(e.tokens) for e in enc) == "".join(texts)  # lossless, checked
         rows.append({"method": f"BPE {v}", "bases_per_token": n / count, "vocab_size": tok.get_vocab_size(),
@@ -101,21 +89,18 @@ def bpe_rows(train, held, vocabs, piece: int = 1000) -> tuple[list[dict], dict]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="dna.json")
     p.add_argument("--model", default=None, help="a trained MergeDNA directory (else one is trained here)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--steps", type=int, default=600, help="training steps for MergeDNA (if no --model) and the peer")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--eval-bases", type=int, default=20000, help="held-out bases per sequence to score")
-    p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--work-dir", default="outputs/bench_dna")
     args = p.parse_args(argv)
     torch.manual_seed(0)
 
     if args.model:
-        from gentok.hub import load
-
-        model = load(args.model)
+        model = gentok.load(args.model)
     else:
         cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=2e-3, warmup_steps=30,
                           min_lr_ratio=0.05, weight_decay=1e-2, eval_every=0, checkpoint_every=0,
@@ -163,12 +148,9 @@ def main(argv=None):
               "model": {"preset": args.preset if not args.model else args.model, "steps": args.steps if not args.model
                         else "from --model", "tokens_per_window": c.tokens_per_window, "window": c.window},
               "compression": rows, "masked_bases": masked, "speed": speed}
-    atomic_write_json(args.out, result)
+    write_json(args.out, result)
 
-    print(f"{'method':<20} {'bases/token':>11} {'vocab':>7} {'bits/base':>9} {'accuracy':>8}")
-    for r in rows:
-        print(f"{r['method']:<20} {r['bases_per_token']:>11.2f} {r['vocab_size']:>7} {r['bits_per_base']:>9.2f} "
-              f"{r['base_accuracy']:>8.3f}")
+    print_table(rows, ["method", "bases_per_token", "vocab_size", "bits_per_base", "base_accuracy"])
     print(f"masked-base accuracy: MergeDNA {masked['mergedna']:.3f} vs single-base transformer "
           f"{masked['single_base_transformer']:.3f} ({masked['windows']} held-out windows)")
     print(f"encode: MergeDNA {mergedna_speed:,.0f} bases/s, BPE {bpe_speed[4096]:,.0f} bases/s "

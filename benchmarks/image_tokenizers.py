@@ -12,24 +12,15 @@ same batch, in the same process, when a TiTok model is given.
 
 from __future__ import annotations
 
-import argparse
-import platform
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # `python benchmarks/image_tokenizers.py`: benchmarks/recsys.py would shadow recsys/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import gentok  # noqa: E402
+import gentok
+from benchmarks.common import best_time, parser, pyplot, save_figure, write_json
 from gentok.data.images import default_image_data
-from gentok.hub import atomic_write_json
 from gentok.metrics import psnr, ssim
-from gentok.tokenizers.image.binary import bit_usage
-from gentok.tokenizers.image.evaluate import equal_bit_baseline
-from gentok.tokenizers.image.flextok_eval import decode_prefixes, prefix_lengths
+from gentok.tokenizers.image.evaluate import bit_usage, decode_prefixes, equal_bit_baseline, prefix_lengths, reconstruct
 
 SIZE = 64  # every CPU preset here works on 64x64 crops
 
@@ -57,18 +48,8 @@ def _row(method: str, bits: float, recon: torch.Tensor, images: torch.Tensor, so
     return row
 
 
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="image_tokenizers.json")
     p.add_argument("--flextok", help="FlexTok model dir (e.g. outputs/flextok/model)")
     p.add_argument("--binary", help="binary tokenizer model dir (e.g. outputs/binary/model)")
     p.add_argument("--titok", help="TiTok (VQ, `tiny` preset) model dir (e.g. outputs/titok/model)")
@@ -76,7 +57,6 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-images", type=int, default=64)
     p.add_argument("--flow-steps", default="1,2,4,8,16,32", help="flow steps for the decode-time sweep")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="benchmarks/results/image_tokenizers.json")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -88,8 +68,7 @@ def main(argv=None) -> dict:
 
     with torch.no_grad():
         result = _measure(models, images, args)
-    out = Path(args.out)
-    atomic_write_json(out, result)
+    out = write_json(args.out, result)
     _plot(result["rate_distortion"], out.with_suffix(".png"), result["flextok_by_tokens"])
     _print(result, out)
     return result
@@ -102,12 +81,11 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
         if name not in models:
             continue
         model, source = models[name]
-        ids = [model.encode(images[i:i + 64]) for i in range(0, len(images), 64)]
-        recon = torch.cat([model.decode(t) for t in ids])
+        recon, tokens = reconstruct(model, images, batch_size=64)
         label = f"{name} ({type(model.quantizer).__name__})" if name == "binary" else name
-        rows.append(_row(label, model.bits_per_sample, recon, images, source))
+        rows.append(_row(label, float(tokens.bits_per_item.mean()), recon, images, source))
         if name == "binary":
-            extra["binary_bit_usage"] = bit_usage(torch.cat(ids))
+            extra["binary_bit_usage"] = bit_usage(model.to_bits(tokens))
     by_tokens, timing = [], None
     if "FlexTok" in models:
         flex, flex_source = models["FlexTok"]
@@ -125,14 +103,14 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
         titok_s = None
         if "TiTok-VQ" in models:
             titok = models["TiTok-VQ"][0]
-            titok_ids = titok.encode(batch)
-            titok_s = _timed(lambda: titok.decode(titok_ids), args.repeats)
-        flex_ids = flex.encode(batch)
-        all_ids = flex.encode(images)
+            titok_tokens = titok.encode(batch)
+            titok_s = best_time(lambda: titok.decode(titok_tokens), args.repeats)[0]
+        flex_tokens = flex.encode(batch)
+        all_tokens = flex.encode(images)
         by_steps = []
         for steps in (int(s) for s in args.flow_steps.split(",")):
-            t = _timed(lambda: flex.decode(flex_ids, steps=steps), args.repeats)
-            recon = flex.decode(all_ids, steps=steps)
+            t = best_time(lambda: flex.decode(flex_tokens, steps=steps), args.repeats)[0]
+            recon = flex.decode(all_tokens, steps=steps)
             by_steps.append({"flow_steps": steps, "seconds_per_batch": t,
                              "ratio_vs_titok_decode": t / titok_s if titok_s else None,
                              "psnr_k_max": float(psnr(recon, images).mean()),
@@ -152,17 +130,11 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
         "flextok_by_tokens": by_tokens,
         "flextok_decode_time": timing,
         **extra,
-        "machine": {"torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
 
 
 def _plot(rows: list[dict], path: Path, by_tokens: list[dict] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     flex = [r for r in rows if r["method"].startswith("FlexTok")]
     ax.plot([r["bits"] for r in flex], [r["psnr"] for r in flex], "o-", label="FlexTok (k = 1, 2, 4, ...)")
     if by_tokens:
@@ -179,14 +151,7 @@ def _plot(rows: list[dict], path: Path, by_tokens: list[dict] | None = None) -> 
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    from gentok.hub import atomic_write_bytes
-
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=120)
 
 
 def _print(result: dict, out: Path) -> None:
@@ -225,4 +190,4 @@ def _print(result: dict, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,6 +1,6 @@
 """Core quantizers against the vector-quantize-pytorch classes they wrap, and against a plain nearest-code search.
 
-    python benchmarks/quantizers.py [--vectors 16384] [--repeats 5]
+    python -m benchmarks.quantizers [--vectors 16384] [--repeats 5]
 
 For each gentok quantizer: forward+backward seconds of the gentok wrapper and of the raw library class (same weights,
 same input, same process, interleaved), the wrapper's overhead, and encode tokens/s beside a plain matmul + argmin
@@ -9,17 +9,11 @@ search over a codebook of the same size and width. Writes benchmarks/results/qua
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # `python benchmarks/quantizers.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import interleaved, matmul_gflops, print_table, write_results
+from benchmarks.common import interleaved, matmul_gflops, parser, print_table, write_json
 from gentok.quantizers import FSQConfig, LFQConfig, ResidualFSQConfig, ResidualVQConfig, VQConfig, build_quantizer
 
 CASES = {
@@ -104,7 +98,7 @@ def bench(name, cfg, vectors: int, repeats: int) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="quantizers.json")
     p.add_argument("--vectors", type=int, default=16384)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
@@ -117,8 +111,7 @@ def main(argv=None):
     print(f"matmul throughput: {gflops:.1f} GFLOP/s")
     print_table(rows, ["quantizer", "fwd_bwd_s", "raw_fwd_bwd_s", "overhead_pct", "encode_tokens_per_s",
                        "plain_search_tokens_per_s", "encode_vs_search"])
-    path = write_results("quantizers", {"matmul_gflops": gflops, "rows": rows})
-    print(f"wrote {path}")
+    print(f"wrote {write_json(args.out, {'matmul_gflops': gflops, 'rows': rows})}")
 
 
 if __name__ == "__main__":

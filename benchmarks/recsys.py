@@ -9,24 +9,16 @@
   generation + inner-product top-K, and a faiss brute-force top-K over item embeddings, same histories, on the demo
   catalog and on a synthetic 1,000,000-item catalog.
 
-    python benchmarks/recsys.py                       # writes benchmarks/results/recsys.json
-    python benchmarks/recsys.py --sasrec-steps 800 --recgpt-steps 1200 --setrec-steps 300   # trains all three
-    python benchmarks/recsys.py --sasrec-model outputs/sasrec/model --recgpt-model outputs/recgpt/model  # recipes'
-    python benchmarks/recsys.py --cold-only        # redo only the cold-start rows (others kept in the JSON)
+    python -m benchmarks.recsys                       # writes benchmarks/results/recsys.json
+    python -m benchmarks.recsys --sasrec-steps 800 --recgpt-steps 1200 --setrec-steps 300   # trains all three
+    python -m benchmarks.recsys --sasrec-model outputs/sasrec/model --recgpt-model outputs/recgpt/model  # recipes'
+    python -m benchmarks.recsys --cold-only        # redo only the cold-start rows (others kept in the JSON)
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-# this file is named like the package it measures: keep its own folder off the import path
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
 import json
-import threading  # noqa: E402
+import threading
 import time
 from pathlib import Path
 
@@ -34,8 +26,8 @@ import faiss
 import numpy as np
 import torch
 
+from benchmarks.common import best_time, parser, write_json
 from gentok.config import replace
-from gentok.hub import atomic_write_json
 from gentok.training import TrainConfig
 from recsys.data import Split
 from recsys.evaluation import evaluate
@@ -45,8 +37,6 @@ from recsys.models.recgpt import RecGPT, RecGPTConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.setrec import SETRec, SETRecConfig, choose_cf_weight
 from recsys.pipeline import item_embeddings, load_recommender, prepare, train_item_tokenizer, train_recommender
-
-OUT = Path(__file__).parent / "results" / "recsys.json"
 
 
 class PeakRSS:
@@ -184,12 +174,9 @@ def cold_start(args, split: Split, emb: torch.Tensor) -> dict:
                                                            "cf_weight_chosen_on_valid": chosen["weight"]}}
 
 
-def _time(fn, reps=1):
-    fn()  # warm-up
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
+def _time(fn) -> float:
+    """Seconds of one call after a warm-up call (the warm-up builds caches a scorer keeps)."""
+    return best_time(fn, repeats=1)[0]
 
 
 def throughput(recgpt: RecGPT, setrec: SETRec, item_vecs: np.ndarray, user_vecs: np.ndarray, hists,
@@ -241,8 +228,8 @@ def print_cold(c: dict) -> None:
                         for m in ("SASRec", "SETRec") for g in ("warm", "cold")}))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    p = parser(__doc__, out="recsys.json")
     p.add_argument("--sasrec-steps", type=int, default=800)
     p.add_argument("--recgpt-steps", type=int, default=1200)
     p.add_argument("--setrec-steps", type=int, default=300)
@@ -259,10 +246,9 @@ def main():
     p.add_argument("--work", default="outputs/bench_recsys")
     p.add_argument("--skip-quality", action="store_true",
                    help="only the synthetic-catalog throughput; other results in --out are kept")
-    p.add_argument("--out", default=str(OUT), help="result JSON path")
     p.add_argument("--cold-only", action="store_true",
                    help="rerun only the cold-start part and update it in the existing --out JSON")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.manual_seed(0)
     result = {"threads": torch.get_num_threads()}
     if args.cold_only:
@@ -270,7 +256,7 @@ def main():
         c = cold_start(args, split, item_embeddings(data, progress=False))
         print_cold(c)
         result = {**json.loads(Path(args.out).read_text()), "cold_start": c}  # read now: others may have written
-        atomic_write_json(args.out, result)
+        write_json(args.out, result)
         print(f"-> {args.out}")
         return
     if not args.skip_quality:
@@ -304,7 +290,7 @@ def main():
                   f"{r['speed_ratio_beam_over_faiss']:.2f}x")
     if (args.skip_quality or args.skip_cold) and Path(args.out).is_file():  # keep what this run did not redo
         result = {**json.loads(Path(args.out).read_text()), **result}
-    atomic_write_json(args.out, result)
+    write_json(args.out, result)
     print(f"-> {args.out}")
 
 

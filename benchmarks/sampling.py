@@ -6,45 +6,28 @@
    (logits checked equal), random init, tokens/s.
 3. Speculative AR sampling vs transformers' assisted generation (same target/draft weights in both), tokens/s.
 
-    python benchmarks/sampling.py                          # reads outputs/generator/model + its token cache
-    python benchmarks/sampling.py --model-dir DIR --tokens DIR/../tokens_eval.safetensors --batch 32
+    python -m benchmarks.sampling                          # reads outputs/generator/model + its token cache
+    python -m benchmarks.sampling --model-dir DIR --tokens DIR/../tokens_eval.safetensors --batch 32
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
-import sys
-import time
 from pathlib import Path
-
-import sys as _sys
-from pathlib import Path as _Path
-
-if __package__ in (None, ""):  # run as a script: the repo root, not benchmarks/, must come first on the path
-    _sys.path[0] = str(_Path(__file__).resolve().parents[1])
 
 import torch
 from safetensors.torch import load_file
 
 import gentok
+from benchmarks.common import best_time, parser, print_table, pyplot, save_figure, write_json
 from gentok.generators import ARConfig, ARTransformer
-from gentok.hub import atomic_write_json
 from gentok.sampling import assd, generate, sequential, speculative
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def timed(fn, repeats: int):
-    """(best seconds, last result) over `repeats` runs."""
-    best, out = math.inf, None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+    """(best seconds, last result) over `repeats` runs, no warm-up run (each sampler call is already many passes)."""
+    return best_time(fn, repeats, warmup=0)
 
 
 def nll_per_token(model, out) -> tuple[float, float]:
@@ -178,12 +161,7 @@ def bench_ar(dim: int, depth: int, heads: int, batch: int, repeats: int, gamma: 
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, ax = pyplot().subplots(1, 2, figsize=(9, 3.2))
     for k in sorted({r["k"] for r in rows}):
         rs = [r for r in rows if r["k"] == k]
         ax[0].plot([r["mask_rate"] for r in rs], [r["nfe_ratio"] for r in rs], "o-", label=f"k={k}")
@@ -194,11 +172,11 @@ def plot(rows: list[dict], path: Path) -> None:
         a.axhline(1, color="gray", lw=0.5)
         a.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="sampling.json")
     p.add_argument("--model-dir", default="outputs/generator/model")
     p.add_argument("--tokens", default=None, help="held-out token cache (default: next to the model dir)")
     p.add_argument("--batch", type=int, default=32)
@@ -208,7 +186,6 @@ def main(argv=None):
     p.add_argument("--ar-dim", type=int, default=256)
     p.add_argument("--ar-depth", type=int, default=4)
     p.add_argument("--gamma", type=int, default=4)
-    p.add_argument("--out", default=str(RESULTS / "sampling.json"))
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     model_dir = Path(args.model_dir)
@@ -223,17 +200,15 @@ def main(argv=None):
     ar = bench_ar(args.ar_dim, args.ar_depth, args.ar_dim // 32, 8, args.repeats, args.gamma)
     result = {"assd": rows, "ar": ar, "model_dir": str(model_dir), "batch": args.batch,
               "threads": torch.get_num_threads()}
-    out = Path(args.out)
-    atomic_write_json(out, result)
+    out = write_json(args.out, result)
     plot(rows, out.with_suffix(".png"))
-    print(f"\n{'mask':>5} {'k':>3} {'NFE seq':>8} {'NFE assd':>9} {'NFE x':>6} {'time x':>7} {'NLL seq':>8} {'NLL assd':>9}")
-    for r in rows:
-        print(f"{r['mask_rate']:>5.2f} {r['k']:>3} {r['nfe_sequential']:>8.1f} {r['nfe_assd']:>9.1f} "
-              f"{r['nfe_ratio']:>6.2f} {r['speedup']:>7.2f} {r['nll_sequential']:>8.3f} {r['nll_assd']:>9.3f}")
+    print()
+    print_table(rows, ["mask_rate", "k", "nfe_sequential", "nfe_assd", "nfe_ratio", "speedup", "nll_sequential",
+                       "nll_assd"])
     print(f"AR tokens/s ratio (ours / GPT-2 generate, b=8): {ar['tokens_per_s_ratio']:.2f}; "
           f"speculative vs assisted: {ar['speculative_ratio']:.2f}\n-> {out}")
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,6 +1,6 @@
 """TiTok speed per preset and held-out quality of a trained model beside the equal-bit baseline.
 
-    python benchmarks/titok.py --model outputs/titok/model [--presets tiny,small,S-128,B-64,L-32]
+    python -m benchmarks.titok --model outputs/titok/model [--presets tiny,small,S-128,B-64,L-32]
 
 Speed: encode and decode images/s of each preset at its own size (random weights: speed does not depend on them),
 with the share of this machine's measured float32 matmul throughput that the model's FLOPs reach.
@@ -11,19 +11,14 @@ and codebook usage. Writes benchmarks/results/titok.json.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-if __package__ in (None, ""):  # `python benchmarks/titok.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import RESULTS, matmul_gflops, print_table, timed, write_results
 import gentok
+from benchmarks.common import matmul_gflops, parser, print_table, timed, write_json
 from gentok.data.images import default_image_data
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer
 from gentok.tokenizers.image.titok import PRESETS, TiTok
@@ -44,34 +39,34 @@ def speed(name: str, repeats: int, gflops: float) -> dict:
     b = BATCH.get(name, 2)
     x = torch.rand(b, 3, cfg.image_size, cfg.image_size)
     with torch.no_grad():
-        ids = model.encode(x)
+        tokens = model.encode(x)
         enc_s = timed(lambda: model.encode(x), repeats=repeats)
-        dec_s = timed(lambda: model.decode(ids), repeats=repeats)
+        dec_s = timed(lambda: model.decode(tokens), repeats=repeats)
         enc_f = flops(lambda: model.encode(x))
-        dec_f = flops(lambda: model.decode(ids))
+        dec_f = flops(lambda: model.decode(tokens))
     return {
         "preset": name, "image_size": cfg.image_size, "tokens": cfg.num_tokens,
-        "bits_per_image": model.bits_per_sample, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "bits_per_image": model.bits_per_token * model.tokens_per_item, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "batch": b, "encode_images_per_s": b / enc_s, "decode_images_per_s": b / dec_s,
         "encode_matmul_share": enc_f / enc_s / 1e9 / gflops, "decode_matmul_share": dec_f / dec_s / 1e9 / gflops,
     }
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="titok.json")
     p.add_argument("--model", default="outputs/titok/model", help="trained tokenizer to evaluate ('' to skip)")
     p.add_argument("--presets", default="tiny,small,S-128,B-64,L-32")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--eval-crops", type=int, default=256)
     p.add_argument("--merge", action="store_true",
-                   help="keep the speed rows of presets not re-measured now from the existing titok.json")
+                   help="keep the speed rows of presets not re-measured now from the existing --out file")
     args = p.parse_args(argv)
     gflops = matmul_gflops()
     from tqdm import tqdm
 
     names = [n for n in args.presets.split(",") if n]
     rows = [{**speed(n, args.repeats, gflops), "matmul_gflops_then": gflops} for n in tqdm(names, desc="presets")]
-    old = RESULTS / "titok.json"
+    old = Path(args.out)
     if args.merge and old.is_file():
         prev = json.loads(old.read_text())
         kept = [{"matmul_gflops_then": prev.get("matmul_gflops"), **r} for r in prev.get("speed", [])
@@ -92,7 +87,7 @@ def main(argv=None):
         print(f"held-out {report['images']} crops at {report['bits_per_image']:.0f} bits/image: "
               f"PSNR {report['psnr']:.2f} dB / SSIM {report['ssim']:.3f}; equal-bit baseline "
               f"{report['baseline_psnr']:.2f} dB / {report['baseline_ssim']:.3f}; usage {report['code_usage']:.1%}")
-    print(f"wrote {write_results('titok', payload)}")
+    print(f"wrote {write_json(args.out, payload)}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from gentok.config import from_dict, to_dict
 
@@ -84,7 +84,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        _plain_file_mode(tmp)
+        plain_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -92,7 +92,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def _plain_file_mode(path) -> None:
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file as bytes with a canonical header (sorted keys): the same tensors always give the same
+    bytes (safetensors itself may order the metadata map differently from one call to the next)."""
+    data = save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+
+
+def plain_file_mode(path) -> None:
     """mkstemp creates 0600 files; give the mode a plain `open()` would (0666 less the umask)."""
     umask = os.umask(0)
     os.umask(umask)
@@ -132,15 +142,8 @@ class PretrainedMixin:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = _state_dict_for_save(self)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"type": self.model_type, "format_version": str(FORMAT_VERSION)})
-            _plain_file_mode(tmp)
-            os.replace(tmp, directory / WEIGHTS_NAME)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        metadata = {"type": self.model_type, "format_version": str(FORMAT_VERSION)}
+        atomic_write_bytes(directory / WEIGHTS_NAME, safetensors_bytes(tensors, metadata))
         meta = {"type": self.model_type, "format_version": FORMAT_VERSION, "config": to_dict(self.config)}
         if extra:
             meta["extra"] = extra

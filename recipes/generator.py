@@ -21,7 +21,7 @@ import torch
 
 import gentok
 from gentok.data.images import default_image_data
-from gentok.generators import ARConfig, ARTransformer, ASARM, ASARMConfig, ASARMLoss, ar_loss
+from gentok.generators import ARTransformer, ASARM, ASARMLoss, ar_loss
 from gentok.generators import ar as ar_mod, asarm as asarm_mod
 from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
 from gentok.hub import atomic_write_json
@@ -79,10 +79,7 @@ def main(argv: list[str] | None = None):
         model, loss_fn = ARTransformer(model_cfg), ar_loss
     result = fit(model, TokenRows(train_ids), train_cfg, eval_data=TokenRows(eval_ids), loss_fn=loss_fn,
                  run_config={"model": {"kind": args.model, "preset": args.preset, "tokenizer": str(tok_dir)}})
-
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.is_main_process:
         write_pictures(result.model, tokenizer, eval_ids, args, out, result.eval_metrics)
     return result
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from gentok.hub import atomic_write_json
-from gentok.tokenizers.dna.data import default_dna_data
+from gentok.tokenizers.dna.data import default_dna_data, format_bases
 from gentok.tokenizers.dna.evaluate import evaluate_mergedna
 from gentok.tokenizers.dna.mergedna import PRESETS, MergeDNA
 from gentok.training import TrainConfig, fit
@@ -29,13 +29,11 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     train, held_out, split = default_dna_data(model_cfg.seq_len, args.data, eval_windows=64, seed=train_cfg.seed)
-    print(f"data: {len(split.names)} sequence(s), {sum(map(len, split.train)) / 1e6:.2f} Mbp train, "
-          f"{sum(map(len, split.held_out)) / 1e6:.2f} Mbp held out")
+    print(f"data: {len(split.names)} sequence(s), {format_bases(sum(map(len, split.train)))} train, "
+          f"{format_bases(sum(map(len, split.held_out)))} held out")
     result = fit(MergeDNA(model_cfg), train, train_cfg, eval_data=held_out,
                  run_config={"model": {"preset": args.preset, "data": args.data or "pyrodigal"}})
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.is_main_process:
         report = evaluate_mergedna(result.model, split.held_out, max_bases=20000)
         atomic_write_json(f"{train_cfg.output_dir}/summary.json", report)
         print("held-out region, through encode/decode:")

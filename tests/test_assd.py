@@ -210,3 +210,16 @@ def test_bad_input_is_rejected():
         assd(model, ids, mask, order=torch.tensor([0, 0, 1, 2]))
     with pytest.raises(ValueError, match="k must"):
         assd(model, ids, mask, k=0)
+
+
+def test_positions_outside_the_prompt_are_never_read():
+    """Only given positions must hold valid ids: anything elsewhere (padding, garbage) changes nothing."""
+    model = peaky_model(seed=0, dtype=torch.float32)
+    ids = torch.tensor([[1, 0, 2, 0], [0, 2, 0, 1]])
+    mask = torch.tensor([[True, False, True, False], [False, True, False, True]])
+    garbage = torch.where(mask, ids, torch.tensor([[-1, 99, 7, -5]]))
+    for sampler in (lambda x: assd(model, x, mask, k=2, seed=3), lambda x: sequential(model, x, mask, seed=3)):
+        a, b = sampler(ids), sampler(garbage)
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.ids[mask], ids[mask])
+    with pytest.raises(ValueError, match="integer"):
+        assd(model, ids.float(), mask)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gentok.tokenizers.dna.data import GenomeWindows, TiledWindows, pyrodigal_genomes, split_genomes
+from gentok.tokenizers.dna.data import GenomeWindows, TiledWindows, format_bases, pyrodigal_genomes, split_genomes
 from gentok.tokenizers.dna.fasta import N, parse_sequence
 
 
@@ -40,3 +40,9 @@ def test_gap_windows_are_redrawn_and_bad_settings_rejected():
 def test_bundled_genome_is_found():
     paths = pyrodigal_genomes()
     assert paths and all(p.is_file() for p in paths)
+
+
+@pytest.mark.parametrize("n,text", [(1, "1 base"), (2800, "2,800 bases"), (12_500, "12.5 kbp"),
+                                    (2_460_000, "2.46 Mbp"), (150_000_000, "150 Mbp"), (3_100_000_000, "3.1 Gbp")])
+def test_base_counts_print_in_a_unit_that_shows_them(n, text):
+    assert format_bases(n) == text  # the recipe once printed 2,800 held-out bases as "0.00 Mbp"

@@ -94,7 +94,11 @@ def test_to_records_accepts_strings_text_and_paths(tmp_path):
     p.write_text(">a\nACGT\n")
     recs = to_records(["AC GT\nTT", ">b\nGG\n", str(p), p])
     assert [r.text() for r in recs] == ["ACGTTT", "GG", "ACGT", "ACGT"]
+    nested = to_records([[str(p)], ["TT", parse_sequence("ca")]])  # e.g. read_assets: one list per file
+    assert [r.text() for r in nested] == ["ACGT", "TT", "ca"]
     with pytest.raises(ValueError, match="empty sequence"):
         to_records("  ")
+    with pytest.raises(ValueError, match="empty sequence 'e'"):
+        to_records(parse_sequence("", name="e"))
     with pytest.raises(ValueError, match="expected a DNA string"):
         to_records([3])

@@ -177,3 +177,84 @@ def test_overfits_one_batch(kind, tmp_path):
     if kind == "asarm":
         assert int(result.model.seen_batches) == 120
         assert loss_fn.max_rate(0) == 0.5 and loss_fn.max_rate(10) == 0.75 and loss_fn.max_rate(999) == 1.0
+
+
+# -- the shared trunk keeps checkpoints loading ------------------------------------------------------------------------
+def test_generator_configs_share_one_base_and_old_config_json_loads():
+    from gentok.config import from_dict, to_dict
+    from gentok.generators.trunk import GeneratorConfig
+
+    assert issubclass(ARConfig, GeneratorConfig) and issubclass(ASARMConfig, GeneratorConfig)
+    # config.json as written before the shared base existed (its own field order, its own class name)
+    old_ar = {"_class": "ARConfig", "vocab_size": 11, "seq_len": 9, "num_classes": 3, "dim": 32, "depth": 2,
+              "heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
+    old_asarm = {"_class": "ASARMConfig", "vocab_size": 11, "seq_len": 8, "dim": 32, "depth": 2, "heads": 4,
+                 "mlp_ratio": 4.0, "dropout": 0.0}
+    ar_cfg, asarm_cfg = from_dict(old_ar), from_dict(old_asarm)
+    assert type(ar_cfg) is ARConfig and ar_cfg.num_classes == 3 and ar_cfg.seq_len == 9
+    assert type(asarm_cfg) is ASARMConfig
+    assert to_dict(ar_cfg) == old_ar and to_dict(asarm_cfg) == old_asarm  # same names and values written back
+    for bad in (dict(depth=0), dict(dim=30, heads=4), dict(vocab_size=1)):
+        for cls in (ARConfig, ASARMConfig):
+            with pytest.raises(ValueError):
+                cls(**bad)
+    with pytest.raises(ValueError, match="num_classes"):
+        ARConfig(num_classes=-1)
+
+
+def test_parameter_names_are_those_of_saved_checkpoints():
+    """The names a checkpoint saved before the shared trunk holds; a rename would make old models fail to load."""
+    blocks = {k for k in ar_model().state_dict() if k.startswith("blocks.")}
+    assert blocks and blocks == {k for k in asarm_model().state_dict() if k.startswith("blocks.")}
+    trunk = {"tok_emb.weight", "pos_emb", "norm.weight", "norm.bias", "head.weight"}
+    assert set(ar_model().state_dict()) - blocks == trunk | {"bos"}
+    assert set(ar_model(num_classes=3).state_dict()) - blocks == trunk | {"class_emb.weight"}
+    assert set(asarm_model().state_dict()) - blocks == trunk | {"query_emb", "seen_batches"}
+    assert ar_model().pos_emb.shape[0] == 10 and asarm_model().pos_emb.shape[0] == 8  # AR: + the start position
+
+
+def test_generators_reject_bad_ids():
+    for model, extra in ((ar_model(), ()), (asarm_model(), None)):
+        for bad, match in ((torch.zeros(2, 3), "integer"), (torch.zeros(2, 3, 1, dtype=torch.long), "shape"),
+                           (torch.full((2, 3), -1), r"\[0, 11\)"), ([[0, 1]], "tensor")):
+            args = extra if extra is not None else (torch.zeros(2, 3, dtype=torch.long),) * 3
+            with pytest.raises(ValueError, match=match):
+                model(bad, *args)
+
+
+# -- token caches -------------------------------------------------------------------------------------------------------
+class FakeTokenizer:
+    """Maps each item (a scalar tensor) to fixed ids; counts encode calls; optionally returns a ragged batch."""
+
+    def __init__(self, ragged: bool = False):
+        self.calls, self.ragged = 0, ragged
+
+    def eval(self):
+        return self
+
+    def encode(self, batch):
+        from gentok.tokenizers.tokens import Tokens
+
+        self.calls += 1
+        ids = (batch.long()[:, None] + torch.arange(4)) % 7  # (b, 4)
+        lengths = torch.full((len(batch),), 4)
+        if self.ragged:
+            ids[:, -1], lengths = -1, lengths - 1
+        return Tokens(ids, lengths)
+
+
+def test_pretokenize_reads_tokens_ids_and_caches_by_fingerprint(tmp_path):
+    from gentok.generators.data import pretokenize
+
+    data = [torch.tensor(i) for i in range(10)]
+    tok = FakeTokenizer()
+    ids = pretokenize(tok, data, tmp_path / "c.safetensors", "fp1", batch_size=4)
+    assert ids.dtype == torch.long and ids.shape == (10, 4)
+    assert torch.equal(ids, (torch.arange(10)[:, None] + torch.arange(4)) % 7)
+    calls = tok.calls
+    assert torch.equal(pretokenize(tok, data, tmp_path / "c.safetensors", "fp1", batch_size=4), ids)
+    assert tok.calls == calls  # read back, not recomputed
+    pretokenize(tok, data, tmp_path / "c.safetensors", "fp2", batch_size=4)
+    assert tok.calls > calls  # another tokenizer: recomputed
+    with pytest.raises(ValueError, match="padded"):
+        pretokenize(FakeTokenizer(ragged=True), data, tmp_path / "r.safetensors", "fp1")

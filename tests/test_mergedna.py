@@ -1,16 +1,27 @@
 """MergeDNA model: merging inside the model, the three training terms, overfitting, save/load, API and CLI."""
 
+import gzip
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import gentok
 from gentok.cli import main as cli
 from gentok.config import replace
-from gentok.tokenizers.dna import PRESETS, DNATokens, MergeDNA, MergeDNAConfig, read_fasta
+from gentok.tokenizers.dna import PRESETS, MergeDNA, MergeDNAConfig, read_fasta
 from gentok.tokenizers.dna.fasta import N, codes_to_text
 from gentok.tokenizers.dna.losses import base_targets
+from gentok.tokenizers.dna.tokens import DNATokens, base_lengths, base_spans, bits_per_base, num_bases
+from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 
 TINY = replace(PRESETS["tiny"], latent_weight=0.0, mask_weight=0.0)
 torch.set_num_threads(1)
@@ -103,33 +114,104 @@ def test_forward_reports_all_terms():
 def test_tiny_model_overfits_a_sequence(trained):
     model, text = trained
     tokens = model.encode(text)
+    assert isinstance(tokens, Tokens) and tokens.meta["window"] == TINY.window
     decoded = model.decode(tokens)[0]
     acc = np.mean(np.frombuffer(decoded.encode(), np.uint8) == np.frombuffer(text.encode(), np.uint8))
     assert acc > 0.9, acc
-    assert int(tokens.num_tokens[0]) == 128 // TINY.window * TINY.tokens_per_window
+    assert tokens.lengths.tolist() == [128 // TINY.window * TINY.tokens_per_window]
 
 
 def test_encode_spans_padding_and_batching(trained):
     model, text = trained
     seqs = [text[:70], text[5:128], "ACGTN" * 3]  # lengths not multiples of the window or the chunk
     tokens = model.encode(seqs)
-    assert tokens.num_bases.tolist() == [70, 123, 15]
+    assert num_bases(tokens).tolist() == [70, 123, 15]
+    assert (tokens.ids[~tokens.mask] == PAD_ID).all() and (tokens.ids[tokens.mask] >= 0).all()
+    spans, lengths = base_spans(tokens), base_lengths(tokens)
     for i in range(3):
-        spans = tokens.spans[i, : int(tokens.num_tokens[i])]
-        assert spans[0, 0] == 0 and (spans[1:, 0] == spans[:-1, 1]).all() and spans[-1, 1] == len(seqs[i])
-        assert ((spans[:, 0] // TINY.window) == ((spans[:, 1] - 1) // TINY.window)).all()
-    one = [model.encode(s) for s in seqs]  # batched == one by one
-    for i, t in enumerate(one):
-        assert torch.equal(t.ids[0, : int(t.num_tokens[0])], tokens.ids[i, : int(tokens.num_tokens[i])])
+        s = spans[i, : int(tokens.lengths[i])]
+        assert s[0, 0] == 0 and (s[1:, 0] == s[:-1, 1]).all() and s[-1, 1] == len(seqs[i])
+        assert ((s[:, 0] // TINY.window) == ((s[:, 1] - 1) // TINY.window)).all()
+        assert (spans[i, int(tokens.lengths[i]):] == -1).all() and (lengths[i, int(tokens.lengths[i]):] == 0).all()
     assert [len(d) for d in model.decode(tokens)] == [70, 123, 15]
 
 
-def test_bad_input_is_rejected(trained):
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_ragged_batch_equals_each_sequence_alone(trained, batch_size):
+    model, text = trained
+    seqs = [text[:70], text[5:128] * 2, "ACGTN" * 3, text[:9]]  # 1 to 4 chunks of seq_len 64, ragged tails
+    tokens = model.encode(seqs, batch_size=batch_size)
+    decoded = model.decode(tokens, batch_size=batch_size)
+    for i, s in enumerate(seqs):
+        alone = model.encode(s)
+        assert torch.equal(alone.ids[0], tokens.item(i)) and int(alone.lengths[0]) == int(tokens.lengths[i])
+        assert model.decode(alone) == [decoded[i]]
+    assert torch.equal(tokens.ids, model.encode(seqs, batch_size=3).ids)  # chunk batching changes nothing
+
+
+def test_decode_accepts_tokens_and_bare_ids(trained):
+    model, text = trained
+    tokens = model.encode([text[:70], text[:20]])
+    assert model.decode(tokens.ids) == model.decode(tokens)  # -1 padding marks the lengths
+    # any id sequence decodes: lengths live in the ids
+    ids = torch.randint(0, model.vocab_size, (2, 30), generator=torch.Generator().manual_seed(0))
+    ids[1, 12:] = PAD_ID
+    out = model.decode(ids)
+    assert [len(s) for s in out] == num_bases(ids, TINY.window).tolist() and set("".join(out)) <= set("ACGT")
+    assert model.decode(Tokens(ids, torch.tensor([30, 12]), {"window": TINY.window})) == out
+
+
+def test_deprecated_call_forms_still_work(trained):
     model, _ = trained
+    ids = torch.randint(0, model.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1))
+    ids[1, 12:] = 0  # the old layout: zeros past num_tokens
+    with pytest.warns(DeprecationWarning, match="DNATokens"):
+        old = DNATokens(ids, torch.tensor([30, 12]), TINY.window)
+    assert isinstance(old, Tokens) and (old.ids[1, 12:] == PAD_ID).all()
+    with pytest.warns(DeprecationWarning, match="num_tokens"):
+        via_counts = model.decode(ids, num_tokens=torch.tensor([30, 12]))
+    assert via_counts == model.decode(old)
+    assert not hasattr(model, "bits_per_sample")
+
+
+def test_bits_are_per_token_and_per_base(trained):
+    model, text = trained
+    assert model.bits_per_token == pytest.approx(math.log2(model.vocab_size))
+    tokens = model.encode([text, text[:64]], tokens_per_window=2)  # whole windows: t tokens per window exactly
+    assert tokens.bits_per_token == pytest.approx(model.bits_per_token)
+    expected = model.bits_per_token * 2 / TINY.window
+    assert bits_per_base(tokens).tolist() == pytest.approx([expected, expected])
+
+
+def test_bad_input_is_rejected(trained):
+    model, text = trained
     with pytest.raises(ValueError, match="'Z' at position 3"):
         model.encode("ACZT")
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="'U' at position 1"):
+        model.encode(["ACGT", "UUAC"])
+    for empty in ("", "   ", []):
+        with pytest.raises(ValueError, match="empty sequence|at least one sequence"):
+            model.encode(empty)
+    with pytest.raises(ValueError, match="tokens_per_window"):
+        model.encode("ACGT", tokens_per_window=TINY.window + 1)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.encode("ACGT", batch_size=0)
+    with pytest.raises(ValueError, match=rf"must lie in \[0, {model.vocab_size}\)"):
         model.decode(torch.tensor([[model.vocab_size]]))
+    with pytest.raises(ValueError, match="must lie in"):
+        model.decode(torch.tensor([[3, -2]]))
+    with pytest.raises(ValueError, match="integer ids"):
+        model.decode(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="integer ids"):
+        model.decode(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="shape"):
+        model.decode(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="non-empty"):
+        model.decode(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="padding"):
+        model.decode(torch.tensor([[PAD_ID, 3]]))
+    with pytest.raises(ValueError, match="window 16"):
+        model.decode(Tokens(torch.tensor([[3]]), meta={"window": 16}))
     with pytest.raises(ValueError, match="multiple of window"):
         model(torch.zeros(1, 10, dtype=torch.long))
     with pytest.raises(ValueError, match="integer base codes"):
@@ -148,6 +230,21 @@ def test_save_load_round_trip(trained, tmp_path):
     assert model.decode(a) == again.decode(b)
 
 
+def test_legacy_checkpoint_gives_the_same_ids():
+    """A model directory saved before the one-contract redesign loads and encodes to the ids it gave then."""
+    model = gentok.load(LEGACY / "mergedna")
+    assert isinstance(model, MergeDNA)
+    seqs = json.loads((LEGACY / "dna.json").read_text())
+    expected = load_file(LEGACY / "expected.safetensors")
+    counts = expected["mergedna.num_tokens"]
+    tokens = model.encode(seqs)
+    assert tokens.lengths.tolist() == counts.tolist()
+    for i, n in enumerate(counts.tolist()):
+        assert torch.equal(tokens.item(i), expected["mergedna"][i, :n])
+    assert (tokens.ids[~tokens.mask] == PAD_ID).all()
+    assert num_bases(tokens).tolist() == [len(s) for s in seqs]
+
+
 def test_cli_round_trip_keeps_headers_case_and_n(trained, tmp_path):
     model, text = trained
     model.save_pretrained(tmp_path / "m")
@@ -155,10 +252,15 @@ def test_cli_round_trip_keeps_headers_case_and_n(trained, tmp_path):
     fasta = f">rec one\n{text[:60]}\n{text[60:]}\n>rec2 soft-masked\n{seq2}\n"
     (tmp_path / "a.fa").write_text(fasta)
     (tmp_path / "b.fa").write_text(">solo\nACGTACGTAC\n")
-    assert cli(["encode", "--model", str(tmp_path / "m"), str(tmp_path / "a.fa"), str(tmp_path / "b.fa"),
-                "--out", str(tmp_path / "t.safetensors")]) == 0
+    (tmp_path / "c.fna.gz").write_bytes(gzip.compress(b">gz \xc3\xa9 record\nnnACGTacgtNN\n>two\nGGCC\n"))
+    inputs = [str(tmp_path / n) for n in ("a.fa", "b.fa", "c.fna.gz")]
+    # --batch-size 1: every file is its own batch, so the CLI zero-pads the record tables when it joins them
+    assert cli(["encode", "--model", str(tmp_path / "m"), *inputs, "--out", str(tmp_path / "t.safetensors"),
+                "--batch-size", "1"]) == 0
+    tokens, _ = Tokens.load(tmp_path / "t.safetensors")
+    assert len(tokens) == 3 and tokens.meta["window"] == TINY.window
     assert cli(["decode", "--model", str(tmp_path / "m"), str(tmp_path / "t.safetensors"),
-                "--out", str(tmp_path / "out")]) == 0
+                "--out", str(tmp_path / "out"), "--batch-size", "2"]) == 0
     orig, back = read_fasta(tmp_path / "a.fa"), read_fasta(tmp_path / "out" / "a.fa")
     assert [r.name for r in back] == ["rec one", "rec2 soft-masked"]
     for o, r in zip(orig, back):
@@ -166,11 +268,44 @@ def test_cli_round_trip_keeps_headers_case_and_n(trained, tmp_path):
         assert (o.lower == r.lower).all() and ((o.codes == N) == (r.codes == N)).all()
         assert np.mean(o.codes == r.codes) > 0.85  # the bases themselves come from the (overfit) model
     assert len(read_fasta(tmp_path / "out" / "b.fa")[0]) == 10
+    # a gzipped input comes back gzipped under its own name, headers, case and N runs intact
+    gz = tmp_path / "out" / "c.fna.gz"
+    assert gz.read_bytes()[:2] == b"\x1f\x8b" and not (tmp_path / "out" / "c.fna").exists()
+    recs = read_fasta(gz)
+    assert [r.name for r in recs] == ["gz \u00e9 record", "two"] and [len(r) for r in recs] == [12, 4]
+    assert recs[0].lower.tolist() == [True] * 2 + [False] * 4 + [True] * 4 + [False] * 2
+    assert ((recs[0].codes == N).tolist() == [True] * 2 + [False] * 8 + [True] * 2)
 
 
-def test_decode_accepts_generated_ids(trained):
-    model, _ = trained
-    ids = torch.randint(0, model.vocab_size, (2, 30))  # any id sequence decodes: lengths come from the ids
-    tokens = DNATokens(ids, torch.tensor([30, 12]), TINY.window)
-    out = model.decode(tokens)
-    assert [len(s) for s in out] == tokens.num_bases.tolist()
+def test_decode_to_files_rejects_foreign_tokens(trained, tmp_path):
+    model, text = trained
+    with pytest.raises(ValueError, match="encode_files"):
+        model.decode_to_files(model.encode(text), tmp_path, ["x.fa"])
+
+
+def test_dna_modules_import_no_cycle():
+    """The DNA modules form a DAG (the FASTA edge and the tokens helpers never import the model)."""
+    import ast
+
+    root = Path(gentok.__file__).parent / "tokenizers" / "dna"
+    graph = {}
+    for path in root.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        tree = ast.parse(path.read_text())
+        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        graph[path.stem] = {m.rsplit(".", 1)[1] for m in found if m.startswith("gentok.tokenizers.dna.")}
+    assert "mergedna" not in graph["assets"] | graph["tokens"]
+    done, visiting = set(), set()
+
+    def visit(node):
+        assert node not in visiting, f"import cycle through dna/{node}.py"
+        if node not in done:
+            visiting.add(node)
+            for dep in graph.get(node, ()):
+                visit(dep)
+            visiting.discard(node)
+            done.add(node)
+
+    for node in graph:
+        visit(node)

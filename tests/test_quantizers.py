@@ -209,3 +209,25 @@ def test_fsq_saturation_penalty_keeps_inputs_where_the_bound_has_a_gradient():
     assert float(build_quantizer(FSQConfig(dim=3, levels=(5, 4, 3))).train()(z.detach()).loss) == 0.0  # off by default
     with pytest.raises(ValueError, match="saturation"):
         FSQConfig(dim=3, levels=(5, 4, 3), saturation_weight=-1.0)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_decode_accepts_padding_only_for_dropped_residual_levels(cls):
+    """-1 (PAD_ID) marks a dropped residual level; single-codebook quantizers have no such thing and reject it."""
+    from gentok.validate import PAD_ID
+
+    q = _trained(CASES[cls][0])
+    idx = q.encode(torch.randn(2, 4, q.dim))
+    if q.num_codebooks > 1:
+        dropped = idx.clone()
+        dropped[..., 1:] = PAD_ID
+        torch.testing.assert_close(q.decode(dropped), q.decode(idx[..., :1]))
+        with pytest.raises(ValueError, match="q<="):
+            q.decode(torch.cat([idx, idx[..., :1]], -1))  # more levels than the quantizer has
+    else:
+        with pytest.raises(ValueError, match="range"):
+            q.decode(torch.full_like(idx, PAD_ID))
+    with pytest.raises(ValueError, match="shape"):
+        q.decode(idx[0])
+    with pytest.raises(ValueError, match="tensor"):
+        q.decode(idx.tolist())

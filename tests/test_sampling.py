@@ -105,3 +105,13 @@ def test_speculative_with_p_equal_q_accepts_everything():
     again = speculative(model, peaky_ar(4, vocab=9, seq_len=12).float(), 11, gamma=3, batch_size=2, seed=5)
     assert torch.equal(seeded.ids, again.ids) and seeded.accepted == again.accepted
     assert (seeded.nfe <= 11).all()
+
+
+def test_prompts_are_validated():
+    model = peaky_ar(seed=0)
+    for bad, match in ((torch.zeros(1, 2), "integer"), (torch.full((1, 2), 3), r"\[0, 3\)"),
+                       (torch.zeros(2, dtype=torch.long), "shape")):
+        with pytest.raises(ValueError, match=match):
+            generate(model, 1, bad, seed=0)
+        with pytest.raises(ValueError, match=match):
+            speculative(model, peaky_ar(seed=1, depth=1), 1, bad, seed=0)

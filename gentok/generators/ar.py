@@ -12,29 +12,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gentok.config import config
-from gentok.generators.base import Generator, KVCache, check_ids
+from gentok.generators.base import KVCache
+from gentok.generators.trunk import GeneratorConfig, TransformerGenerator, pick_preset
 from gentok.hub import register
-from gentok.nn import Block, init_weights
+from gentok.validate import check_ids
 
 
 @config
-class ARConfig:
-    vocab_size: int = 1024  # TiTok tiny: 1024 codes
-    seq_len: int = 32  # tokens per sample (TiTok tiny: 32)
+class ARConfig(GeneratorConfig):
+    """The shared generator fields (`GeneratorConfig`) plus an optional class condition."""
+
     num_classes: int = 0  # > 0: a class id chooses the start embedding
-    dim: int = 256
-    depth: int = 6
-    heads: int = 8
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
 
     def __post_init__(self):
-        if self.vocab_size < 2 or self.seq_len < 1:
-            raise ValueError(f"vocab_size must be >= 2 and seq_len >= 1, got {self.vocab_size}, {self.seq_len}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.num_classes < 0 or self.depth < 1:
-            raise ValueError("num_classes must be >= 0 and depth >= 1")
+        super().__post_init__()
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
 
 
 PRESETS = {
@@ -45,39 +38,23 @@ PRESETS = {
 
 
 def preset(name: str) -> ARConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown AR preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name]
+    return pick_preset(PRESETS, name, "AR")
 
 
 @register("generator.ar")
-class ARTransformer(Generator):
+class ARTransformer(TransformerGenerator):
     config_class = ARConfig
 
     def __init__(self, config: ARConfig):
-        super().__init__()
-        self.config = c = config
-        self.tok_emb = nn.Embedding(c.vocab_size, c.dim)
-        self.pos_emb = nn.Parameter(torch.zeros(c.seq_len + 1, c.dim))  # +1: the start position
+        super().__init__(config, positions=config.seq_len + 1)  # +1: the start position
+        if not config.num_classes:
+            nn.init.trunc_normal_(self.bos, std=0.02)
+
+    def add_embeddings(self, c: ARConfig) -> None:
         if c.num_classes:
             self.class_emb = nn.Embedding(c.num_classes, c.dim)
         else:
             self.bos = nn.Parameter(torch.zeros(c.dim))
-        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
-        self.norm = nn.LayerNorm(c.dim)
-        self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        init_weights(self)
-        nn.init.trunc_normal_(self.pos_emb, std=0.02)
-        if not c.num_classes:
-            nn.init.trunc_normal_(self.bos, std=0.02)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.blocks))
@@ -93,7 +70,7 @@ class ARTransformer(Generator):
             logits (b, n + 1, vocab) when the start position is processed (no cache or an empty one), else (b, n,
             vocab); the last row always predicts the token after the last input.
         """
-        ids = check_ids(ids, self.config.vocab_size)
+        ids = check_ids(ids, self.config.vocab_size, (None, None))
         b, n = ids.shape
         past = 0 if cache is None else cache.length
         x = self.tok_emb(ids)
@@ -106,12 +83,7 @@ class ARTransformer(Generator):
         m = x.shape[1]
         # a single new position may see every cached one: no mask; otherwise causal, offset by the cache
         mask = None if m == 1 else torch.ones(m, total, dtype=torch.bool, device=x.device).tril(past)
-        for i, block in enumerate(self.blocks):
-            if cache is None:
-                x = block(x, mask=mask)
-            else:
-                x, cache.layers[i] = block(x, mask=mask, kv=cache.layers[i], return_kv=True)
-        return self.head(self.norm(x))
+        return self.logits(self.run_blocks(x, mask, cache))
 
     def _start(self, cond: Tensor | None, b: int) -> Tensor:
         if self.config.num_classes:

@@ -21,28 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gentok.config import config
-from gentok.generators.base import Generator, check_ids
+from gentok.generators.trunk import GeneratorConfig, TransformerGenerator, pick_preset
 from gentok.hub import register
-from gentok.nn import Block, init_weights
+from gentok.validate import check_ids
 
 
 @config
-class ASARMConfig:
-    vocab_size: int = 1024  # TiTok tiny: 1024 codes
-    seq_len: int = 32  # positions per sample (TiTok tiny: 32 tokens)
-    dim: int = 256
-    depth: int = 6
-    heads: int = 8
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        if self.vocab_size < 2 or self.seq_len < 1:
-            raise ValueError(f"vocab_size must be >= 2 and seq_len >= 1, got {self.vocab_size}, {self.seq_len}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.depth < 1:
-            raise ValueError("depth must be >= 1")
+class ASARMConfig(GeneratorConfig):
+    """The shared generator fields (`GeneratorConfig`); its own class so checkpoints name the family."""
 
 
 PRESETS = {
@@ -53,9 +39,7 @@ PRESETS = {
 
 
 def preset(name: str) -> ASARMConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown AS-ARM preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name]
+    return pick_preset(PRESETS, name, "AS-ARM")
 
 
 def attention_mask(ranks: Tensor, query_see: Tensor) -> Tensor:
@@ -74,31 +58,17 @@ def attention_mask(ranks: Tensor, query_see: Tensor) -> Tensor:
 
 
 @register("generator.asarm")
-class ASARM(Generator):
+class ASARM(TransformerGenerator):
     config_class = ASARMConfig
 
     def __init__(self, config: ASARMConfig):
-        super().__init__()
-        self.config = c = config
-        self.tok_emb = nn.Embedding(c.vocab_size, c.dim)
-        self.pos_emb = nn.Parameter(torch.zeros(c.seq_len, c.dim))
-        self.query_emb = nn.Parameter(torch.zeros(c.dim))  # "a token goes here", content unseen
-        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
-        self.norm = nn.LayerNorm(c.dim)
-        self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        # training progress for the masking-rate curriculum; a buffer so checkpoints resume the ramp exactly
-        self.register_buffer("seen_batches", torch.zeros((), dtype=torch.long))
-        init_weights(self)
-        nn.init.trunc_normal_(self.pos_emb, std=0.02)
+        super().__init__(config, positions=config.seq_len)
         nn.init.trunc_normal_(self.query_emb, std=0.02)
 
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
+    def add_embeddings(self, c: ASARMConfig) -> None:
+        self.query_emb = nn.Parameter(torch.zeros(c.dim))  # "a token goes here", content unseen
+        # training progress for the masking-rate curriculum; a buffer so checkpoints resume the ramp exactly
+        self.register_buffer("seen_batches", torch.zeros((), dtype=torch.long))
 
     def forward(self, ids: Tensor, ranks: Tensor, query_pos: Tensor, query_see: Tensor) -> Tensor:
         """Conditionals of addressed positions.
@@ -112,26 +82,22 @@ class ASARM(Generator):
         Returns:
             logits (b, Q, vocab).
         """
-        ids = check_ids(ids, self.config.vocab_size)
+        ids = check_ids(ids, self.config.vocab_size, (None, None))
         b, L = ids.shape
         if L > self.config.seq_len:
             raise ValueError(f"sequence of {L} tokens exceeds seq_len {self.config.seq_len}")
-        for name, t, shape in (("ranks", ranks, (b, L)), ("query_pos", query_pos, None), ("query_see", query_see, None)):
-            if t.dtype.is_floating_point or t.dtype == torch.bool or t.ndim != 2 or t.shape[0] != b:
-                raise ValueError(f"{name} must be an integer tensor (b={b}, ...), got {t.dtype} {tuple(t.shape)}")
-            if shape is not None and tuple(t.shape) != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        # ranks and cutoffs are unbounded above ("later than everything"): only their dtype and shape are checked
+        unbounded = 1 << 62
+        ranks = check_ids(ranks, unbounded, (b, L), "ranks")
+        query_pos = check_ids(query_pos, L, (b, None), "query_pos")
+        query_see = check_ids(query_see, unbounded, (b, None), "query_see")
         if query_pos.shape != query_see.shape:
             raise ValueError(f"query_pos {tuple(query_pos.shape)} and query_see {tuple(query_see.shape)} differ")
-        if query_pos.numel() and (int(query_pos.min()) < 0 or int(query_pos.max()) >= L):
-            raise ValueError(f"query_pos must lie in [0, {L})")
         content = self.tok_emb(ids) + self.pos_emb[:L]
         queries = self.query_emb + self.pos_emb[query_pos]
         x = torch.cat([content, queries], dim=1)
-        mask = attention_mask(ranks.long(), query_see.long())
-        for block in self.blocks:
-            x = block(x, mask=mask)
-        return self.head(self.norm(x[:, L:]))
+        mask = attention_mask(ranks, query_see)
+        return self.logits(self.run_blocks(x, mask)[:, L:])
 
     def log_prob(self, ids: Tensor, ranks: Tensor) -> Tensor:
         """log p(targets | prompt) under the order given by `ranks` (b, L): (b,) summed over rank > 0 positions."""

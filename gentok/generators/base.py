@@ -4,13 +4,14 @@
 (next-token rows for the autoregressive model, addressed query rows for the any-subset model). Incremental decoding
 goes through an explicit `KVCache` object that the caller owns, so a sampler can fork, crop (roll back rejected
 speculative tokens) or drop it. Sampling algorithms live in `gentok.sampling` and take the model as an argument.
+Input ids are checked with `gentok.validate.check_ids`, the one id check every layer shares. The transformer both
+generators are built on (config fields, embeddings, head) is `gentok.generators.trunk`.
 """
 
 from __future__ import annotations
 
 import abc
 
-import torch
 from torch import Tensor, nn
 
 from gentok.hub import PretrainedMixin
@@ -41,19 +42,6 @@ class KVCache:
         out = KVCache(len(self.layers))
         out.layers = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.layers]
         return out
-
-
-def check_ids(ids: Tensor, vocab_size: int, what: str = "ids") -> Tensor:
-    """Raise `ValueError` unless `ids` is a 2-d integer tensor with values in [0, vocab_size)."""
-    if not isinstance(ids, Tensor):
-        raise ValueError(f"expected {what} as a torch tensor, got {type(ids).__name__}")
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
-        raise ValueError(f"expected integer {what}, got dtype {ids.dtype}")
-    if ids.ndim != 2:
-        raise ValueError(f"expected {what} of shape (b, n), got {tuple(ids.shape)}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(f"{what} must lie in [0, {vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
-    return ids.long()
 
 
 class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):

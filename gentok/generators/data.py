@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from gentok.hub import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes
+from gentok.validate import PAD_ID
 
 
 class TokenRows(Dataset):
@@ -45,7 +46,7 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
 @torch.no_grad()
 def pretokenize(tokenizer, dataset: Dataset, cache: str | Path, fingerprint: str, tag: str = "",
                 batch_size: int = 128, limit: int | None = None) -> Tensor:
-    """ids (n, K) of `dataset[:limit]` encoded by `tokenizer`, read from `cache` when it was made by the same
+    """ids (n, K) of `dataset[:limit]` encoded by `tokenizer` (its `encode` returns `Tokens`), read from `cache` when it was made by the same
     (fingerprint, n, tag), otherwise computed (with a progress bar) and written atomically."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     meta = {"fingerprint": fingerprint, "n": str(n), "tag": tag}
@@ -61,10 +62,12 @@ def pretokenize(tokenizer, dataset: Dataset, cache: str | Path, fingerprint: str
             pass  # unreadable cache: recompute
     tokenizer.eval()
     loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
-    chunks = [tokenizer.encode(batch).cpu() for batch in tqdm(loader, desc=f"tokenize {cache.name}")]
+    chunks = [tokenizer.encode(batch).ids.cpu() for batch in tqdm(loader, desc=f"tokenize {cache.name}")]
     ids = torch.cat(chunks).long()
     if ids.ndim != 2:
         raise ValueError(f"generators model flat sequences; this tokenizer returned ids of shape {tuple(ids.shape)}")
+    if (ids == PAD_ID).any():
+        raise ValueError("generators model fixed-length sequences; this tokenizer returned padded (ragged) tokens")
     atomic_write_bytes(cache, save({"ids": ids.contiguous()}, metadata=meta))
     return ids
 

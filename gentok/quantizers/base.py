@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from gentok.config import config
 from gentok.hub import PretrainedMixin
+from gentok.validate import PAD_ID, check_ids
 
 DEAD_WINDOW = 32  # training calls a code may go unused before it counts as dead
 _MAX_TRACKED_CODES = 1 << 20  # per-code usage buffers above this size would cost more than they tell
@@ -37,7 +38,7 @@ class QuantizerConfig:
 @dataclass
 class QuantizerOutput:
     quantized: Tensor  # (b, n, d), straight-through: gradient w.r.t. the input is the identity
-    indices: Tensor  # (b, n) long, or (b, n, q) for residual quantizers; -1 where a level was dropped
+    indices: Tensor  # (b, n) long, or (b, n, q) for residual quantizers; PAD_ID (-1) where masked or a level dropped
     loss: Tensor  # scalar auxiliary loss (commitment / entropy), already weighted
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
@@ -136,7 +137,7 @@ class Quantizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         if mask is not None:
             quantized = quantized.masked_fill(~mask[..., None], 0.0)
             fill = torch.zeros((), dtype=indices.dtype, device=indices.device)
-            indices = torch.where(mask.reshape(mask.shape + (1,) * (indices.ndim - 2)), indices, fill - 1)
+            indices = torch.where(mask.reshape(mask.shape + (1,) * (indices.ndim - 2)), indices, fill + PAD_ID)
         metrics = self._metrics(indices)
         return QuantizerOutput(quantized.to(z.dtype), indices.long(), loss.float().reshape(()), metrics)
 
@@ -152,19 +153,15 @@ class Quantizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
 
     def decode(self, indices: Tensor) -> Tensor:
         """Quantized vectors (b, n, d) for `indices` of the shape `encode` returns."""
-        expected_ndim = 2 if self.num_codebooks == 1 else 3
-        if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError(f"expected an integer tensor of indices, got {getattr(indices, 'dtype', type(indices))}")
-        if indices.ndim != expected_ndim or (expected_ndim == 3 and indices.shape[-1] > self.num_codebooks):
-            shape = "(b, n)" if expected_ndim == 2 else f"(b, n, q<={self.num_codebooks})"
-            raise ValueError(f"expected indices of shape {shape}, got {tuple(indices.shape)}")
-        low = -1 if self.num_codebooks > 1 else 0  # residual levels may be dropped (-1)
-        if indices.numel() and (indices.min() < low or indices.max() >= self.codebook_size):
-            raise ValueError(
-                f"indices must lie in [0, {self.codebook_size}), got range [{int(indices.min())}, {int(indices.max())}]"
-            )
+        q = self.num_codebooks
+        if q == 1:
+            indices = check_ids(indices, self.codebook_size, (None, None), "indices")
+        else:  # (b, n, q' <= q): a prefix of the levels; a dropped level is PAD_ID
+            indices = check_ids(indices, self.codebook_size, (None, None, None), "indices", pad=PAD_ID)
+            if indices.shape[-1] > q:
+                raise ValueError(f"expected indices of shape (b, n, q<={q}), got {tuple(indices.shape)}")
         with torch.autocast(device_type=indices.device.type, enabled=False):
-            return self._decode(indices.long()).float()
+            return self._decode(indices).float()
 
     # -- shared helpers -----------------------------------------------------------------------------------------
     def _check_input(self, z: Tensor, mask: Tensor | None) -> None:

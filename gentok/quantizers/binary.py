@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from gentok.config import config
 from gentok.hub import register
 from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
+from gentok.validate import check_ids
 
 MAX_PACKED_BITS = 62  # int64 holds 63 value bits; one spare keeps every packed id non-negative with room to spare
 
@@ -34,26 +35,20 @@ def _weights(bits: int, device) -> Tensor:
 
 def pack_bits(bits: Tensor) -> Tensor:
     """(..., B) tensor of 0/1 (bool or integer) -> (...) int64 ids, most significant bit first; needs B <= 62."""
-    if bits.dtype.is_floating_point or bits.is_complex():
-        raise ValueError(f"expected bool or integer bits, got dtype {bits.dtype}")
+    if isinstance(bits, Tensor) and bits.dtype == torch.bool:
+        bits = bits.long()
+    bits = check_ids(bits, 2, what="bits (0 or 1)")
     b = bits.shape[-1] if bits.ndim else 0
     if not 1 <= b <= MAX_PACKED_BITS:
         raise ValueError(f"can pack 1..{MAX_PACKED_BITS} bits per token into int64, got {b}")
-    bits = bits.long()
-    if bits.numel() and (int(bits.min()) < 0 or int(bits.max()) > 1):
-        raise ValueError(f"bits must be 0 or 1, got range [{int(bits.min())}, {int(bits.max())}]")
     return (bits * _weights(b, bits.device)).sum(-1)
 
 
 def unpack_bits(ids: Tensor, bits: int) -> Tensor:
     """(...) integer ids -> (..., bits) uint8 bits, the inverse of `pack_bits`."""
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
-        raise ValueError(f"expected integer ids, got dtype {ids.dtype}")
     if not 1 <= bits <= MAX_PACKED_BITS:
         raise ValueError(f"can unpack 1..{MAX_PACKED_BITS} bits per token, got {bits}")
-    ids = ids.long()
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= 2**bits):
-        raise ValueError(f"ids must lie in [0, 2**{bits}), got range [{int(ids.min())}, {int(ids.max())}]")
+    ids = check_ids(ids, 2**bits, what=f"packed {bits}-bit ids")
     return ((ids[..., None] // _weights(bits, ids.device)) % 2).to(torch.uint8)
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import abc
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from gentok.quantizers.base import Quantizer
+from gentok.validate import PAD_ID  # -1: also vector-quantize-pytorch's mark of an unused residual level
 
 
 class ResidualQuantizer(Quantizer):
-    """Adds `n_quantizers` to `forward`/`encode`: keep the first k levels, mark the rest -1."""
+    """Adds `n_quantizers` to `forward`/`encode`: keep the first k levels, mark the rest PAD_ID."""
 
     @property
     def num_codebooks(self) -> int:
@@ -26,7 +26,7 @@ class ResidualQuantizer(Quantizer):
 
     @abc.abstractmethod
     def _output_from_indices(self, indices: Tensor) -> Tensor:
-        """Library decode of (b, n, q) indices with -1 for unused levels."""
+        """Library decode of (b, n, q) indices with PAD_ID (-1) for unused levels."""
 
     def _quantize(self, z: Tensor, mask: Tensor | None, n_quantizers: int | None = None):
         quantized, indices, loss = self._residual(z, mask)
@@ -38,7 +38,7 @@ class ResidualQuantizer(Quantizer):
                 raise ValueError(f"n_quantizers must lie in [1, {self.num_codebooks}], got {n_quantizers}")
             if n_quantizers < self.num_codebooks:
                 indices = indices.clone()
-                indices[..., n_quantizers:] = -1
+                indices[..., n_quantizers:] = PAD_ID
                 coarse = self._output_from_indices(indices)
                 quantized = z + (coarse - z).detach()  # straight-through at the chosen depth
         return quantized, indices, loss.sum()
@@ -46,5 +46,5 @@ class ResidualQuantizer(Quantizer):
     def _decode(self, indices: Tensor) -> Tensor:
         q = indices.shape[-1]
         if q < self.num_codebooks:
-            indices = F.pad(indices, (0, self.num_codebooks - q), value=-1)
+            indices = F.pad(indices, (0, self.num_codebooks - q), value=PAD_ID)
         return self._output_from_indices(indices)

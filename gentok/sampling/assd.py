@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from gentok.sampling.basic import Chooser, SampleOutput, make_chooser, process_logits, residual
+from gentok.validate import check_ids
 
 
 @dataclass
@@ -75,9 +76,9 @@ def start_state(prompt_ids: Tensor, prompt_mask: Tensor, order, chooser: Chooser
     b, L = prompt_ids.shape
     if L > seq_len:
         raise ValueError(f"sequences of {L} positions exceed the model's seq_len {seq_len}")
-    ids = torch.where(prompt_mask, prompt_ids.long(), 0)
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(f"prompt ids must lie in [0, {vocab_size})")
+    # only given positions are read, so only they must be valid ids (the rest may hold anything, e.g. padding)
+    ids = check_ids(torch.where(prompt_mask, prompt_ids, torch.zeros_like(prompt_ids)), vocab_size,
+                    what="prompt ids (where prompt_mask is True)")
     device = prompt_ids.device
     if isinstance(order, str):
         if order == "random":

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gentok.validate import check_ids
+
 
 def process_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     """logits (..., V) -> probabilities (..., V) in float32 or wider.
@@ -140,7 +142,7 @@ def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Ten
     device = next(model.parameters()).device
     if prompt_ids is None:
         prompt_ids = torch.zeros(batch_size or 1, 0, dtype=torch.long, device=device)
-    prompt_ids = prompt_ids.to(device).long()
+    prompt_ids = check_ids(prompt_ids, model.vocab_size, (None, None), "prompt_ids").to(device)
     b, p = prompt_ids.shape
     if num_tokens < 0 or p + num_tokens > model.seq_len:
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit seq_len {model.seq_len}")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from gentok.sampling.basic import Chooser, SampleOutput, make_chooser, process_logits, residual
+from gentok.validate import check_ids
 
 
 def _feed(model, cache, seq: list[int], cond, device) -> Tensor:
@@ -41,6 +42,7 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
     device = next(target.parameters()).device
     if prompt_ids is None:
         prompt_ids = torch.zeros(batch_size or 1, 0, dtype=torch.long, device=device)
+    prompt_ids = check_ids(prompt_ids, target.vocab_size, (None, None), "prompt_ids")
     b, p = prompt_ids.shape
     if num_tokens < 0 or p + num_tokens > min(target.seq_len, draft.seq_len):
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit both models' seq_len")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
 from gentok.validate import PAD_ID
 
@@ -130,7 +129,9 @@ class Tokens:
         tensors = {"ids": self.ids, "lengths": self.lengths, **{_EXTRA + k: v for k, v in self.extras.items()}}
         metadata = {"format": FILE_FORMAT, "format_version": str(FILE_VERSION), "meta": json.dumps(self.meta),
                     "header": json.dumps(header or {})}
-        return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+        from gentok.hub import safetensors_bytes
+
+        return safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata)
 
     def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
         """Write the token file atomically (see `to_bytes`)."""

@@ -28,6 +28,7 @@ class TrainConfig:
     log_with: str = ""  # accelerate tracker name(s), comma separated ("tensorboard", "wandb", ...); "" = jsonl only
     find_unused_parameters: bool = True  # DDP: families with optional paths (nested dropout, masks) need it
     progress: bool = True
+    num_threads: int = 0  # CPU threads per process; 0 = automatic (GENTOK_NUM_THREADS, else gentok/training/threads.py)
 
     def __post_init__(self):
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -38,3 +39,5 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = automatic), got {self.num_threads}")

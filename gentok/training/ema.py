@@ -5,8 +5,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from gentok.hub import atomic_write_bytes
 
 
 class EMA:
@@ -46,7 +48,8 @@ class EMA:
                         p.copy_(backup[k])
 
     def save(self, path) -> None:
-        save_file({k: v.contiguous() for k, v in self.shadow.items()}, str(path), metadata={"step": str(self.step)})
+        data = save({k: v.contiguous() for k, v in self.shadow.items()}, metadata={"step": str(self.step)})
+        atomic_write_bytes(path, data)  # the permissions a plain open() gives, never a half-written file
 
     def load(self, path) -> None:
         from safetensors import safe_open

@@ -4,7 +4,8 @@ prepare -> for each micro-batch: accumulate / backward / clip / step -> EMA -> l
 (`save_state` + `metadata.json`, written last so a killed save is never resumed from) -> final `save_pretrained`.
 A rerun with the same output directory resumes from the newest complete checkpoint and, on CPU with a fixed seed,
 ends with bit-identical parameters to an uninterrupted run: the data order is a pure function of (seed, epoch) and
-the RNG states travel with the checkpoint.
+the RNG states travel with the checkpoint. (Recipes seed the global RNGs before they build the model, in
+`gentok.training.recipe.apply_overrides`; a library caller seeds before building its model for the same promise.)
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from gentok.config import to_dict
-from gentok.hub import atomic_write_json
+from gentok.hub import plain_file_mode, atomic_write_bytes, atomic_write_json
 from gentok.training.config import TrainConfig
 from gentok.training.ema import EMA
+from gentok.training.threads import apply_num_threads
+from gentok.training.trackers import requested_trackers
 
 LossFn = Callable[[nn.Module, object], tuple[Tensor, dict]]
 EvalFn = Callable[[nn.Module, DataLoader], dict]
@@ -42,6 +45,8 @@ class FitResult:
     eval_metrics: dict = field(default_factory=dict)
     train_metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # whether this process is the main one: recipes report and save only there, without asking accelerate again
+    is_main_process: bool = True
 
 
 class EpochShuffle(Sampler[int]):
@@ -139,6 +144,8 @@ def fit(
     """
     start = time.time()
     out_dir = Path(config.output_dir)
+    trackers = requested_trackers(config.log_with)  # before any work: a missing package is a one-line error
+    threads, threads_why = apply_num_threads(config.num_threads)
     accelerator = Accelerator(
         # without a GPU, `accelerate launch --multi_gpu` processes only join one gloo group when asked for the CPU
         cpu=not torch.cuda.is_available(),
@@ -147,11 +154,15 @@ def fit(
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
                                                                 sync_with_dataloader=False),
         mixed_precision=config.mixed_precision,
-        log_with=[t for t in config.log_with.split(",") if t] or None,
+        log_with=trackers,
         project_dir=str(out_dir),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)],
     )
     set_seed(config.seed)
+    if accelerator.is_main_process and config.progress:
+        print(f"fit: {accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''} on "
+              f"{accelerator.device.type}, {threads} CPU thread{'s' if threads > 1 else ''} per process "
+              f"({threads_why}), seed {config.seed} -> {out_dir}", flush=True)
     if len(train_data) < config.batch_size * accelerator.num_processes:
         raise ValueError(f"train data has {len(train_data)} items, fewer than one batch per process")
     sampler = EpochShuffle(len(train_data), config.seed)
@@ -166,11 +177,16 @@ def fit(
     full_config = {"train": to_dict(config), **(run_config or {})}
 
     step = 0
+    # sums of the metrics since the last log line; they travel with the checkpoint so the first line logged after
+    # a resume averages the same micro-batches as the uninterrupted run's
+    running: dict[str, float] = {}
+    running_n = 0
     ckpt = latest_checkpoint(out_dir)
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
         meta = json.loads((ckpt / METADATA).read_text())
         step = int(meta["step"])
+        running, running_n = dict(meta.get("running", {})), int(meta.get("running_n", 0))
         if ema is not None:
             ema.load(ckpt / "ema.safetensors")
         accelerator.print(f"resuming from {ckpt} at step {step}")
@@ -186,8 +202,6 @@ def fit(
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and accelerator.is_main_process),
                desc="train", dynamic_ncols=True)
     eval_metrics: dict = {}
-    running: dict[str, float] = {}
-    running_n = 0
     model.train()
     while step < config.max_steps:
         # accelerate's loaders re-seat the sampler's epoch from their own counter on every __iter__
@@ -231,7 +245,8 @@ def fit(
                 model.train()
             # the last step is always checkpointed, so a rerun with a larger --max-steps continues from the end
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
-                _save_checkpoint(accelerator, out_dir, step, ema, full_config, config.keep_checkpoints)
+                _save_checkpoint(accelerator, out_dir, step, ema, full_config, config.keep_checkpoints,
+                                 {"running": running, "running_n": running_n})
             if step >= config.max_steps:
                 break
         epoch += 1
@@ -250,7 +265,7 @@ def fit(
     seconds = time.time() - start
     if accelerator.is_main_process and config.progress:
         _summary(out_dir, step, seconds, eval_metrics)
-    return FitResult(raw, step, eval_metrics, {}, seconds)
+    return FitResult(raw, step, eval_metrics, {}, seconds, is_main_process=accelerator.is_main_process)
 
 
 def _evaluate(accelerator, raw, ema, eval_data, config, loss_fn, eval_fn, collate_fn) -> dict:
@@ -270,7 +285,7 @@ def _evaluate(accelerator, raw, ema, eval_data, config, loss_fn, eval_fn, collat
     return result
 
 
-def _save_checkpoint(accelerator, out_dir: Path, step: int, ema, full_config: dict, keep: int) -> None:
+def _save_checkpoint(accelerator, out_dir: Path, step: int, ema, full_config: dict, keep: int, state: dict) -> None:
     root = out_dir / "checkpoints"
     path = root / f"step-{step:08d}"
     if accelerator.is_main_process and path.exists():
@@ -278,11 +293,15 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, ema, full_config: di
     accelerator.wait_for_everyone()
     accelerator.save_state(str(path), safe_serialization=True)
     if accelerator.is_main_process:
+        for f in path.iterdir():  # safetensors writes 0600 files; give the mode a plain open() would
+            if f.is_file():
+                plain_file_mode(f)
         if ema is not None:
             ema.save(path / "ema.safetensors")
-        atomic_write_json(path / METADATA, {"step": step, "config": full_config,
+        micro = step * full_config["train"]["grad_accum"]
+        atomic_write_json(path / METADATA, {"step": step, "config": full_config, **state,
                                             "num_processes": accelerator.num_processes,
-                                            "data_position": {"micro_batches": step * full_config["train"]["grad_accum"]}})
+                                            "data_position": {"micro_batches": micro}})
         complete = sorted((d for d in root.iterdir() if (d / METADATA).is_file()),
                           key=lambda d: json.loads((d / METADATA).read_text())["step"])
         for old in complete[:-keep] if keep > 0 else []:
@@ -315,9 +334,7 @@ def _truncate_jsonl(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             continue
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, "".join(l + "\n" for l in keep).encode())
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -1,9 +1,11 @@
 """The DNA edge of a tokenizer: what `encode` accepts, and FASTA files in and out for the `gentok` CLI.
 
-A token file keeps, per input FASTA file: the token ids of all its records back to back (`ids`, `num_tokens`), how
-many tokens and bases each record has (`record_tokens`, `record_bases`), the headers as UTF-8 bytes (`headers`), and
-the soft-masked / N runs as (record, start, end, kind) rows (`runs`, -1 padded). Decoding writes FASTA with the same
-headers, the same case and the same N stretches; only the A/C/G/T calls come from the model.
+`encode_files` gives one `Tokens` row per FASTA file: the ids of all its records back to back, and in
+`Tokens.extras` what the model does not carry: the record table (`num_records`, `record_tokens`, `record_bases`), the
+headers as UTF-8 bytes (`headers`, `header_bytes`), and the soft-masked / N runs as (record, start, end, kind) rows
+(`runs`, `num_runs`). Every table has a count beside it, so the zero padding `Tokens.cat` adds when the CLI joins
+batches is never read. Decoding writes FASTA with the same headers, the same case and the same N stretches; only
+the A/C/G/T calls come from the model. A gzipped input (`.gz`) is written back gzipped under the same name.
 """
 
 from __future__ import annotations
@@ -17,17 +19,25 @@ from torch import Tensor
 
 from gentok.tokenizers.dna.fasta import (RUN_LOWER, RUN_N, DNARecord, parse_fasta, parse_sequence, read_fasta,
                                          record_runs, runs_to_mask, write_fasta)
+from gentok.tokenizers.tokens import Tokens
+
+FILE_EXTRAS = ("num_records", "record_tokens", "record_bases", "headers", "header_bytes", "runs", "num_runs")
 
 
 def to_records(x) -> list[DNARecord]:
-    """A base string, FASTA text ('>' first), a FASTA path (plain or gzipped), a `DNARecord`, or a list of these."""
+    """A base string, FASTA text ('>' first), a FASTA path (plain or gzipped), a `DNARecord`, or a (nested) list of
+    these -> records, one per sequence."""
     items = list(x) if isinstance(x, (list, tuple)) else [x]
     if not items:
         raise ValueError("expected at least one sequence")
     out: list[DNARecord] = []
     for item in items:
         if isinstance(item, DNARecord):
+            if len(item) == 0:
+                raise ValueError(f"empty sequence {item.name!r}")
             out.append(item)
+        elif isinstance(item, (list, tuple)):  # e.g. `read_assets`: one list of records per file
+            out += to_records(item)
         elif isinstance(item, os.PathLike):
             out += read_fasta(item)
         elif isinstance(item, str):
@@ -45,79 +55,94 @@ def to_records(x) -> list[DNARecord]:
     return out
 
 
-def _pad_stack(rows: list[Tensor], fill: int) -> Tensor:
+def _pad_stack(rows: list[Tensor]) -> Tensor:
+    """Zero-padded stack of (n_i, ...) tensors; at least one column so every file has the table."""
     width = max([len(r) for r in rows] + [1])
-    out = torch.full((len(rows), width) + tuple(rows[0].shape[1:]), fill, dtype=rows[0].dtype)
+    out = torch.zeros((len(rows), width) + tuple(rows[0].shape[1:]), dtype=rows[0].dtype)
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
     return out
 
 
+def _file_tables(records: list[DNARecord]) -> dict[str, Tensor]:
+    """The side tables of one file (no batch dimension)."""
+    header = torch.tensor(list("\n".join(r.name for r in records).encode()), dtype=torch.uint8)
+    runs = [np.concatenate([np.full((len(rr), 1), j), rr], 1) for j, rec in enumerate(records)
+            for rr in [record_runs(rec)]]
+    runs = torch.from_numpy(np.concatenate(runs).reshape(-1, 4).astype(np.int64))
+    return {"record_bases": torch.tensor([len(r) for r in records], dtype=torch.long), "headers": header,
+            "runs": runs}
+
+
 class DNAAssetsMixin:
-    """`read_assets` / `write_assets` / `encode_files` / `decode_to_files` for DNA tokenizers with `encode`/`decode`."""
+    """`read_assets` / `write_assets` / `encode_files` / `decode_to_files` for DNA tokenizers with `encode`/`decode`
+    (`encode` -> `Tokens` one row per sequence, `decode` -> one base string per row)."""
 
     def read_assets(self, paths):
         """FASTA paths -> one list of records per file."""
         return [read_fasta(p) for p in paths]
 
     def write_assets(self, x, out_dir, names):
-        """x: one list of (header, sequence) per file -> FASTA files `out_dir/<name without .gz>`."""
+        """x: one list of (header, sequence) per file -> FASTA files `out_dir/<name>` (gzipped when it ends in .gz)."""
         out_dir = Path(out_dir)
-        written = []
-        for records, name in zip(x, names):
-            stem = Path(name).name
-            stem = stem[:-3] if stem.endswith(".gz") else stem
-            written.append(write_fasta(out_dir / stem, records))
-        return written
+        return [write_fasta(out_dir / Path(name).name, records) for records, name in zip(x, names)]
 
-    def encode_files(self, paths) -> dict[str, Tensor]:
+    def encode_files(self, paths, **options) -> Tokens:
+        """FASTA files -> `Tokens` with one row per file (all its records' ids back to back) and the record tables
+        in `extras` (see the module docstring). `options` go to `encode` (e.g. `tokens_per_window`)."""
         per_file = self.read_assets(paths)
-        ids, num, rec_tok, rec_bases, headers, runs = [], [], [], [], [], []
+        flat = [rec for records in per_file for rec in records]
+        tokens = self.encode(flat, **options)  # one row per record, all files in one batch
+        rows, counts, tables, k = [], [], [], 0
         for records in per_file:
-            tokens = self.encode(records)
-            ids.append(torch.cat([tokens.ids[i, : int(k)] for i, k in enumerate(tokens.num_tokens)]))
-            num.append(int(tokens.num_tokens.sum()))
-            rec_tok.append(tokens.num_tokens.clone())
-            rec_bases.append(torch.tensor([len(r) for r in records]))
-            headers.append(torch.tensor(list("\n".join(r.name for r in records).encode()), dtype=torch.uint8))
-            file_runs = [np.concatenate([np.full((len(rr), 1), j), rr], 1) for j, rec in enumerate(records)
-                         for rr in [record_runs(rec)]]
-            runs.append(torch.from_numpy(np.concatenate(file_runs).reshape(-1, 4).astype(np.int64)))
-        return {"ids": _pad_stack(ids, 0), "num_tokens": torch.tensor(num), "record_tokens": _pad_stack(rec_tok, 0),
-                "record_bases": _pad_stack(rec_bases, 0), "headers": _pad_stack(headers, 0),
-                "runs": _pad_stack(runs, -1) if any(len(r) for r in runs) else torch.full((len(runs), 1, 4), -1)}
+            mine = range(k, k + len(records))
+            k += len(records)
+            rows.append(torch.cat([tokens.item(i) for i in mine]))
+            counts.append(tokens.lengths[list(mine)].cpu())
+            tables.append(_file_tables(records))
+        extras = {"num_records": torch.tensor([len(r) for r in per_file], dtype=torch.long),
+                  "record_tokens": _pad_stack(counts),
+                  "header_bytes": torch.tensor([len(t["headers"]) for t in tables], dtype=torch.long),
+                  "num_runs": torch.tensor([len(t["runs"]) for t in tables], dtype=torch.long)}
+        extras.update({key: _pad_stack([t[key] for t in tables]) for key in ("record_bases", "headers", "runs")})
+        return Tokens.from_rows(rows, meta=tokens.meta, extras=extras)
 
-    def decode_to_files(self, tensors: dict[str, Tensor], out_dir, names) -> list[Path]:
-        need = ("ids", "num_tokens", "record_tokens", "record_bases", "headers", "runs")
-        missing = [k for k in need if k not in tensors]
+    def decode_to_files(self, tokens: Tokens, out_dir, names, **options) -> list[Path]:
+        """`Tokens` from `encode_files` -> FASTA files with the original headers, case and N runs.
+        `options` go to `decode` (e.g. `batch_size`)."""
+        if not isinstance(tokens, Tokens):
+            raise ValueError(f"decode_to_files expects Tokens from encode_files, got {type(tokens).__name__}")
+        missing = [k for k in FILE_EXTRAS if k not in tokens.extras]
         if missing:
             raise ValueError(f"token file lacks {missing}: it was not written by a DNA tokenizer's encode_files")
+        tokens = self.as_tokens(tokens)
+        ex = {k: v.cpu() for k, v in tokens.extras.items()}
+        parts, heads, bases, runs = [], [], [], []
+        for f in range(len(tokens)):
+            nrec = int(ex["num_records"][f])
+            counts = ex["record_tokens"][f, :nrec]
+            ids = tokens.item(f).cpu()
+            if nrec < 1 or nrec > ex["record_tokens"].shape[1] or int(counts.sum()) != len(ids) or (counts < 1).any():
+                raise ValueError(f"token row {f}: the record token counts do not add up to its {len(ids)} ids")
+            parts += list(torch.split(ids, counts.tolist()))
+            header = bytes(ex["headers"][f, : int(ex["header_bytes"][f])].tolist()).decode("utf-8", errors="replace")
+            heads.append(header.split("\n"))
+            if len(heads[-1]) != nrec:
+                raise ValueError(f"token row {f}: {len(heads[-1])} headers for {nrec} records")
+            bases.append(ex["record_bases"][f, :nrec])
+            runs.append(ex["runs"][f, : int(ex["num_runs"][f])].numpy())
+        texts = iter(self.decode(Tokens.from_rows(parts, meta=tokens.meta), **options))
         files = []
-        for f in range(tensors["ids"].shape[0]):
-            counts = tensors["record_tokens"][f]
-            nrec = int((tensors["record_bases"][f] > 0).sum())
-            ids = tensors["ids"][f, : int(tensors["num_tokens"][f])]
-            if int(counts[:nrec].sum()) != len(ids):
-                raise ValueError(f"token file row {f}: record token counts do not add up to num_tokens")
-            parts = list(torch.split(ids, counts[:nrec].tolist()))
-            from gentok.tokenizers.dna.mergedna import DNATokens  # the tokens type lives with the model
-
-            rows = torch.nn.utils.rnn.pad_sequence(parts, batch_first=True)
-            texts = self.decode(DNATokens(rows, counts[:nrec].long(), self.config.window))
-            header_bytes = bytes(tensors["headers"][f].to(torch.uint8).tolist()).rstrip(b"\0")
-            heads = header_bytes.decode("utf-8", errors="replace").split("\n")
-            runs = tensors["runs"][f]
-            runs = runs[runs[:, 0] >= 0].numpy()
+        for f in range(len(tokens)):
             records = []
-            for j, text in enumerate(texts):
-                n = int(tensors["record_bases"][f, j])
+            for j, header in enumerate(heads[f]):
+                n, text = int(bases[f][j]), next(texts)
                 if len(text) != n:
-                    raise ValueError(f"record {heads[j]!r} decoded to {len(text)} bases, the file recorded {n}")
+                    raise ValueError(f"record {header!r} decoded to {len(text)} bases, the file recorded {n}")
                 chars = np.frombuffer(text.encode(), np.uint8).copy()
-                mine = runs[runs[:, 0] == j]
+                mine = runs[f][runs[f][:, 0] == j]
                 chars[runs_to_mask(mine[mine[:, 3] == RUN_N][:, 1:3], n)] = ord("N")
-                lower = runs_to_mask(mine[mine[:, 3] == RUN_LOWER][:, 1:3], n)
-                chars[lower] += 32
-                records.append((heads[j], chars.tobytes().decode()))
+                chars[runs_to_mask(mine[mine[:, 3] == RUN_LOWER][:, 1:3], n)] += 32
+                records.append((header, chars.tobytes().decode()))
             files.append(records)
         return self.write_assets(files, out_dir, names)

@@ -2,7 +2,8 @@
 
 The default genome ships inside the `pyrodigal` wheel (offline): the Corynebacterium diphtheriae NCTC11397 chromosome
 (2.46 Mbp). (The wheel's E. coli contig is left out: it is a scaffold that is about half N.) The last `holdout`
-fraction of every sequence is held out for evaluation, so the model never trains on the region it is scored on. Windows are a pure function of (seed, index).
+fraction of every sequence is held out for evaluation, so the model never trains on the region it is scored on.
+Windows are a pure function of (seed, index).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def pyrodigal_genomes() -> list[Path]:
     if missing:
         raise ValueError(f"this pyrodigal install lacks its bundled genomes {missing}; pass --data FASTA instead")
     return paths
+
+
+def format_bases(n: int) -> str:
+    """A base count in a unit that shows it: '2,800 bases', '12.5 kbp', '2.46 Mbp', '3.10 Gbp'."""
+    if n < 10_000:
+        return f"{n:,} bases" if n != 1 else "1 base"
+    unit, scale = next((u, s) for u, s in (("Gbp", 1e9), ("Mbp", 1e6), ("kbp", 1e3)) if n >= s)
+    return f"{n / scale:.3g} {unit}" if n < 100 * scale else f"{n / scale:,.0f} {unit}"
 
 
 @dataclass

@@ -6,7 +6,6 @@ Masked-base accuracy uses one masking for every model scored: random contiguous 
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -32,10 +31,10 @@ def reconstruction_accuracy(model, regions: list[np.ndarray], max_bases: int = 2
         correct += int((a[scored] == b[scored]).sum())
         total += int(scored.sum())
     n_bases = sum(len(t) for t in texts)
-    n_tokens = int(tokens.num_tokens.sum())
+    n_tokens = int(tokens.lengths.sum())
     return {"base_accuracy": correct / max(total, 1), "bases_per_token": n_bases / n_tokens,
-            "bits_per_base": math.log2(model.vocab_size) * n_tokens / n_bases, "vocab_size": model.vocab_size,
-            "encode_bases_per_s": n_bases / seconds, "bases": n_bases}
+            "bits_per_token": model.bits_per_token, "bits_per_base": model.bits_per_token * n_tokens / n_bases,
+            "vocab_size": model.vocab_size, "encode_bases_per_s": n_bases / seconds, "bases": n_bases}
 
 
 def span_mask(length: int, ratio: float, span: int, generator: torch.Generator) -> Tensor:

@@ -11,11 +11,20 @@ Training terms (one `forward`): merged-token reconstruction with the tokens per 
 term that merges the (detached) local tokens globally and reconstructs through the same decoders, so it trains the
 latent encoder and decoders but never the local encoder; adaptive masked-token modelling (tokens masked with
 probability proportional to 1 / length, loss on their bases).
+
+The contract (`tokenizers/base.py`): `encode(sequences, tokens_per_window=None) -> Tokens` with ids (b, L), one
+row per sequence, `PAD_ID` past each row's `lengths`, and `meta["window"]`; `dna/tokens.py` reads each token's base
+span off it. `decode(tokens_or_ids) -> list[str]`, one uppercase A/C/G/T string per row: a base string is the asset
+type of the FASTA world the users work in (and what `encode` takes back), and rows differ in length, so a padded
+code tensor would only move the unpadding to every caller. Case and N runs are not in the ids; the FASTA path
+(`assets.py`) keeps them beside the tokens. Bits: `bits_per_token = log2(vocab_size)` from the base class; a
+sequence costs `bits_per_token x tokens / bases` bits per base (`dna.tokens.bits_per_base`), about
+`bits_per_token x tokens_per_window / window` on full windows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 
 import numpy as np
 import torch
@@ -31,6 +40,8 @@ from gentok.tokenizers.dna.fasta import NUM_CLASSES, NUM_INPUT_SYMBOLS, PAD, to_
 from gentok.tokenizers.dna.losses import adaptive_token_mask, base_cross_entropy, base_targets, mask_bases
 from gentok.tokenizers.dna.merging import (bipartite_merge, global_merge, lengths_to_assignment, merge_schedule,
                                            min_tokens, offsets_in_token, unmerge)
+from gentok.tokenizers.dna.tokens import DNATokens, from_counts  # noqa: F401 (DNATokens: deprecated re-export)
+from gentok.tokenizers.tokens import Tokens
 
 
 @config
@@ -86,36 +97,6 @@ PRESETS = {
 }
 
 
-@dataclass
-class DNATokens:
-    """Variable-length tokens of a batch of sequences.
-
-    ids: (b, L) long, `code * window + (length - 1)`, zero past `num_tokens`; num_tokens: (b,) long.
-    `spans` gives the [start, end) bases each token covers."""
-
-    ids: Tensor
-    num_tokens: Tensor
-    window: int
-
-    @property
-    def lengths(self) -> Tensor:
-        """(b, L) bases per token, 0 past the end."""
-        valid = torch.arange(self.ids.shape[1], device=self.ids.device) < self.num_tokens[:, None]
-        return torch.where(valid, self.ids % self.window + 1, torch.zeros_like(self.ids))
-
-    @property
-    def spans(self) -> Tensor:
-        """(b, L, 2) [start, end) of each token; (-1, -1) past the end."""
-        lengths = self.lengths
-        end = lengths.cumsum(-1)
-        out = torch.stack([end - lengths, end], -1)
-        return torch.where((lengths > 0)[..., None], out, torch.full_like(out, -1))
-
-    @property
-    def num_bases(self) -> Tensor:
-        return self.lengths.sum(-1)
-
-
 def _key_mask(valid: Tensor) -> Tensor | None:
     """(B, t) bool -> SDPA mask (B, 1, t, t) where nobody attends to invalid keys (each query keeps itself)."""
     if bool(valid.all()):
@@ -157,12 +138,6 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
         if self.quantizer is None:
             raise ValueError("this MergeDNA has no quantizer (config.quantizer=None), so it has no token vocabulary")
         return self.quantizer.codebook_size * self.config.window
-
-    @property
-    def bits_per_sample(self) -> float:
-        """Bits per base at the default compression (a DNA 'sample' is one base)."""
-        c = self.config
-        return float(np.log2(self.vocab_size)) * c.tokens_per_window / c.window
 
     def forward(self, bases: Tensor, tokens_per_window: int | None = None) -> TokenizerOutput:
         """Training pass on base codes (b, n), n a multiple of `window` and <= `seq_len` (A C G T N = 0..4).
@@ -289,15 +264,31 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
         return bases.long().to(self.embed.weight.device)
 
     # -- encode / decode ------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, x, tokens_per_window: int | None = None, batch_size: int = 64) -> DNATokens:
-        """A sequence string, FASTA text, FASTA path, or a list of them -> `DNATokens` (one row per sequence).
+    def _tokens_per_window(self, tokens_per_window: int | None) -> int:
+        c = self.config
+        t = c.tokens_per_window if tokens_per_window is None else tokens_per_window
+        lo = min_tokens(c.window, c.local_depth)
+        if not isinstance(t, int) or isinstance(t, bool) or not lo <= t <= c.window:
+            raise ValueError(f"tokens_per_window must be an integer in [{lo}, {c.window}] for window {c.window} "
+                             f"with {c.local_depth} merge layers, got {t!r}")
+        return t
 
-        Each sequence is cut into `seq_len` chunks (the last one padded; padding never becomes a token)."""
+    @torch.no_grad()
+    def encode(self, x, tokens_per_window: int | None = None, batch_size: int = 64) -> Tokens:
+        """Sequences -> `Tokens`: ids (b, L), one row per sequence, `PAD_ID` past each row's `lengths`.
+
+        Args:
+            x: a base string, FASTA text, a FASTA path (plain or gzipped), a `DNARecord`, or a list of these.
+            tokens_per_window: tokens per `window` bases (default `config.tokens_per_window`); fewer = more
+                compression from the same model.
+            batch_size: `seq_len` chunks run through the model at once.
+        Each sequence is cut into `seq_len` chunks (the last one padded; padding never becomes a token).
+        Raises `ValueError` for characters other than A/C/G/T/N (IUPAC codes read as N) and empty input."""
         if self.quantizer is None:
             raise ValueError("this MergeDNA has no quantizer (config.quantizer=None): it has continuous tokens only")
         c = self.config
-        t = tokens_per_window or c.tokens_per_window
+        t = self._tokens_per_window(tokens_per_window)
+        _check_batch_size(batch_size)
         records = to_records(x)
         chunks, owner = [], []
         for i, rec in enumerate(records):
@@ -306,56 +297,48 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
                 piece = codes[s:s + c.seq_len]
                 chunks.append(torch.cat([piece, piece.new_full((c.seq_len - len(piece),), PAD)]))
                 owner.append(i)
-        device = self.embed.weight.device
-        per_chunk = []
+        device = self._device()
+        rows = [[] for _ in records]
         for s in range(0, len(chunks), batch_size):
             bases = torch.stack(chunks[s:s + batch_size]).to(device)
             tokens, lengths = self.local_encode(bases, t)
             z = self.latent_encoder(tokens, mask=_key_mask(lengths > 0))
-            codes = self.quantizer.encode(self.to_code(z))
-            ids = codes * c.window + (lengths - 1).clamp_min(0)
-            per_chunk += [row_ids[row_len > 0].cpu() for row_ids, row_len in zip(ids, lengths)]
-        rows = [[] for _ in records]
-        for o, ids in zip(owner, per_chunk):
-            rows[o].append(ids)
-        rows = [torch.cat(r) for r in rows]
-        num = torch.tensor([len(r) for r in rows])
-        out = torch.zeros(len(rows), int(num.max()), dtype=torch.long)
-        for i, r in enumerate(rows):
-            out[i, :len(r)] = r
-        return DNATokens(out, num, c.window)
+            ids = self.quantizer.encode(self.to_code(z)) * c.window + (lengths - 1).clamp_min(0)
+            for o, row_ids, row_len in zip(owner[s:s + batch_size], ids, lengths):
+                rows[o].append(row_ids[row_len > 0].cpu())
+        out = Tokens.from_rows([torch.cat(r) for r in rows])
+        return self.make_tokens(out.ids, out.lengths, window=c.window)
 
     @torch.no_grad()
-    def decode(self, tokens, num_tokens: Tensor | None = None, batch_size: int = 64) -> list[str]:
-        """`DNATokens` (or ids (b, L) with optional num_tokens (b,)) -> one uppercase base string per row."""
+    def decode(self, tokens, batch_size: int = 64, *, num_tokens: Tensor | None = None) -> list[str]:
+        """`Tokens` (or bare ids (b, L), `PAD_ID` past each row's end) -> one uppercase A/C/G/T string per row.
+
+        Any id sequence decodes: each id carries its token's length, so row i gives `num_bases(tokens)[i]` bases.
+        `num_tokens` is the deprecated pre-0.2 form (ids zero-padded past `num_tokens`); pass `Tokens` instead.
+        Raises `ValueError` for ids that are not integers, lie outside [0, vocab_size), or are padded wrongly, and for
+        tokens of a model with another window."""
         c = self.config
-        if isinstance(tokens, DNATokens):
-            ids, num_tokens = tokens.ids, tokens.num_tokens
-        else:
-            ids = tokens
-            if isinstance(ids, Tensor) and ids.ndim == 1:
-                ids = ids[None]
-            if num_tokens is None and isinstance(ids, Tensor) and ids.ndim == 2:
-                num_tokens = torch.full((ids.shape[0],), ids.shape[1])
-        if not isinstance(ids, Tensor) or ids.ndim != 2:
-            raise ValueError(f"expected ids of shape (b, L), got {tuple(getattr(ids, 'shape', ()))}")
-        num_tokens = torch.as_tensor(num_tokens).long()
-        if num_tokens.shape != (ids.shape[0],) or (num_tokens < 0).any() or (num_tokens > ids.shape[1]).any():
-            raise ValueError(f"num_tokens must be (b,) = ({ids.shape[0]},) with values in [0, {ids.shape[1]}]")
-        valid = torch.arange(ids.shape[1]) < num_tokens[:, None]
-        self.check_ids(torch.where(valid, ids.cpu(), 0), (ids.shape[1],))
-        device = self.embed.weight.device
+        if num_tokens is not None:
+            warnings.warn("decode(ids, num_tokens=...) is deprecated: pass Tokens, or ids with PAD_ID (-1) past each "
+                          "row's end", DeprecationWarning, stacklevel=2)
+            tokens = from_counts(tokens, num_tokens, c.window)
+        tokens = self.as_tokens(tokens)
+        window = tokens.meta.get("window", c.window)
+        if window != c.window:
+            raise ValueError(f"these tokens were made with window {window}, this model's window is {c.window}")
+        _check_batch_size(batch_size)
+        device = self._device()
         # regroup every row into its seq_len chunks (a token belongs to the chunk where it starts)
         chunks, owner = [], []
-        for i in range(ids.shape[0]):
-            row = ids[i, : int(num_tokens[i])].cpu().long()
+        for i in range(len(tokens)):
+            row = tokens.item(i).cpu()
             lengths = row % c.window + 1
             chunk_of = (lengths.cumsum(0) - lengths) // c.seq_len
             for k in torch.unique(chunk_of).tolist():
                 sel = chunk_of == k
                 chunks.append((row[sel] // c.window, lengths[sel]))
                 owner.append(i)
-        texts = [[] for _ in range(ids.shape[0])]
+        texts = [[] for _ in range(len(tokens))]
         for s in range(0, len(chunks), batch_size):
             part = chunks[s:s + batch_size]
             L = max(len(p[0]) for p in part)
@@ -364,10 +347,14 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
             for j, (cd, ln) in enumerate(part):
                 codes[j, :len(cd)], lengths[j, :len(ln)] = cd, ln
             codes, lengths = codes.to(device), lengths.to(device)
-            n = int(lengths.sum(-1).max())
             vec = self.from_code(self.quantizer.decode(codes))
-            pred = self.decode_tokens(vec, lengths, n).argmax(-1).cpu()
+            pred = self.decode_tokens(vec, lengths, int(lengths.sum(-1).max())).argmax(-1).cpu()
             for j, o in enumerate(owner[s:s + batch_size]):
                 texts[o].append(pred[j, : int(lengths[j].sum())].numpy())
         letters = np.frombuffer(b"ACGT", np.uint8)
         return [letters[np.concatenate(p)].tobytes().decode() if p else "" for p in texts]
+
+
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

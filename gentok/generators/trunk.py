@@ -1,0 +1,89 @@
+"""The transformer both generators are built on: token + learned position embeddings, pre-norm blocks, a final norm
+and a linear head over the vocabulary.
+
+The autoregressive and the any-subset model differ only in what they add around it (a start embedding, a query
+embedding) and in their attention masks, so their config fields, embeddings and output head live here once.
+Subclasses keep the attribute names `tok_emb`, `pos_emb`, `blocks`, `norm`, `head`: they are the parameter names of
+every saved generator checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gentok.config import config
+from gentok.generators.base import Generator, KVCache
+from gentok.nn import Block, init_weights
+
+
+@config
+class GeneratorConfig:
+    """Fields every transformer generator has; a family's config subclasses it (and is saved under its own name)."""
+
+    vocab_size: int = 1024  # TiTok tiny: 1024 codes
+    seq_len: int = 32  # positions per sample (TiTok tiny: 32 tokens)
+    dim: int = 256
+    depth: int = 6
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.vocab_size < 2 or self.seq_len < 1:
+            raise ValueError(f"vocab_size must be >= 2 and seq_len >= 1, got {self.vocab_size}, {self.seq_len}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+
+
+def pick_preset(presets: dict, name: str, family: str):
+    """`presets[name]`, or a `ValueError` listing the choices."""
+    if name not in presets:
+        raise ValueError(f"unknown {family} preset {name!r}; choose from {sorted(presets)}")
+    return presets[name]
+
+
+class TransformerGenerator(Generator):
+    """Embeddings, blocks and head of a generator; subclasses write `forward` (inputs and mask) around them."""
+
+    config_class = GeneratorConfig
+
+    def __init__(self, config: GeneratorConfig, positions: int):
+        """`positions`: rows of the position table (the AR model adds one for its start position)."""
+        super().__init__()
+        self.config = c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.dim)
+        self.pos_emb = nn.Parameter(torch.zeros(positions, c.dim))
+        # family embeddings are made before the blocks so a seed gives the same weights as before the trunk existed
+        self.add_embeddings(c)
+        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        init_weights(self)
+        nn.init.trunc_normal_(self.pos_emb, std=0.02)
+
+    def add_embeddings(self, config: GeneratorConfig) -> None:
+        """Hook: register the family's own embeddings (initialise plain parameters after `super().__init__`)."""
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.seq_len
+
+    def run_blocks(self, x: Tensor, mask: Tensor | None, cache: KVCache | None = None) -> Tensor:
+        """(b, m, dim) embeddings -> (b, m, dim) hidden states; with a `cache`, keys/values are appended to it."""
+        for i, block in enumerate(self.blocks):
+            if cache is None:
+                x = block(x, mask=mask)
+            else:
+                x, cache.layers[i] = block(x, mask=mask, kv=cache.layers[i], return_kv=True)
+        return x
+
+    def logits(self, x: Tensor) -> Tensor:
+        """(b, m, dim) hidden states -> (b, m, vocab) logits."""
+        return self.head(self.norm(x))
