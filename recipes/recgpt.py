@@ -6,6 +6,11 @@
 
 Writes OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json, and prints the
 validation/test table. Rerunning with the same --output-dir resumes.
+
+Data: interactions (user_id, item_id[, timestamp]) plus item text, either as text columns (text, title, name,
+description, genres, ...) in the interactions or as an items file (a directory with interactions.* and items.*, or
+RecBole .inter + .item); the format is described in `recsys.data`. Data without item text stops with a one-line
+error (exit status 2): train SASRec (recipes/sasrec.py) on id-only data.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import sys
 from gentok.training import TrainConfig
 from gentok.training.recipe import apply_overrides, recipe_parser
 from recsys.models.recgpt import PRESETS, RecGPT
-from recsys.pipeline import item_embeddings, prepare, report, save_recommender, train_item_tokenizer, train_recommender
+from recsys.pipeline import (data_help, item_embeddings, prepare, report, run_recipe, save_recommender,
+                             train_item_tokenizer, train_recommender)
 
 # 1200 steps: validation NDCG@10 (300 users) was still rising at the end of a 600-step schedule (0.013) and reaches
 # 0.035 with this one; ~12 CPU-minutes on one thread, so <= 15 min on 2 cores
@@ -24,14 +30,14 @@ TRAIN = TrainConfig(max_steps=1200, batch_size=64, lr=2e-3, warmup_steps=30, min
 
 
 def main(argv: list[str] | None = None):
-    parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/recgpt")
+    parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/recgpt", data_help=data_help(True))
     parser.add_argument("--text-encoder", default=None, help="local transformers model dir (default all-MiniLM-L6-v2)")
     parser.add_argument("--tokenizer-steps", type=int, default=300)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = prepare(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
-    emb = item_embeddings(data, args.text_encoder)
+    emb = item_embeddings(data, args.text_encoder, model="RecGPT")
     from gentok.config import replace
 
     tok_cfg = replace(model_cfg.tokenizer, embed_dim=emb.shape[1])
@@ -53,4 +59,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_recipe(main, sys.argv[1:], "recgpt")

@@ -5,6 +5,10 @@
     accelerate launch --multi_gpu --num_processes 2 recipes/sasrec.py
 
 Writes OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json.
+
+Data: interactions only (user_id, item_id[, timestamp]; item text, if any, is not used), as a CSV/TSV/Parquet file,
+a directory with interactions.*, or RecBole .inter files; the format is described in `recsys.data`. Data that cannot
+be used stops with a one-line error (exit status 2).
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ from gentok.config import replace
 from gentok.training import TrainConfig
 from gentok.training.recipe import apply_overrides, recipe_parser
 from recsys.models.sasrec import PRESETS, SASRec
-from recsys.pipeline import prepare, report, save_recommender, train_recommender
+from recsys.pipeline import data_help, prepare, report, run_recipe, save_recommender, train_recommender
 
 TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
 
 
 def main(argv: list[str] | None = None):
-    parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/sasrec")
+    parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/sasrec", data_help=data_help(False))
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = prepare(args.data, seed=train_cfg.seed)
@@ -39,4 +43,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_recipe(main, sys.argv[1:], "sasrec")

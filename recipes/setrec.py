@@ -6,6 +6,11 @@
 
 Without --sasrec a SASRec is trained first (OUTPUT/sasrec). The CF/semantic weight is chosen on validation cases
 only, then OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json are written.
+
+Data: interactions (user_id, item_id[, timestamp]) plus item text, either as text columns (text, title, name,
+description, genres, ...) in the interactions or as an items file (a directory with interactions.* and items.*, or
+RecBole .inter + .item); the format is described in `recsys.data`. Data without item text stops with a one-line
+error (exit status 2): train SASRec (recipes/sasrec.py) on id-only data.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import sys
 from gentok.config import replace
 from gentok.training import TrainConfig
 from gentok.training.recipe import apply_overrides, recipe_parser
+from recsys.data import DataError
 from recsys.models.sasrec import PRESETS as SASREC_PRESETS, SASRec
 from recsys.models.setrec import PRESETS, SETRec, choose_cf_weight
-from recsys.pipeline import (item_embeddings, load_recommender, prepare, report, save_recommender,
-                             train_recommender)
+from recsys.pipeline import (data_help, item_embeddings, load_recommender, prepare, report, run_recipe,
+                             save_recommender, train_recommender)
 
 TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
@@ -31,7 +37,7 @@ def cf_source(args, data, split, train_cfg: TrainConfig) -> SASRec:
     if args.sasrec:
         model, ids, _ = load_recommender(args.sasrec)
         if not isinstance(model, SASRec) or ids != list(data.item_ids):
-            raise ValueError(f"{args.sasrec} must be a SASRec model trained on this data's catalog")
+            raise DataError(f"{args.sasrec} must be a SASRec model trained on this data's catalog")
         return model
     cfg = replace(SASREC_PRESETS["small"], num_items=data.num_items)
     tcfg = replace(SASREC_TRAIN, output_dir=f"{train_cfg.output_dir}/sasrec", seed=train_cfg.seed,
@@ -41,7 +47,7 @@ def cf_source(args, data, split, train_cfg: TrainConfig) -> SASRec:
 
 
 def main(argv: list[str] | None = None):
-    parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/setrec")
+    parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/setrec", data_help=data_help(True))
     parser.add_argument("--text-encoder", default=None, help="local transformers model dir (default all-MiniLM-L6-v2)")
     parser.add_argument("--sasrec", default=None, help="trained SASRec model dir (default: train one first)")
     parser.add_argument("--sasrec-steps", type=int, default=SASREC_TRAIN.max_steps)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None):
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = prepare(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
-    emb = item_embeddings(data, args.text_encoder)
+    emb = item_embeddings(data, args.text_encoder, model="SETRec")
     sasrec = cf_source(args, data, split, train_cfg)
     model = SETRec(replace(model_cfg, embed_dim=emb.shape[1], cf_dim=sasrec.config.dim))
     model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
@@ -68,4 +74,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_recipe(main, sys.argv[1:], "setrec")

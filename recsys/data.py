@@ -1,8 +1,24 @@
 """Interactions + item catalog, the loaders that produce them, and the leave-one-out split in time order.
 
+Training data format (`load_data`, the recipes' `--data`):
+- Interactions, one row per interaction: a user id column (`user_id`; also `userid`, `user`, `uid`), an item id
+  column (`item_id`; also `itemid`, `item`, `movieid`, `movie_id`, `iid`) and optionally a time column (`timestamp`;
+  also `time`, `ts`, `datetime`: numbers or dates; without one, file order is time order). Names match
+  case-insensitively; other columns are ignored unless they are text columns.
+- Given as a CSV/TSV/Parquet file, a directory holding `interactions.csv|.tsv|.parquet` and optionally
+  `items.csv|.tsv|.parquet`, or RecBole atomic files (`x.inter` + optional `x.item`, as the directory or the file).
+- Item text: the `TEXT_COLUMNS` (`text`, `title`, `name`, `description`, `genres`, `category`, `brand`, ...) joined
+  with ". ", taken from the items file when there is one (which may also list items nobody interacted with yet), else
+  from the interactions themselves. SASRec needs ids only; RecGPT and SETRec embed item text and stop with a one-line
+  error when the data has none.
+
 Every loader returns a `RecData`: interactions as internal indices (users 0..U-1, items 0..N-1) with timestamps, the
-original ids for both, and one text string per item. Original ids are kept as strings so ids from CSV, Parquet and
-RecBole files compare equal whatever type each reader guessed; `id_kind` remembers whether they were all integers.
+original ids for both, and one text string per item. Original ids are kept as canonical strings so ids from CSV,
+Parquet and RecBole files compare equal whatever type each reader produced; `id_kind` remembers whether the item ids
+were integers, by the rule of `recsys.ids` (typed formats keep their type; in text formats canonical integers).
+
+Every problem with the data raises `DataError` (a `ValueError`) with a one-line message saying what to fix; recipes
+print it without a traceback.
 """
 
 from __future__ import annotations
@@ -13,11 +29,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys import ids as idk
+
 _USER_COLS = ("user_id", "userid", "user", "uid")
 _ITEM_COLS = ("item_id", "itemid", "item", "movieid", "movie_id", "iid")
 _TIME_COLS = ("timestamp", "time", "ts", "datetime")
-_TEXT_COLS = ("text", "title", "name", "movie_title", "description", "year", "release_year", "genres", "genre",
-              "class", "categories", "category", "brand")
+TEXT_COLUMNS = ("text", "title", "name", "movie_title", "description", "year", "release_year", "genres", "genre",
+                "class", "categories", "category", "brand")
+
+
+class DataError(ValueError):
+    """The data cannot be used as given (missing columns, no item text for a text model, too few interactions)."""
 
 
 @dataclass
@@ -28,7 +50,7 @@ class RecData:
     user_ids: list[str]  # internal user index -> original id
     item_ids: list[str]  # internal item index -> original id
     item_text: list[str]  # internal item index -> text used by the item tokenizers
-    id_kind: str = "int"  # "int" when every original item id parsed as an integer, else "str"
+    id_kind: str = "int"  # kind of the original item ids (`recsys.ids`): "int" or "str"
 
     @property
     def num_users(self) -> int:
@@ -91,40 +113,47 @@ def leave_one_out(data: RecData, seed: int = 0) -> Split:
     return Split(seqs, data.num_items, too_short)
 
 
-def from_frames(inter: pd.DataFrame, items: pd.DataFrame | None = None, source: str = "data") -> RecData:
+def from_frames(inter: pd.DataFrame, items: pd.DataFrame | None = None, source: str = "data",
+                typed: bool = True) -> RecData:
     """Build `RecData` from an interactions frame (user, item, optional timestamp, optional text columns) and an
-    optional item frame (item id + text columns). Column names are matched case-insensitively against common names."""
+    optional item frame (item id + text columns). Column names are matched case-insensitively against common names.
+    `typed=False` says the frames were read from a text format (all strings), so integer ids are recognised by their
+    spelling (`recsys.ids`)."""
     ucol = _find(inter, _USER_COLS, "user id", source)
     icol = _find(inter, _ITEM_COLS, "item id", source)
     tcol = _find(inter, _TIME_COLS, None, source)
     if inter[[ucol, icol]].isna().any().any():
         bad = int(inter[[ucol, icol]].isna().any(axis=1).to_numpy().argmax())
-        raise ValueError(f"{source}: row {bad} has an empty user or item id")
-    users_raw = inter[ucol].astype(str).to_numpy()
-    items_raw = inter[icol].astype(str).to_numpy()
+        raise DataError(f"{source}: row {bad} has an empty user or item id")
+    users_raw = idk.id_strings(inter[ucol])
+    items_raw = idk.id_strings(inter[icol])
     if tcol is not None:
         ts = pd.to_numeric(inter[tcol], errors="coerce")
         if ts.isna().any():
             ts = pd.to_datetime(inter[tcol], errors="coerce")
             if ts.isna().any():
-                raise ValueError(f"{source}: column {tcol!r} has values that are neither numbers nor dates "
-                                 f"(first at row {int(ts.isna().to_numpy().argmax())})")
+                raise DataError(f"{source}: column {tcol!r} has values that are neither numbers nor dates "
+                                f"(first at row {int(ts.isna().to_numpy().argmax())})")
             ts = ts.astype("int64")
         timestamps = ts.to_numpy().astype(np.int64)
     else:
         timestamps = np.arange(len(inter), dtype=np.int64)  # file order is the only order there is
-    user_ids, users = np.unique(users_raw, return_inverse=True)
+    user_ids, users = np.unique(users_raw.astype(str), return_inverse=True)
     text: dict[str, str] = {}
+    id_kind = _id_kind(inter[icol], typed)
     if items is not None:
         jcol = _find(items, _ITEM_COLS, "item id", f"{source} (items)")
-        text = dict(zip(items[jcol].astype(str), _join_text(items, exclude=(jcol,))))
+        if items[jcol].isna().any():
+            raise DataError(f"{source} (items): row {int(items[jcol].isna().to_numpy().argmax())} has an empty item id")
+        text = dict(zip(idk.id_strings(items[jcol]), _join_text(items, exclude=(jcol,))))
+        id_kind = idk.INT if id_kind == idk.INT and _id_kind(items[jcol], typed) == idk.INT else idk.STR
     elif _text_columns(inter):
         first = inter.drop_duplicates(icol)
-        text = dict(zip(first[icol].astype(str), _join_text(first, exclude=(ucol, icol, tcol))))
+        text = dict(zip(idk.id_strings(first[icol]), _join_text(first, exclude=(ucol, icol, tcol))))
     # the catalog is every item with text or interactions; items known only from the item file can still be ranked
-    item_ids = np.unique(np.concatenate([items_raw, np.asarray(list(text), dtype=str)])) if text else np.unique(items_raw)
-    id_kind = "int" if all(_is_int(s) for s in item_ids) else "str"
-    if id_kind == "int":
+    item_ids = np.unique(np.concatenate([items_raw.astype(str), np.asarray(list(text), dtype=str)])) if text \
+        else np.unique(items_raw.astype(str))
+    if id_kind == idk.INT:
         item_ids = np.asarray(sorted(item_ids, key=int))
     lookup = {s: i for i, s in enumerate(item_ids)}
     items_idx = np.fromiter((lookup[s] for s in items_raw), dtype=np.int64, count=len(items_raw))
@@ -153,19 +182,24 @@ def load_data(path: str | None) -> RecData:
         return load_movielens()
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"data path {path} does not exist")
+        raise DataError(f"data path {path} does not exist")
     if p.is_dir():
         inters = sorted(p.glob("*.inter"))
         if inters:
             return load_recbole(inters[0])
         found = {f.stem: f for f in p.iterdir() if f.suffix in (".csv", ".parquet", ".tsv")}
         if "interactions" not in found:
-            raise ValueError(f"{path}: expected interactions.csv/.parquet (and items.csv/.parquet) or RecBole files")
+            raise DataError(f"{path}: expected interactions.csv/.parquet (and items.csv/.parquet) or RecBole files")
         items = read_table(found["items"]) if "items" in found else None
-        return from_frames(read_table(found["interactions"]), items, source=str(path))
+        return from_frames(read_table(found["interactions"]), items, source=str(path),
+                           typed=_typed_format(found["interactions"]))
     if p.suffix == ".inter":
         return load_recbole(p)
-    return from_frames(read_table(p), source=str(path))
+    return from_frames(read_table(p), source=str(path), typed=_typed_format(p))
+
+
+def _typed_format(path: Path) -> bool:
+    return Path(path).suffix == ".parquet"
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -175,7 +209,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if p.suffix in (".csv", ".tsv"):
         return pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
                            na_values=[""])
-    raise ValueError(f"{path}: unsupported file type {p.suffix!r} (use .csv, .tsv, .parquet or RecBole .inter/.item)")
+    raise DataError(f"{path}: unsupported file type {p.suffix!r} (use .csv, .tsv, .parquet or RecBole .inter/.item)")
 
 
 def load_recbole(inter_path: str | Path) -> RecData:
@@ -184,7 +218,7 @@ def load_recbole(inter_path: str | Path) -> RecData:
     inter = _read_atomic(inter_path)
     item_path = inter_path.with_suffix(".item")
     items = _read_atomic(item_path) if item_path.exists() else None
-    return from_frames(inter, items, source=str(inter_path))
+    return from_frames(inter, items, source=str(inter_path), typed=False)
 
 
 def _read_atomic(path: Path) -> pd.DataFrame:
@@ -193,9 +227,13 @@ def _read_atomic(path: Path) -> pd.DataFrame:
     for c in df.columns:
         name, sep, kind = c.partition(":")
         if not sep or kind not in ("token", "token_seq", "float", "float_seq"):
-            raise ValueError(f"{path}: RecBole header field {c!r} is not 'name:type' with a RecBole type")
+            raise DataError(f"{path}: RecBole header field {c!r} is not 'name:type' with a RecBole type")
         renamed[c] = name
     return df.rename(columns=renamed)
+
+
+def _id_kind(col: pd.Series, typed: bool) -> str:
+    return idk.column_kind(col) if typed else idk.text_kind(col.astype(str))
 
 
 def _find(df: pd.DataFrame, names, what, source):
@@ -205,11 +243,11 @@ def _find(df: pd.DataFrame, names, what, source):
             return lower[n]
     if what is None:
         return None
-    raise ValueError(f"{source}: no {what} column (looked for {', '.join(names)}; found {list(df.columns)})")
+    raise DataError(f"{source}: no {what} column (looked for {', '.join(names)}; found {list(df.columns)})")
 
 
 def _text_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c.lower() in _TEXT_COLS]
+    return [c for c in df.columns if c.lower() in TEXT_COLUMNS]
 
 
 def _join_text(df: pd.DataFrame, exclude) -> list[str]:
@@ -218,11 +256,3 @@ def _join_text(df: pd.DataFrame, exclude) -> list[str]:
         cols = [c for c in df.columns if c not in exclude and df[c].dtype == object]
     parts = df[cols].fillna("").astype(str)
     return [". ".join(v for v in row if v) for row in parts.itertuples(index=False)]
-
-
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-        return True
-    except ValueError:
-        return False

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gentok.validate import check_ids
+
 
 class CatalogIndex:
     """Trie of code sequences (N, L) stored level by level as sorted arrays (no Python objects per node).
@@ -25,13 +27,12 @@ class CatalogIndex:
     def __init__(self, codes: Tensor, vocab_sizes: list[int]):
         if codes.ndim != 2 or codes.shape[1] != len(vocab_sizes):
             raise ValueError(f"expected codes (N, {len(vocab_sizes)}), got {tuple(codes.shape)}")
-        codes = codes.long().cpu()
-        n, L = codes.shape
-        if n == 0:
+        if codes.shape[0] == 0:
             raise ValueError("cannot index an empty catalog")
         for l, v in enumerate(vocab_sizes):
-            if int(codes[:, l].min()) < 0 or int(codes[:, l].max()) >= v:
-                raise ValueError(f"codes at position {l} fall outside [0, {v})")
+            check_ids(codes[:, l], v, what=f"codes at position {l}")
+        codes = codes.long().cpu()
+        n, L = codes.shape
         order = torch.arange(n)
         for l in reversed(range(L)):  # lexicographic order by stable sorts from the last key
             order = order[torch.sort(codes[order, l], stable=True).indices]

@@ -1,9 +1,12 @@
 """What the recommender recipes share: load data + split, embed item text, train the item tokenizer, train a model
-with validation-based selection, report metrics, and save a self-contained model directory (weights + item ids)."""
+with validation-based selection, report metrics, save a self-contained model directory (weights + item ids), load it
+back through gentok's one model registry, and end a recipe with one line instead of a traceback when the data does
+not fit the model (the training data format is described in `recsys.data`)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -11,14 +14,13 @@ from torch.utils.data import Dataset
 
 from gentok import hub
 from gentok.training import TrainConfig, fit
-from recsys.data import RecData, Split, leave_one_out, load_data
+from recsys.data import TEXT_COLUMNS, DataError, RecData, Split, leave_one_out, load_data
 from recsys.evaluation import SelectOnValidation, evaluate
 from recsys.metrics import format_table
+from recsys.models.base import Recommender
 from recsys.train import NextItemWindows
 
 ITEMS_FILE = "items.json"
-_RECOMMENDER_MODULES = {"recsys.sasrec": "recsys.models.sasrec", "recsys.recgpt": "recsys.models.recgpt",
-                        "recsys.setrec": "recsys.models.setrec"}
 
 
 class _Rows(Dataset):
@@ -38,12 +40,21 @@ def prepare(data_path: str | None, seed: int = 0) -> tuple[RecData, Split]:
     return data, split
 
 
-def item_embeddings(data: RecData, text_encoder: str | None = None, progress: bool = True) -> torch.Tensor:
-    """Text embeddings of every catalog item (cached)."""
+def require_item_text(data: RecData, model: str) -> None:
+    """Raise `DataError` unless some catalog item has text (RecGPT and SETRec embed it; SASRec needs ids only)."""
+    if not any(data.item_text):
+        raise DataError(f"the data has no item text, which {model} needs: add a text column "
+                        f"({', '.join(TEXT_COLUMNS[:4])}, ...) to the interactions, or give a directory with "
+                        f"interactions.* and items.* (or RecBole .inter + .item); id-only data trains SASRec "
+                        f"(recipes/sasrec.py)")
+
+
+def item_embeddings(data: RecData, text_encoder: str | None = None, progress: bool = True,
+                    model: str = "a text-based recommender") -> torch.Tensor:
+    """Text embeddings (N, d) of every catalog item (cached); `DataError` when the data has no item text."""
     from recsys.text import encode_texts
 
-    if not any(data.item_text):
-        raise ValueError("the data has no item text; text-based recommenders need a text/title column or .item file")
+    require_item_text(data, model)
     return encode_texts(data.item_text, text_encoder, progress=progress)
 
 
@@ -61,11 +72,10 @@ def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: 
     tcfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=min(batch_size, len(emb)), lr=3e-3,
                        warmup_steps=min(20, steps // 5), eval_every=0, checkpoint_every=0, seed=seed,
                        weight_decay=0.0, progress=progress)
-    tok = fit(tok, _Rows(emb.float()), tcfg).model
+    result = fit(tok, _Rows(emb.float()), tcfg)
+    tok = result.model
     tok.build_table(emb.float())
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.is_main_process:
         tok.save_pretrained(out / "model")
     return tok
 
@@ -74,6 +84,9 @@ def train_recommender(model, split: Split, train_cfg: TrainConfig, max_len: int,
                       eval_users: int | None = None):
     """`fit` on next-item windows; keeps the weights with the best validation NDCG@10 (test is never consulted)."""
     windows = NextItemWindows(split, max_len)
+    if len(windows) < train_cfg.batch_size:
+        raise DataError(f"the data gives {len(windows)} training windows, fewer than one batch of "
+                        f"{train_cfg.batch_size}: use more data or a smaller --set train.batch_size")
     selector = SelectOnValidation(split, max_users=eval_users)
     result = fit(model, windows, train_cfg, eval_data=windows, eval_fn=selector, run_config=run_config)
     model = result.model
@@ -92,23 +105,24 @@ def save_recommender(model, directory: str | Path, data: RecData) -> Path:
 
 
 def load_recommender(directory: str | Path):
-    """(model, item_ids, id_kind) from a directory written by `save_recommender`."""
-    import importlib
+    """(model, item_ids, id_kind) from a directory written by `save_recommender`.
 
+    The class comes from gentok's registry (`gentok.hub.model_class` imports only the module that registered the
+    checkpoint's type, so scoring workers start fast); a checkpoint of any other kind of model raises
+    `CheckpointError` (a `ValueError`)."""
     directory = Path(directory)
     kind = hub.read_config(directory)["type"]
-    module = _RECOMMENDER_MODULES.get(kind)
-    if module is None:
-        raise ValueError(f"{directory} holds a {kind!r} model, not a recommender ({sorted(_RECOMMENDER_MODULES)})")
-    importlib.import_module(module)  # only the one module: scoring workers start fast
-    model = hub._MODELS[kind].from_pretrained(directory)
+    cls = hub.model_class(kind)
+    if not issubclass(cls, Recommender):
+        raise hub.CheckpointError(f"{directory} holds a {kind!r} model ({cls.__name__}), not a recommender")
+    model = cls.from_pretrained(directory)
     path = directory / ITEMS_FILE
     if not path.is_file():
-        raise ValueError(f"{directory} has no {ITEMS_FILE}: not a recsys model directory (use recsys recipes)")
+        raise hub.CheckpointError(f"{directory} has no {ITEMS_FILE}: not a recsys model directory (use recsys recipes)")
     meta = json.loads(path.read_text())
     ids = [str(i) for i in meta["item_ids"]]
     if len(ids) != model.num_items:
-        raise ValueError(f"{path} lists {len(ids)} items but the model has {model.num_items}")
+        raise hub.CheckpointError(f"{path} lists {len(ids)} items but the model has {model.num_items}")
     return model, ids, meta.get("id_kind", "str")
 
 
@@ -122,3 +136,22 @@ def report(model, split: Split, output_dir: str | Path, name: str, extra: dict |
     print(format_table({f"{name} valid": valid["summary"], f"{name} test": test["summary"]}))
     print(f"split: {split.summary()}  -> {Path(output_dir) / 'metrics.json'}")
     return out
+
+
+def data_help(needs_text: bool) -> str:
+    """The `--data` help of a recommender recipe."""
+    need = ("and item text (text columns in the interactions, or an items file)" if needs_text
+            else "(item text is not used)")
+    return (f"interactions with user_id, item_id[, timestamp] {need}: a CSV/TSV/Parquet file, a directory with "
+            f"interactions.* [+ items.*], or RecBole .inter [+ .item] files (default: the MovieLens demo data)")
+
+
+def run_recipe(main, argv: list[str], name: str) -> None:
+    """Run a recipe's `main(argv)`. When the data does not fit the model (`DataError`) or a given model directory
+    is of the wrong kind (`CheckpointError`), print one line `name: error: ...` on stderr and exit with status 2
+    (argparse's status for bad arguments): the message is the whole story, a traceback would bury it."""
+    try:
+        main(argv)
+    except (DataError, hub.CheckpointError) as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,7 +1,11 @@
 """Offline batch scoring: a file of user histories in, top-K recommendations out, in original ids.
 
 Input: CSV, Parquet or JSONL in long form (`user_id, item_id[, timestamp]`, one interaction per row, like the
-training data). Output: Parquet or CSV with `user_id, rank, item_id, score, error`.
+training data; read by `recsys.histories`). Output: Parquet or CSV with `user_id, rank, item_id, score, error`.
+
+Ids keep their type, so the output joins back to the input: user ids come back in the input's type (for files by the
+rules of `recsys.ids`: an integer Parquet/JSON column or canonical integers in a CSV give int64, anything else
+strings; a DataFrame's `user_id` dtype is kept as is), item ids in the type of the model's catalog ids.
 
 How it scales and survives:
 - **Streaming, bounded memory**: pass 1 streams the input in chunks and spills rows into `P` hash partitions by user
@@ -18,7 +22,6 @@ How it scales and survives:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -34,6 +37,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from gentok.hub import atomic_write_json
+from recsys import ids as idk
+from recsys.histories import file_user_kind, iter_input, missing
 
 OUT_COLUMNS = ["user_id", "rank", "item_id", "score", "error"]
 MAX_REPORTED = 50  # malformed rows listed one by one in the summary (all are counted)
@@ -60,7 +65,7 @@ class BatchScorer:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.model, self.k, self.exclude_seen, self.batch_users = model.eval(), k, exclude_seen, batch_users
-        self.item_ids = np.asarray([str(i) for i in item_ids], dtype=object)
+        self.item_ids = np.asarray([idk.id_string(i) for i in item_ids], dtype=object)
         self.id_kind = id_kind
         self.lookup = {s: i for i, s in enumerate(self.item_ids)}
         self.stats = {"users": 0, "unknown_items": 0, "users_with_unknown": 0, "errors": 0}
@@ -69,16 +74,18 @@ class BatchScorer:
         if "user_id" not in df.columns or "item_id" not in df.columns:
             raise ValueError(f"expected columns user_id, item_id[, timestamp]; got {list(df.columns)}")
         df = df.reset_index(drop=True)
+        absent = df["user_id"].isna().to_numpy()
+        if absent.any():
+            raise ValueError(f"user_id is missing in {int(absent.sum())} row(s), first at row {int(absent.argmax())}")
         order_cols = ["_first", "_ts", "_row"]
-        work = pd.DataFrame({"user_id": df["user_id"].astype(str), "item_id": df["item_id"],
-                             "_row": np.arange(len(df))})
+        work = pd.DataFrame({"user_id": df["user_id"], "item_id": df["item_id"], "_row": np.arange(len(df))})
         work["_ts"] = pd.to_numeric(df["timestamp"], errors="coerce") if "timestamp" in df.columns else 0.0
         work["_first"] = work.groupby("user_id", sort=False)["_row"].transform("min")
         work = work.sort_values(order_cols, kind="stable")
         users, hists, errors = [], [], []
         for user, g in work.groupby("_first", sort=True)["item_id"]:
             uid = work.loc[g.index[0], "user_id"]
-            raw = [str(v) for v in g if not _missing(v)]
+            raw = [idk.id_string(v) for v in g if not missing(v)]
             known = [self.lookup[s] for s in raw if s in self.lookup]
             unknown = len(raw) - len(known)
             self.stats["unknown_items"] += unknown
@@ -108,136 +115,30 @@ class BatchScorer:
         if bad:
             out.append(pd.DataFrame({"user_id": [users[i] for i in bad], "rank": None, "item_id": None,
                                      "score": None, "error": [errors[i] for i in bad], "_u": bad}))
+        user_dtype = df["user_id"].dtype  # the caller's type, whatever it is
         if not out:
-            return _empty_output(self.id_kind)
+            return _empty_output(self.id_kind, user_dtype)
         res = pd.concat(out, ignore_index=True).sort_values(["_u", "rank"], kind="stable").drop(columns="_u")
-        return _typed(res.reset_index(drop=True), self.id_kind)
+        return _typed(res.reset_index(drop=True), self.id_kind, user_dtype)
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip() == "")
+def _user_dtype(kind: str):
+    """The user id dtype of file output: int64, or pandas' string type (a Parquet string column)."""
+    return np.dtype("int64") if kind == idk.INT else str
 
 
-def _typed(df: pd.DataFrame, id_kind: str) -> pd.DataFrame:
-    df["user_id"] = df["user_id"].astype(str)
+def _typed(df: pd.DataFrame, item_kind: str, user_dtype) -> pd.DataFrame:
+    """The output columns in their types: user ids as `user_dtype`, item ids by the catalog's kind."""
+    df["user_id"] = df["user_id"].astype(user_dtype)
     df["rank"] = df["rank"].astype("Int64")
-    df["item_id"] = df["item_id"].astype("Int64") if id_kind == "int" else df["item_id"].astype("string")
+    df["item_id"] = df["item_id"].astype(idk.id_dtype(item_kind))
     df["score"] = df["score"].astype("float64")
     df["error"] = df["error"].astype("string")
     return df[OUT_COLUMNS]
 
 
-def _empty_output(id_kind: str) -> pd.DataFrame:
-    return _typed(pd.DataFrame({c: pd.Series([], dtype=object) for c in OUT_COLUMNS}), id_kind)
-
-
-# -- reading the input: chunks of valid rows plus the malformed ones, with line numbers ---------------------------
-def iter_input(path: str | os.PathLike, chunk_rows: int = 100_000):
-    """Yield (DataFrame[user_id, item_id, timestamp, line], malformed [(line, reason)]) chunks."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"input {path} does not exist")
-    suffix = p.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        yield from _iter_csv(p, chunk_rows, "\t" if suffix == ".tsv" else ",")
-    elif suffix in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl(p, chunk_rows)
-    elif suffix == ".parquet":
-        yield from _iter_parquet(p, chunk_rows)
-    else:
-        raise ValueError(f"{path}: unsupported input type {suffix!r} (use .csv, .tsv, .parquet or .jsonl)")
-
-
-def _check_row(user, item, ts):
-    if _missing(user):
-        return "empty user_id"
-    if ts is not None and not _missing(ts):
-        try:
-            float(ts)
-        except (TypeError, ValueError):
-            return f"timestamp {ts!r} is not a number"
-    return None
-
-
-def _flush(rows):
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "line"])
-
-
-def _iter_csv(p: Path, chunk_rows: int, sep: str):
-    with open(p, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=sep)
-        header = next(reader, None)
-        if header is None:
-            return
-        cols = [h.strip().lower() for h in header]
-        if "user_id" not in cols or "item_id" not in cols:
-            raise ValueError(f"{p}: header must name user_id and item_id (optionally timestamp), got {header}")
-        iu, ii = cols.index("user_id"), cols.index("item_id")
-        it = cols.index("timestamp") if "timestamp" in cols else None
-        rows, bad = [], []
-        for rec in reader:
-            line = reader.line_num
-            if len(rec) != len(cols):
-                if rec:  # blank lines are not rows
-                    bad.append((line, f"expected {len(cols)} fields, got {len(rec)}"))
-                continue
-            ts = rec[it] if it is not None else None
-            why = _check_row(rec[iu], rec[ii], ts)
-            if why:
-                bad.append((line, why))
-                continue
-            rows.append((rec[iu].strip(), rec[ii].strip(), ts if not _missing(ts) else None, line))
-            if len(rows) >= chunk_rows:
-                yield _flush(rows), bad
-                rows, bad = [], []
-        yield _flush(rows), bad
-
-
-def _iter_jsonl(p: Path, chunk_rows: int):
-    rows, bad = [], []
-    with open(p, encoding="utf-8") as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as e:
-                bad.append((line, f"invalid JSON ({e.msg})"))
-                continue
-            if not isinstance(rec, dict) or "user_id" not in rec:
-                bad.append((line, "not an object with user_id"))
-                continue
-            user, item, ts = rec.get("user_id"), rec.get("item_id"), rec.get("timestamp")
-            why = _check_row(user, item, ts)
-            if why:
-                bad.append((line, why))
-                continue
-            rows.append((str(user), None if _missing(item) else str(item), ts, line))
-            if len(rows) >= chunk_rows:
-                yield _flush(rows), bad
-                rows, bad = [], []
-    yield _flush(rows), bad
-
-
-def _iter_parquet(p: Path, chunk_rows: int):
-    f = pq.ParquetFile(p)
-    names = [n.lower() for n in f.schema_arrow.names]
-    if "user_id" not in names or "item_id" not in names:
-        raise ValueError(f"{p}: columns must include user_id and item_id, got {f.schema_arrow.names}")
-    start = 1
-    for batch in f.iter_batches(batch_size=chunk_rows):
-        df = batch.to_pandas()
-        df.columns = [c.lower() for c in df.columns]
-        ts = df["timestamp"] if "timestamp" in df.columns else pd.Series([None] * len(df))
-        rows, bad = [], []
-        for i, (u, it, t) in enumerate(zip(df["user_id"], df["item_id"], ts)):
-            why = _check_row(u, it, t)
-            if why:
-                bad.append((start + i, why))
-                continue
-            rows.append((str(u), None if _missing(it) else str(it), None if _missing(t) else t, start + i))
-        start += len(df)
-        yield _flush(rows), bad
+def _empty_output(item_kind: str, user_dtype) -> pd.DataFrame:
+    return _typed(pd.DataFrame({c: pd.Series([], dtype=object) for c in OUT_COLUMNS}), item_kind, user_dtype)
 
 
 def _partition(users: pd.Series, n: int) -> np.ndarray:
@@ -293,12 +194,14 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
     if not done_marker.is_file():
         for p in mine:
             (work / f"in-{p:05d}.csv").unlink(missing_ok=True)
-        malformed, n_bad, n_rows = [], 0, 0
-        for chunk, bad in tqdm(iter_input(input_path, chunk_rows), disable=not (progress and rank == 0),
-                               desc="read input", unit="chunk"):
+        malformed, n_bad, n_rows, kinds = [], 0, 0, []
+        for piece in tqdm(iter_input(input_path, chunk_rows), disable=not (progress and rank == 0),
+                          desc="read input", unit="chunk"):
+            chunk, bad = piece.rows, piece.malformed
             n_bad += len(bad)
             malformed.extend(bad[: MAX_REPORTED - len(malformed)])
             n_rows += len(chunk)
+            kinds.append(piece.user_kind)
             if len(chunk) == 0:
                 continue
             part = _partition(chunk["user_id"], P)
@@ -307,7 +210,11 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
                 if len(sel):
                     f = work / f"in-{p:05d}.csv"
                     sel.to_csv(f, mode="a", header=not f.exists(), index=False)
-        atomic_write_json(done_marker, {"rows": n_rows, "malformed": n_bad, "malformed_rows": malformed})
+        # every rank reads the whole file, so every rank knows the type of all its user ids before scoring
+        atomic_write_json(done_marker, {"rows": n_rows, "malformed": n_bad, "malformed_rows": malformed,
+                                        "user_kind": file_user_kind(kinds)})
+    user_kind = json.loads(done_marker.read_text()).get("user_kind", idk.STR)
+    user_dtype = _user_dtype(user_kind)
 
     # pass 2: score each unfinished partition, atomically
     scorer = BatchScorer(model_dir, k=k, exclude_seen=exclude_seen, batch_users=batch_users)
@@ -319,8 +226,9 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
         f = work / f"in-{p:05d}.csv"
         df = pd.read_csv(f, dtype={"user_id": str, "item_id": str}, keep_default_na=False, na_values=[""]) \
             if f.is_file() else pd.DataFrame(columns=["user_id", "item_id", "timestamp", "line"])
+        df["user_id"] = df["user_id"].astype(user_dtype)  # canonical strings back to the input's type
         before = dict(scorer.stats)
-        res = scorer(df.sort_values("line", kind="stable")) if len(df) else _empty_output(scorer.id_kind)
+        res = scorer(df.sort_values("line", kind="stable")) if len(df) else _empty_output(scorer.id_kind, user_dtype)
         _write_parquet_atomic(res, part_out)
         atomic_write_json(work / f"out-{p:05d}.json", {k2: scorer.stats[k2] - before[k2] for k2 in scorer.stats})
         finished += 1
@@ -330,8 +238,9 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
 
     summary = {}
     if rank == 0:
-        summary = _merge(work, out_path, P, world, scorer.id_kind)
-        summary.update(k=k, seconds=round(time.time() - start, 3), processes=world, partitions=P)
+        summary = _merge(work, out_path, P, world, scorer.id_kind, user_dtype)
+        summary.update(k=k, seconds=round(time.time() - start, 3), processes=world, partitions=P,
+                       user_id_type=user_kind, item_id_type=scorer.id_kind)
         summary["users_per_second"] = round(summary["users"] / max(summary["seconds"], 1e-9), 1)
         atomic_write_json(out_path.with_name(out_path.name + ".summary.json"), summary)
         shutil.rmtree(work, ignore_errors=True)
@@ -341,15 +250,16 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
     return summary
 
 
-def _merge(work: Path, out_path: Path, P: int, world: int, id_kind: str) -> dict:
+def _merge(work: Path, out_path: Path, P: int, world: int, id_kind: str, user_dtype) -> dict:
     totals = {"users": 0, "unknown_items": 0, "users_with_unknown": 0, "errors": 0, "rows": 0}
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = None
-    schema = pa.Schema.from_pandas(_empty_output(id_kind), preserve_index=False)
+    empty = _empty_output(id_kind, user_dtype)
+    schema = pa.Schema.from_pandas(empty, preserve_index=False)
     try:
         if out_path.suffix.lower() == ".csv":
-            _empty_output(id_kind).to_csv(tmp, index=False)
+            empty.to_csv(tmp, index=False)
         for p in range(P):
             df = pd.read_parquet(work / f"out-{p:05d}.parquet")
             stats = json.loads((work / f"out-{p:05d}.json").read_text())
@@ -360,9 +270,10 @@ def _merge(work: Path, out_path: Path, P: int, world: int, id_kind: str) -> dict
                 df.to_csv(tmp, mode="a", header=False, index=False)
             else:
                 writer = writer or pq.ParquetWriter(tmp, schema)
-                writer.write_table(pa.Table.from_pandas(_typed(df, id_kind), schema=schema, preserve_index=False))
+                writer.write_table(pa.Table.from_pandas(_typed(df, id_kind, user_dtype), schema=schema,
+                                                        preserve_index=False))
         if writer is None and out_path.suffix.lower() == ".parquet":
-            _empty_output(id_kind).to_parquet(tmp, index=False)
+            empty.to_parquet(tmp, index=False)
         if writer is not None:
             writer.close()
         os.replace(tmp, out_path)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recsys.data import Split
+from recsys.data import DataError, Split
 
 
 class NextItemWindows(Dataset):
@@ -25,7 +25,7 @@ class NextItemWindows(Dataset):
                 windows.append(w)
                 end -= max_len
         if not windows:
-            raise ValueError("no user has two training interactions: nothing to learn from")
+            raise DataError("no user has two training interactions: nothing to learn from")
         self.windows = torch.from_numpy(np.stack(windows))
 
     def __len__(self) -> int:

@@ -186,8 +186,10 @@ def test_sasrec_padding_changes_nothing_and_save_load(tmp_path):
     torch.testing.assert_close(load(tmp_path / "s").score_all([[3, 4]]), a)
     with pytest.raises(ValueError, match="empty"):
         sas.recommend([[]])
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=r"must lie in \[0, 30\)"):
         sas.recommend([[30]])
+    with pytest.raises(ValueError, match="expected integer"):
+        sas.recommend([[1.0, 2.0]])
 
 
 def test_minilm_text_embeddings(tmp_path, monkeypatch):

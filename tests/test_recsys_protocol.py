@@ -90,3 +90,33 @@ def test_loaders_csv_parquet_recbole(tmp_path):
     bad.write_text("user_id\titem_id\n1\t2\n")
     with pytest.raises(ValueError, match="name:type"):
         load_data(str(bad))
+
+
+def test_id_kinds_follow_the_format(tmp_path):
+    from recsys.data import DataError
+    from recsys.ids import id_string, is_canonical_int
+
+    assert [is_canonical_int(s) for s in ("42", "-7", "0", "007", "4.0", " 4", "x", "", "9" * 20)] == \
+        [True, True, True, False, False, False, False, False, False]
+    assert id_string(42) == id_string(42.0) == id_string(np.int64(42)) == "42" and id_string("m1") == "m1"
+    # text formats: canonical integers are integer ids, "007" keeps its spelling as a string id
+    (tmp_path / "a.csv").write_text("user_id,item_id\n1,5\n1,7\n2,5\n")
+    (tmp_path / "b.csv").write_text("user_id,item_id\n1,005\n1,7\n2,005\n")
+    assert load_data(str(tmp_path / "a.csv")).id_kind == "int"
+    b = load_data(str(tmp_path / "b.csv"))
+    assert b.id_kind == "str" and b.item_ids == ["005", "7"]
+    # typed formats keep their type: numeric-looking strings in Parquet are strings, whole floats are integers
+    pd.DataFrame({"user_id": [1, 1], "item_id": ["5", "7"]}).to_parquet(tmp_path / "s.parquet")
+    pd.DataFrame({"user_id": [1, 1], "item_id": [5.0, 7.0]}).to_parquet(tmp_path / "f.parquet")
+    assert load_data(str(tmp_path / "s.parquet")).id_kind == "str"
+    f = load_data(str(tmp_path / "f.parquet"))
+    assert f.id_kind == "int" and f.item_ids == ["5", "7"]
+    # an items file with string ids makes the catalog's ids strings
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "interactions.csv").write_text("user_id,item_id\n1,5\n1,7\n")
+    (d / "items.csv").write_text("item_id,title\n5,Five\n7,Seven\nx9,Nine\n")
+    dd = load_data(str(d))
+    assert dd.id_kind == "str" and dd.item_text == ["Five", "Seven", "Nine"]
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(str(tmp_path / "nothing.csv"))

@@ -131,3 +131,77 @@ def test_setrec_scores_through_the_same_cli(tmp_path, semantic):
     hist = sorted(df[df.user_id == "user0"].itertuples(), key=lambda r: r.timestamp)
     items, _ = m.recommend([[r.item_id - 100 for r in hist]], k=5)
     assert (out[out.user_id == "user0"].sort_values("rank")["item_id"].astype(int) - 100).tolist() == items[0].tolist()
+
+
+# -- ids keep their type: the recommendations join back to the input ----------------------------------------------
+def _write(df: pd.DataFrame, path):
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_json(path, orient="records", lines=True)
+
+
+def _read(path):
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+USER_IDS = {"int": lambda u: 7000 + 3 * u, "str": lambda u: f"user{u}"}
+
+
+@pytest.mark.parametrize("users", ["int", "str"])
+@pytest.mark.parametrize("fmt_in", [".csv", ".parquet", ".jsonl"])
+@pytest.mark.parametrize("fmt_out", [".csv", ".parquet"])
+def test_ids_keep_their_type_and_join_back(tmp_path, model_dir, users, fmt_in, fmt_out):
+    hist = _histories(tmp_path / "h.csv", users=15, seed=3)
+    user_of = {f"user{u}": USER_IDS[users](u) for u in range(15)}
+    inp = hist.assign(user_id=hist["user_id"].map(user_of))
+    _write(inp, tmp_path / f"in{fmt_in}")
+    summary = score_file(model_dir, tmp_path / f"in{fmt_in}", tmp_path / f"out{fmt_out}", k=3, partitions=3,
+                         progress=False)
+    assert summary["user_id_type"] == users and summary["item_id_type"] == "int"
+    out = _read(tmp_path / f"out{fmt_out}")
+    if users == "int":
+        assert pd.api.types.is_integer_dtype(out["user_id"])
+    else:
+        assert pd.api.types.is_string_dtype(out["user_id"])
+    assert pd.api.types.is_integer_dtype(out["item_id"])
+    # the user's own reading of the input joins with the output on every user, each with its k recommendations
+    back = _read(tmp_path / f"in{fmt_in}") if fmt_in != ".jsonl" else pd.read_json(tmp_path / f"in{fmt_in}", lines=True)
+    joined = back.drop_duplicates("user_id").merge(out, on="user_id", suffixes=("_in", ""))
+    assert len(joined) == len(out) == 15 * 3
+    # and the type changes nothing else: same recommendations as the reference run with string user ids
+    ref = score_file(model_dir, tmp_path / "h.csv", tmp_path / "ref.parquet", k=3, partitions=2, progress=False)
+    assert ref["users"] == 15
+    ref_out = pd.read_parquet(tmp_path / "ref.parquet")
+    ref_out["user_id"] = ref_out["user_id"].map(user_of)
+    key = ["user_id", "rank"]
+    mine = out.sort_values(key, kind="stable").reset_index(drop=True)
+    theirs = ref_out.sort_values(key, kind="stable").reset_index(drop=True)
+    assert mine["user_id"].tolist() == theirs["user_id"].tolist()
+    assert mine["item_id"].tolist() == theirs["item_id"].tolist()
+    np.testing.assert_allclose(mine["score"].to_numpy(float), theirs["score"].to_numpy(float), rtol=1e-5)
+
+
+def test_text_ids_that_are_not_canonical_integers_stay_strings(tmp_path, model_dir):
+    # "007" would lose its zeros as an integer; a Parquet string column holds strings even when they look numeric
+    (tmp_path / "a.csv").write_text("user_id,item_id\n007,101\n007,102\n42,103\n")
+    score_file(model_dir, tmp_path / "a.csv", tmp_path / "a.parquet", k=2, partitions=1, progress=False)
+    assert sorted(pd.read_parquet(tmp_path / "a.parquet")["user_id"].unique()) == ["007", "42"]
+    pd.DataFrame({"user_id": ["5", "5", "6"], "item_id": [101, 102, 103]}).to_parquet(tmp_path / "b.parquet")
+    score_file(model_dir, tmp_path / "b.parquet", tmp_path / "o.parquet", k=2, partitions=1, progress=False)
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    assert pd.api.types.is_string_dtype(out["user_id"]) and sorted(out["user_id"].unique()) == ["5", "6"]
+
+
+@pytest.mark.parametrize("users", [[3, 3, 9], ["a", "a", "b"], pd.array([3, 3, 9], dtype="Int64")])
+def test_batch_scorer_returns_user_ids_in_the_callers_dtype(model_dir, users):
+    scorer = BatchScorer(model_dir, k=2)
+    df = pd.DataFrame({"user_id": users, "item_id": [101, 105, 110.0], "timestamp": [2, 1, 0]})
+    out = scorer(df)
+    assert out["user_id"].dtype == df["user_id"].dtype and out["item_id"].dtype == "Int64"
+    assert len(df.merge(out, on="user_id")) == 2 * 2 + 2  # user 3 has two rows, each joins its 2 recommendations
+    assert out.loc[out["user_id"] == df["user_id"][2], "error"].isna().all()  # 110.0 is item 110, known
+    with pytest.raises(ValueError, match="user_id is missing"):
+        scorer(pd.DataFrame({"user_id": [1.0, None], "item_id": [101, 102]}))

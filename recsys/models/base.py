@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gentok.validate import check_ids
+
 
 @dataclass
 class RecOutput:
@@ -58,12 +60,11 @@ class Recommender(abc.ABC):
         """(b, N) float scores of every catalog item for each history (higher is better)."""
 
     def check_histories(self, histories: Sequence) -> None:
+        """Raise `ValueError` unless every history is a non-empty 1-d sequence of item indices in [0, N)."""
         for i, h in enumerate(histories):
             if len(h) == 0:
                 raise ValueError(f"history {i} is empty: a recommender needs at least one known item")
-            t = torch.as_tensor(h)
-            if t.dtype.is_floating_point or int(t.min()) < 0 or int(t.max()) >= self.num_items:
-                raise ValueError(f"history {i} holds item indices outside [0, {self.num_items})")
+            check_ids(torch.as_tensor(h), self.num_items, shape=(None,), what=f"history {i} item indices")
 
     @torch.no_grad()
     def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True) -> tuple[Tensor, Tensor]:

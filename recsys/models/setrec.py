@@ -33,6 +33,7 @@ from gentok.config import config, replace
 from gentok.hub import PretrainedMixin, register
 from gentok.nn import Transformer, init_weights
 from gentok.quantizers import FSQ, FSQConfig
+from gentok.validate import check_ids
 from recsys.models.base import Recommender, RecOutput, pad_histories, seen_mask
 
 
@@ -176,7 +177,8 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         """Treat `items` as cold: their CF token becomes zero, so they score from their text alone (e.g. items with
         no interactions in the data the SASRec table was trained on), and training leaves them out of the softmax
         (never trained as negatives), as for items added after training."""
-        self.has_cf[torch.as_tensor(items, dtype=torch.long, device=self.has_cf.device)] = False
+        items = check_ids(torch.as_tensor(items), self.num_items, shape=(None,), what="items to drop")
+        self.has_cf[items.to(self.has_cf.device)] = False
         self._reset_cache()
 
     @torch.no_grad()
