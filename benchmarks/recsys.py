@@ -77,8 +77,9 @@ COMMON = dict(batch_size=64, lr=2e-3, warmup_steps=30, weight_decay=0.01, eval_e
 
 def train_sasrec(split: Split, steps: int, out_dir: str) -> tuple[SASRec, object]:
     cfg = SASRecConfig(num_items=split.num_items)
-    return train_recommender(SASRec(cfg), split, TrainConfig(output_dir=out_dir, max_steps=steps,
-                                                             **{**COMMON, "batch_size": 32}), cfg.max_len)
+    result, sel = train_recommender(SASRec(cfg), split, TrainConfig(output_dir=out_dir, max_steps=steps,
+                                                                    **{**COMMON, "batch_size": 32}), cfg.max_len)
+    return result.model, sel
 
 
 def train_setrec(split: Split, emb: torch.Tensor, sas: SASRec, steps: int, out_dir: str,
@@ -89,9 +90,10 @@ def train_setrec(split: Split, emb: torch.Tensor, sas: SASRec, steps: int, out_d
     model.set_catalog(emb, sas.item_vectors().detach().cpu())
     if cold is not None:
         model.drop_cf(torch.from_numpy(cold))
-    model, sel = train_recommender(model, split, TrainConfig(output_dir=out_dir, max_steps=steps,
-                                                             **{**COMMON, "batch_size": 32}), cfg.max_items,
-                                   eval_users=300)
+    result, sel = train_recommender(model, split, TrainConfig(output_dir=out_dir, max_steps=steps,
+                                                              **{**COMMON, "batch_size": 32}), cfg.max_items,
+                                    eval_users=300)
+    model = result.model
     return model, sel, choose_cf_weight(model, split)  # validation cases only
 
 
@@ -131,8 +133,9 @@ def quality(args) -> dict:
         cfg = RecGPTConfig(tokenizer=tok.config)
         model = RecGPT(cfg)
         model.set_catalog(tok, emb)
-        model, sel = train_recommender(model, split, TrainConfig(output_dir=f"{args.work}/recgpt",
-                                       max_steps=args.recgpt_steps, **COMMON), cfg.max_items, eval_users=300)
+        result, sel = train_recommender(model, split, TrainConfig(output_dir=f"{args.work}/recgpt",
+                                        max_steps=args.recgpt_steps, **COMMON), cfg.max_items, eval_users=300)
+        model = result.model
         extra = {"valid_best_ndcg@10_subset": sel.best, "train_seconds": time.time() - t, "steps": args.recgpt_steps,
                  "item_tokens": tok.table_stats()}
     out["RecGPT"] = {"test": evaluate(model.eval(), split, "test")["summary"], **extra}

@@ -47,11 +47,10 @@ def main(argv: list[str] | None = None):
     print(f"item tokens: {stats}")
     model = RecGPT(replace(model_cfg, tokenizer=tok.config))
     model.set_catalog(tok, emb)
-    model, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
+    result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}}, eval_users=300)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    model = result.model
+    if result.is_main_process:
         save_recommender(model, f"{train_cfg.output_dir}/model", data)
         return report(model, split, train_cfg.output_dir, "RecGPT",
                       extra={"item_tokens": stats, "best_valid_ndcg@10_subset": selector.best})

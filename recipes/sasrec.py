@@ -32,11 +32,10 @@ def main(argv: list[str] | None = None):
     data, split = prepare(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
     model_cfg = replace(model_cfg, num_items=data.num_items)
-    model, selector = train_recommender(SASRec(model_cfg), split, train_cfg, model_cfg.max_len,
+    result, selector = train_recommender(SASRec(model_cfg), split, train_cfg, model_cfg.max_len,
                                         run_config={"model": {"preset": args.preset}})
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    model = result.model
+    if result.is_main_process:
         save_recommender(model, f"{train_cfg.output_dir}/model", data)
         return report(model, split, train_cfg.output_dir, "SASRec", extra={"best_valid_ndcg@10": selector.best})
     return None

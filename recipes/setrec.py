@@ -42,8 +42,7 @@ def cf_source(args, data, split, train_cfg: TrainConfig) -> SASRec:
     cfg = replace(SASREC_PRESETS["small"], num_items=data.num_items)
     tcfg = replace(SASREC_TRAIN, output_dir=f"{train_cfg.output_dir}/sasrec", seed=train_cfg.seed,
                    max_steps=args.sasrec_steps, progress=train_cfg.progress)
-    model, _ = train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=300)
-    return model
+    return train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=300)[0].model
 
 
 def main(argv: list[str] | None = None):
@@ -59,11 +58,10 @@ def main(argv: list[str] | None = None):
     sasrec = cf_source(args, data, split, train_cfg)
     model = SETRec(replace(model_cfg, embed_dim=emb.shape[1], cf_dim=sasrec.config.dim))
     model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
-    model, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
+    result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}}, eval_users=300)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    model = result.model
+    if result.is_main_process:
         chosen = choose_cf_weight(model, split)  # validation cases only
         print(f"CF weight chosen on validation: {chosen['weight']}  (NDCG@10 by weight: "
               f"{ {w: round(v, 4) for w, v in chosen['ndcg'].items()} })")

@@ -82,17 +82,18 @@ def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: 
 
 def train_recommender(model, split: Split, train_cfg: TrainConfig, max_len: int, run_config: dict | None = None,
                       eval_users: int | None = None):
-    """`fit` on next-item windows; keeps the weights with the best validation NDCG@10 (test is never consulted)."""
+    """`fit` on next-item windows; keeps the weights with the best validation NDCG@10 (test is never consulted).
+
+    Returns `fit`'s result (its `model` holds the selected weights, in eval mode) and the selector."""
     windows = NextItemWindows(split, max_len)
     if len(windows) < train_cfg.batch_size:
         raise DataError(f"the data gives {len(windows)} training windows, fewer than one batch of "
                         f"{train_cfg.batch_size}: use more data or a smaller --set train.batch_size")
     selector = SelectOnValidation(split, max_users=eval_users)
     result = fit(model, windows, train_cfg, eval_data=windows, eval_fn=selector, run_config=run_config)
-    model = result.model
-    selector.restore(model)
-    model.eval()
-    return model, selector
+    selector.restore(result.model)
+    result.model.eval()
+    return result, selector
 
 
 def save_recommender(model, directory: str | Path, data: RecData) -> Path:
