@@ -5,8 +5,9 @@
     accelerate launch --multi_gpu --num_processes 2 recipes/flextok.py   # same thing, two processes
 
 Writes OUTPUT_DIR/model (gentok.load-able), eval.json (held-out PSNR/SSIM per number of kept tokens beside the
-equal-bit baseline) and prefixes.png (held-out images decoded from 1, 2, 4, ..., K tokens). Rerunning with the same
---output-dir resumes from the newest complete checkpoint.
+equal-bit baseline), prefixes.png (held-out images decoded from 1, 2, 4, ..., K tokens) and reconstructions.png
+(originals / all K tokens / baseline). Rerunning with the same --output-dir resumes from the newest complete
+checkpoint.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import sys
 
 from gentok.data.images import default_image_data
+from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
-from gentok.tokenizers.image.flextok_eval import evaluate_flextok, flextok_eval_fn, write_flextok_report
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
@@ -33,13 +34,11 @@ def main(argv: list[str] | None = None):
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=args.eval_images,
                                          seed=train_cfg.seed)
-    result = fit(FlexTok(model_cfg), train, train_cfg, eval_data=held_out, eval_fn=flextok_eval_fn,
+    result = fit(FlexTok(model_cfg), train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
                  run_config={"model": {"preset": args.preset}})
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        report = evaluate_flextok(result.model, held_out, steps=args.steps, guidance=args.guidance)
-        write_flextok_report(report, train_cfg.output_dir)
+    if result.is_main_process:
+        report = evaluate_image_tokenizer(result.model, held_out, steps=args.steps, guidance=args.guidance)
+        write_report(report, result.model, held_out, train_cfg.output_dir)
     return result
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from gentok.tokenizers.image.titok import PRESETS, TiTok
-from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.data.images import default_image_data
+from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
+from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None):
         loss_fn = perceptual_loss_fn(args.perceptual_weights, args.perceptual_weight)
     result = fit(model, train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
                  run_config={"model": {"preset": args.preset}}, **({"loss_fn": loss_fn} if loss_fn else {}))
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.is_main_process:
         report = evaluate_image_tokenizer(result.model, held_out, perceptual_weights=args.perceptual_weights)
         write_report(report, result.model, held_out, train_cfg.output_dir)
     return result

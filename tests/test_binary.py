@@ -12,7 +12,9 @@ import gentok
 from gentok.cli import main as cli
 from gentok.quantizers import BinaryConfig, FSQConfig, LFQConfig, build_quantizer
 from gentok.quantizers.binary import pack_bits, unpack_bits
-from gentok.tokenizers.image.binary import BinaryTokenizer, BinaryTokenizerConfig, pack_bytes, unpack_bytes
+from gentok.tokenizers.image.binary import BinaryTokenizer, BinaryTokenizerConfig
+from gentok.tokenizers.image.evaluate import bit_usage
+from gentok.tokenizers.tokens import Tokens
 
 
 def _tok(quantizer=None, seed=0) -> BinaryTokenizer:
@@ -85,8 +87,6 @@ def test_pack_unpack_round_trip(b):
     assert ids.dtype == torch.long and (ids >= 0).all()
     assert torch.equal(unpack_bits(ids, b), bits)
     assert torch.equal(pack_bits(unpack_bits(ids, b)), ids)
-    assert torch.equal(unpack_bytes(pack_bytes(bits), b), bits)
-    assert pack_bytes(bits).shape[-1] == (b + 7) // 8
     top = torch.ones(1, b, dtype=torch.bool)  # all ones: the largest id, 2**b - 1
     assert int(pack_bits(top)) == 2**b - 1
 
@@ -103,40 +103,75 @@ def test_pack_rejects_bad_bits():
 
 
 # -- the tokenizer ---------------------------------------------------------------------------------------------------
-def test_tokenizer_bits_and_exact_rate():
+def test_encode_returns_packed_ids_and_encode_bits_the_same_bits():
     tok = _tok()
     x = torch.rand(3, 3, 16, 16)
-    bits = tok.encode(x)
+    tokens = tok.encode(x)
+    assert isinstance(tokens, Tokens) and tokens.ids.shape == (3, 6) and tokens.ids.dtype == torch.long
+    assert tok.tokens_per_item == 6 and 0 <= int(tokens.ids.min()) and int(tokens.ids.max()) < tok.vocab_size
+    bits = tok.encode_bits(x)
     assert bits.dtype == torch.uint8 and bits.shape == (3, 6, 8) and set(bits.unique().tolist()) <= {0, 1}
-    assert tok.bits_per_sample == 6 * 8 and tok.vocab_size == 2**8
-    assert torch.equal(tok.decode(bits), tok.decode(tok.encode_ids(x)))
-    assert torch.equal(tok.decode(bits.bool()), tok.decode(bits))
-    y = tok.decode(bits)
+    # encode and encode_bits are one encoding: the ids are the bits packed MSB-first, and back
+    assert torch.equal(pack_bits(bits), tokens.ids)
+    assert torch.equal(tok.to_bits(tokens), bits) and torch.equal(tok.to_bits(tokens.ids), bits)
+    # the rate: exactly B bits per token, K x B per image
+    assert tok.vocab_size == 2**8 and tok.bits_per_token == 8 and not hasattr(tok, "bits_per_sample")
+    assert torch.equal(tokens.bits_per_item, torch.full((3,), 48.0, dtype=torch.float64))
+    y = tok.decode(tokens)
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    assert torch.equal(tok.decode(tokens.ids), y)
     # batched == one by one
-    assert torch.equal(torch.cat([tok.encode(x[i:i + 1]) for i in range(3)]), bits)
+    assert torch.equal(torch.cat([tok.encode(x[i:i + 1]).ids for i in range(3)]), tokens.ids)
+    assert torch.equal(torch.cat([tok.encode_bits(x[i:i + 1]) for i in range(3)]), bits)
+
+
+def test_deprecated_forms_warn_and_still_work():
+    """For one release: `encode_ids` (now `encode(x).ids`) and `decode(bits)` (now decode of ids or Tokens)."""
+    tok = _tok()
+    x = torch.rand(2, 3, 16, 16)
+    tokens = tok.encode(x)
+    with pytest.warns(DeprecationWarning, match="encode_ids"):
+        ids = tok.encode_ids(x)
+    assert torch.equal(ids, tokens.ids)
+    bits = tok.encode_bits(x)
+    with pytest.warns(DeprecationWarning, match="decode\\(bits\\)"):
+        from_bits = tok.decode(bits)
+    assert torch.equal(from_bits, tok.decode(tokens))
+    with pytest.warns(DeprecationWarning):
+        assert torch.equal(tok.decode(bits.bool()), from_bits)
 
 
 def test_lfq_alternative_through_config():
     tok = _tok(LFQConfig(dim=8, codebook_size=2**5))
     x = torch.rand(2, 3, 16, 16)
-    bits = tok.encode(x)
-    assert bits.shape == (2, 6, 5) and tok.bits_per_sample == 30
-    ids = tok.encode_ids(x)
-    assert torch.equal(pack_bits(bits), ids)
-    assert tok.decode(bits).shape == (2, 3, 16, 16)
+    bits = tok.encode_bits(x)
+    assert bits.shape == (2, 6, 5) and tok.bits_per_token == 5
+    tokens = tok.encode(x)
+    assert torch.equal(pack_bits(bits), tokens.ids)
+    assert torch.equal(tokens.bits_per_item, torch.full((2,), 30.0, dtype=torch.float64))
+    assert tok.decode(tokens).shape == (2, 3, 16, 16)
 
 
 def test_decode_rejects_bad_tokens():
     tok = _tok()
+    ids = tok.encode(torch.rand(1, 3, 16, 16)).ids
+    with pytest.raises(ValueError, match="must lie in"):
+        tok.decode(ids + tok.vocab_size)
+    with pytest.raises(ValueError, match="fixed-length"):
+        tok.decode(torch.cat([ids[:, :5], torch.full((1, 1), -1)], 1))
     with pytest.raises(ValueError, match="shape"):
-        tok.decode(torch.zeros(1, 6, 7, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="0 or 1"):
-        tok.decode(torch.full((1, 6, 8), 2, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="integer"):
-        tok.decode(torch.zeros(1, 6, 8))
+        tok.decode(ids[:, :5])
+    with pytest.warns(DeprecationWarning):  # bits, the deprecated form, are still checked
+        with pytest.raises(ValueError, match="shape"):
+            tok.decode(torch.zeros(1, 6, 7, dtype=torch.uint8))
+        with pytest.raises(ValueError, match="0 or 1"):
+            tok.decode(torch.full((1, 6, 8), 2, dtype=torch.uint8))
+        with pytest.raises(ValueError, match="integer"):
+            tok.decode(torch.zeros(1, 6, 8))
     with pytest.raises(ValueError, match="shape"):
         tok.encode(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="shape"):
+        tok.encode_bits(torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="BinaryConfig or LFQConfig"):
         BinaryTokenizerConfig(quantizer=FSQConfig())
 
@@ -162,7 +197,8 @@ def test_save_load_and_cli_round_trip(tmp_path):
     loaded = gentok.load(tmp_path / "model")
     assert type(loaded) is BinaryTokenizer and loaded.config == tok.config
     x = torch.rand(2, 3, 16, 16)
-    assert torch.equal(loaded.encode(x), tok.encode(x))
+    assert torch.equal(loaded.encode(x).ids, tok.encode(x).ids)
+    assert torch.equal(loaded.encode_bits(x), tok.encode_bits(x))
     assert torch.equal(loaded.decode(tok.encode(x)), tok.decode(tok.encode(x)))
     paths = []
     for i in range(2):
@@ -171,18 +207,46 @@ def test_save_load_and_cli_round_trip(tmp_path):
         paths.append(str(p))
     tokens = tmp_path / "tokens.safetensors"
     assert cli(["encode", "--model", str(tmp_path / "model"), *paths, "--out", str(tokens)]) == 0
-    with safe_open(str(tokens), "pt") as f:
-        packed = f.get_tensor("packed_bits")
-    assert packed.dtype == torch.uint8 and packed.shape == (2, 6, 1)  # 8 bits per token in one byte
-    assert torch.equal(unpack_bytes(packed, 8), tok.encode(paths))
+    with safe_open(str(tokens), "pt") as f:  # the generic token file: packed ids, no family-specific tensors
+        assert sorted(f.keys()) == ["ids", "lengths"]
+    stored, _ = Tokens.load(tokens)
+    assert torch.equal(stored.ids, tok.encode(paths).ids) and stored.bits_per_token == 8
     assert cli(["decode", "--model", str(tmp_path / "model"), str(tokens), "--out", str(tmp_path / "out")]) == 0
     expected = tok.decode(tok.encode(paths))
     for i in range(2):
         png = np.asarray(Image.open(tmp_path / "out" / f"im{i}.png")).astype(np.float32) / 255
         assert np.abs(png - expected[i].permute(1, 2, 0).numpy()).max() <= 1 / 255 + 1e-6
-    # the other token forms a user may store decode too
-    for key, value in (("bits", tok.encode(paths)), ("ids", tok.encode_ids(paths))):
-        written = tok.decode_to_files({key: value}, tmp_path / key, ["a", "b"])
-        assert [p.name for p in written] == ["a.png", "b.png"]
-    with pytest.raises(ValueError, match="packed_bits"):
-        tok.decode_to_files({"codes": torch.zeros(1)}, tmp_path / "x", ["a"])
+    # bare ids decode to files too
+    written = tok.decode_to_files(tok.encode(paths).ids, tmp_path / "ids", ["a", "b"])
+    assert [p.name for p in written] == ["a.png", "b.png"]
+
+
+def test_evaluation_reports_bit_usage(tmp_path, capsys):
+    """The one image evaluation gives a bit tokenizer per-bit utilisation, and its summary prints that rather than
+    the share of the 2**B packed patterns hit."""
+    from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
+
+    tok = _tok()
+    images = [torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    report = evaluate_image_tokenizer(tok, images, batch_size=2)
+    x = torch.stack(images)
+    usage = bit_usage(tok.encode_bits(x))
+    assert {k: report[k] for k in usage} == usage
+    assert report["bits_per_image"] == 48 and report["images"] == 5 and "by_tokens" not in report
+    assert report["psnr"] == pytest.approx(float(gentok.metrics.psnr(tok.decode(tok.encode(x)), x).mean()), abs=1e-4)
+    write_report(report, tok, images, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "bits used" in out and "codebook usage" not in out
+    assert (tmp_path / "eval.json").is_file() and (tmp_path / "reconstructions.png").is_file()
+    hook = image_eval_fn(tok, torch.utils.data.DataLoader(x, batch_size=2))
+    assert hook["bits_used"] == usage["bits_used"] and "bit_entropy" not in hook and "psnr" in hook
+
+
+def test_bit_usage_measures_each_bit():
+    bits = torch.zeros(4, 3, 3, dtype=torch.uint8)
+    bits[:2, :, 0] = 1  # bit 0 on for half the images at every position
+    bits[:, :, 2] = 1  # bits 1 and 2 constant (off, on): no information, and no NaN either
+    u = bit_usage(bits)
+    assert u["bit_entropy"] == pytest.approx([1.0, 0.0, 0.0], abs=1e-6) and u["bits_used"] == pytest.approx(1 / 3)
+    assert u["bit_ones"] == pytest.approx(0.5) and u["bit_entropy_per_position"] == pytest.approx(1 / 3, abs=1e-6)
+    assert u["bit_entropy_min"] == 0.0

@@ -11,9 +11,11 @@ import gentok
 from gentok.cli import main as cli
 from gentok.nn import unpatchify
 from gentok.quantizers import FSQConfig
+from gentok.sampling.flow import flow_sample, make_scheduler
+from gentok.tokenizers.image.evaluate import prefix_lengths
 from gentok.tokenizers.image.flextok import FlexTok, FlexTokConfig, keep_lengths, region_tree
-from gentok.tokenizers.image.flextok_eval import prefix_lengths
-from gentok.tokenizers.image.flextok_flow import flow_sample, make_scheduler
+from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID
 
 K = 8
 
@@ -80,7 +82,7 @@ def test_causal_registers_make_prefixes_independent_of_later_registers(mixing):
     x = torch.rand(2, 3, 16, 16)
     z = m._encode_latents(x)
     with torch.no_grad():
-        m.registers[4:] += torch.randn(K - 4, 32)
+        m.encoder.latents[4:] += torch.randn(K - 4, 32)
     z2 = m._encode_latents(x)
     assert torch.equal(z[:, :4], z2[:, :4]) and not torch.equal(z[:, 4:], z2[:, 4:])
 
@@ -88,8 +90,11 @@ def test_causal_registers_make_prefixes_independent_of_later_registers(mixing):
 def test_every_prefix_decodes_to_valid_images_deterministically():
     m = _model()
     x = torch.rand(2, 3, 16, 16)
-    ids = m.encode(x)
+    tokens = m.encode(x)
+    ids = tokens.ids
     assert ids.shape == (2, K) and ids.dtype == torch.long and int(ids.max()) < m.vocab_size
+    assert m.tokens_per_item == K and torch.equal(tokens.lengths, torch.full((2,), K))
+    assert torch.equal(m.decode(tokens, steps=2), m.decode(ids, steps=2))
     outs = []
     for k in range(1, K + 1):
         y = m.decode(ids[:, :k], steps=2)
@@ -100,19 +105,39 @@ def test_every_prefix_decodes_to_valid_images_deterministically():
     assert not torch.equal(m.decode(ids[:, :3], steps=3, seed=7), m.decode(ids[:, :3], steps=3, seed=8))
     guided = m.decode(ids[:, :3], steps=3, guidance=3.0)
     assert torch.isfinite(guided).all() and not torch.equal(guided, m.decode(ids[:, :3], steps=3, guidance=1.0))
-    # batched == one by one (same seed per call, so compare a batch of one against itself in a larger batch)
-    assert torch.allclose(m.encode(x[:1]), ids[:1])
+    # batched == one by one: the seed gives every item the same starting noise, so an item decodes alike in any batch
+    assert torch.equal(m.encode(x[1:]).ids, ids[1:])
+    alone = torch.cat([m.decode(ids[i:i + 1, :3], steps=2, guidance=2.0) for i in range(2)])
+    assert torch.allclose(m.decode(ids[:, :3], steps=2, guidance=2.0), alone, atol=1e-5)
+
+
+def test_ragged_prefixes_decode_like_each_item_alone():
+    """A Tokens batch whose items keep different prefixes (PAD_ID past each length), and the same as bare ids,
+    decodes every item as its own prefix would."""
+    m = _model(token_mixing=True)
+    ids = m.encode(torch.rand(3, 3, 16, 16)).ids
+    lengths = torch.tensor([2, K, 5])
+    padded = ids.clone()
+    padded[torch.arange(K)[None] >= lengths[:, None]] = PAD_ID
+    ragged = Tokens(padded, lengths, {"bits_per_code": m.bits_per_code})
+    out = m.decode(ragged, steps=2)
+    for i, k in enumerate(lengths.tolist()):
+        assert torch.allclose(out[i], m.decode(ids[i:i + 1, :k], steps=2)[0], atol=1e-5), i
+    assert torch.equal(m.decode(padded, steps=2), out)  # bare ids: the padding marks the lengths
+    # a batch trimmed to its longest item (Tokens[...] does this) decodes the same
+    assert torch.allclose(m.decode(ragged[[0, 2]], steps=2), out[[0, 2]], atol=1e-5)
 
 
 def test_velocity_is_the_clean_image_estimate_and_one_step_decodes_it():
     m = _model(token_mixing=True)
-    ids = m.encode(torch.rand(2, 3, 16, 16))
+    ids = m.encode(torch.rand(2, 3, 16, 16)).ids
     codes = m.quantizer.decode(ids)
     regs = m._decoder_registers(codes, torch.full((2,), K))
     x, s = torch.randn(2, 16, 48), torch.rand(2) * 0.9 + 0.05
     assert torch.allclose(x - s[:, None, None] * m.velocity(x, s, regs), m.predict_x0(x, s, regs), atol=1e-5)
     # one Euler step from sigma = 1 lands exactly on the clean-image estimate from pure noise
-    noise = torch.randn(2, 16, 48, generator=torch.Generator().manual_seed(3))
+    # the seed's noise, the same for every item
+    noise = torch.randn(1, 16, 48, generator=torch.Generator().manual_seed(3)).expand(2, -1, -1)
     x0 = m.predict_x0(noise, torch.ones(2), regs)
     one_step = m.decode(ids, steps=1, seed=3)
     expected = (unpatchify(x0, 4, 16, 16).clamp(-1, 1) + 1) / 2
@@ -123,9 +148,13 @@ def test_decode_rejects_bad_ids():
     m = _model()
     with pytest.raises(ValueError, match="1 <= k"):
         m.decode(torch.zeros(1, K + 1, dtype=torch.long))
-    with pytest.raises(ValueError, match="1 <= k"):
+    with pytest.raises(ValueError, match="empty"):
         m.decode(torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="1 <= k"):  # an item with no ids at all
+        m.decode(torch.tensor([[0, 1], [PAD_ID, PAD_ID]]))
+    with pytest.raises(ValueError, match="padding"):  # PAD_ID inside an item's length
+        m.decode(Tokens(torch.tensor([[0, PAD_ID]]), torch.tensor([2])))
+    with pytest.raises(ValueError, match="must lie in"):
         m.decode(torch.full((1, 2), m.vocab_size))
     with pytest.raises(ValueError, match="integer"):
         m.decode(torch.zeros(1, 2))
@@ -179,8 +208,8 @@ def test_save_load_and_cli_round_trip(tmp_path):
     loaded = gentok.load(tmp_path / "model")
     assert type(loaded) is FlexTok and loaded.config == m.config
     x = torch.rand(2, 3, 16, 16)
-    ids = m.encode(x)
-    assert torch.equal(loaded.encode(x), ids)
+    ids = m.encode(x).ids
+    assert torch.equal(loaded.encode(x).ids, ids)
     assert torch.equal(loaded.decode(ids[:, :2]), m.decode(ids[:, :2]))
     paths = []
     for i in range(2):
@@ -194,29 +223,49 @@ def test_save_load_and_cli_round_trip(tmp_path):
     for i in range(2):
         png = np.asarray(Image.open(tmp_path / "out" / f"im{i}.png")).astype(np.float32) / 255
         assert np.abs(png - expected[i].permute(1, 2, 0).numpy()).max() <= 1 / 255 + 1e-6
-    # a stored prefix decodes too (the coarse version of the same images)
-    written = m.decode_to_files({"ids": m.encode(paths)[:, :2]}, tmp_path / "coarse", ["a", "b"])
-    assert [p.name for p in written] == ["a.png", "b.png"]
+    # a stored token file of prefixes (here of different lengths) decodes too, through the CLI with options
+    ids = m.encode(paths).ids
+    prefix = ids.clone()
+    prefix[1, 2:] = PAD_ID
+    Tokens(prefix, torch.tensor([K, 2]), {"bits_per_code": m.bits_per_code}).save(
+        tmp_path / "prefix.safetensors", {"model_type": "flextok", "names": ["a.png", "b.png"]})
+    assert cli(["decode", "--model", str(tmp_path / "model"), str(tmp_path / "prefix.safetensors"), "--out",
+                str(tmp_path / "coarse"), "--option", "steps=2"]) == 0
+    for i, k in enumerate((K, 2)):
+        png = np.asarray(Image.open(tmp_path / "coarse" / f"{'ab'[i]}.png")).astype(np.float32) / 255
+        api = m.decode(ids[i:i + 1, :k], steps=2)[0]
+        assert np.abs(png - api.permute(1, 2, 0).numpy()).max() <= 1 / 255 + 1e-6
 
 
 def test_evaluation_reports_sampled_and_one_step_quality_per_prefix(tmp_path, capsys):
-    from gentok.tokenizers.image.flextok_eval import evaluate_flextok, write_flextok_report
+    """The one image evaluation gives a prefix-decoding, sampling model its per-prefix rate-distortion rows."""
+    from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 
     m = _model()
     images = [torch.rand(3, 16, 16) for _ in range(3)]
-    report = evaluate_flextok(m, images, steps=2)
+    report = evaluate_image_tokenizer(m, images, steps=2)
     rows = report["by_tokens"]
     assert [r["tokens"] for r in rows] == prefix_lengths(K) and report["steps"] == 2
+    assert report["guidance"] == m.config.guidance and report["bits_per_image"] == K * m.bits_per_token
     for r in rows:
         assert r["bits"] == r["tokens"] * m.bits_per_token
         assert all(np.isfinite(r[key]) for key in ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "baseline_psnr"))
+    assert rows[-1]["psnr"] == report["psnr"]  # all K tokens: the headline number
+    assert "bits_used" not in report  # not a bit tokenizer
     x = torch.stack(images)
-    ids = m.encode(x)
+    ids = m.encode(x).ids
     expected = gentok.metrics.psnr(m.decode(ids, steps=1), x).mean()
     assert rows[-1]["one_step_psnr"] == pytest.approx(float(expected), abs=1e-4)
-    written = write_flextok_report(report, str(tmp_path))
-    assert (tmp_path / "eval.json").is_file() and (tmp_path / "prefixes.png").is_file()
+    expected = gentok.metrics.psnr(m.decode(ids[:, :2], steps=2), x).mean()
+    assert rows[1]["psnr"] == pytest.approx(float(expected), abs=1e-4)
+    written = write_report(report, m, images, str(tmp_path))
+    for name in ("eval.json", "prefixes.png", "reconstructions.png"):
+        assert (tmp_path / name).is_file(), name
     assert "_tensors" not in written and "1-step PSNR" in capsys.readouterr().out
+    # the fit hook: PSNR from all tokens and from one
+    hook = image_eval_fn(m, torch.utils.data.DataLoader(x, batch_size=2))
+    assert {"psnr", "psnr_k1", "code_usage"} <= set(hook)
+    assert hook["psnr"] == pytest.approx(float(gentok.metrics.psnr(m.decode(ids), x).mean()), abs=1e-4)
 
 
 def test_recipe_under_two_processes_writes_model_report_and_grid(tmp_path):

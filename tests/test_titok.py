@@ -12,6 +12,8 @@ from gentok.data.images import default_image_data
 from gentok.metrics import psnr
 from gentok.quantizers import FSQConfig, VQConfig
 from gentok.tokenizers.image.titok import PRESETS, TiTok, TiTokConfig, preset
+from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID
 
 
 def small(quantizer=None, **kw):
@@ -33,16 +35,24 @@ def test_encode_decode_shapes_and_consistency(quantizer, crops):
     m = small(quantizer)
     m(crops)  # one training-mode pass (k-means init for VQ)
     m.eval()
-    ids = m.encode(crops)
-    assert ids.shape == (8, 6) and ids.dtype == torch.long
+    tokens = m.encode(crops)
+    ids = tokens.ids
+    assert isinstance(tokens, Tokens) and ids.shape == (8, 6) and ids.dtype == torch.long
+    assert torch.equal(tokens.lengths, torch.full((8,), 6)) and m.tokens_per_item == 6
     assert 0 <= int(ids.min()) and int(ids.max()) < m.vocab_size
-    out = m.decode(ids)
+    out = m.decode(tokens)
     assert out.shape == crops.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert torch.equal(m.decode(ids), out)  # bare ids decode like the Tokens
     # decode(encode(x)) is exactly the eval-mode forward reconstruction
     fwd = m(crops)
     assert torch.equal(fwd.ids, ids)
     assert torch.allclose(fwd.recon, out, atol=1e-5)
-    assert m.bits_per_sample == pytest.approx(6 * m.quantizer.bits_per_token)
+    # one meaning for bits: per token (log2 of the vocabulary), and per item = per token x K
+    assert m.bits_per_token == pytest.approx(m.quantizer.bits_per_token)
+    assert torch.allclose(tokens.bits_per_item, torch.full((8,), 6 * m.bits_per_token, dtype=torch.float64))
+    assert not hasattr(m, "bits_per_sample")
+    # batched == one by one
+    assert torch.equal(torch.cat([m.encode(crops[i:i + 1]).ids for i in range(8)]), ids)
 
 
 def test_save_load_round_trip(tmp_path, crops):
@@ -51,9 +61,10 @@ def test_save_load_round_trip(tmp_path, crops):
     m.eval()
     m.save_pretrained(tmp_path / "tok")
     r = gentok.load(tmp_path / "tok")
-    ids = m.encode(crops)
-    assert torch.equal(r.encode(crops), ids)
+    ids = m.encode(crops).ids
+    assert torch.equal(r.encode(crops).ids, ids)
     assert torch.equal(r.decode(ids), m.decode(ids))
+    assert [k for k in r.state_dict()] == [k for k in m.state_dict()]
 
 
 def test_pil_and_path_inputs(tmp_path, crops):
@@ -61,8 +72,8 @@ def test_pil_and_path_inputs(tmp_path, crops):
     arr = (crops[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     big = Image.fromarray(arr).resize((96, 64))  # non-square, other size: centre-cropped and resized
     big.save(tmp_path / "a.png")
-    from_pil = m.encode([big])
-    from_path = m.encode([str(tmp_path / "a.png")])
+    from_pil = m.encode([big]).ids
+    from_path = m.encode([str(tmp_path / "a.png")]).ids
     assert from_pil.shape == (1, 6) and torch.equal(from_pil, from_path)
 
 
@@ -80,15 +91,35 @@ def test_bad_input_names_the_problem(crops):
         m.encode(crops * 255)
     with pytest.raises(ValueError, match="dtype"):
         m.encode((crops * 255).to(torch.uint8))
-    ids = m.encode(crops)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="at least one"):
+        m.encode(crops[:0])
+    ids = m.encode(crops).ids
+    with pytest.raises(ValueError, match="must lie in"):
         m.decode(ids + m.vocab_size)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="must lie in"):
         m.decode(ids - 100)
     with pytest.raises(ValueError, match="shape"):
         m.decode(ids[:, :3])
     with pytest.raises(ValueError, match="integer"):
         m.decode(ids.float())
+    with pytest.raises(ValueError, match="empty"):
+        m.decode(ids[:0])
+
+
+def test_decode_rejects_padded_ids(crops):
+    """TiTok is fixed-length: an item with fewer than K ids (padding, or Tokens lengths < K) is refused, not
+    decoded from whatever the padding would turn into."""
+    m = small().eval()
+    tokens = m.encode(crops[:2])
+    padded = tokens.ids.clone()
+    padded[1, 4:] = PAD_ID
+    with pytest.raises(ValueError, match="fixed-length"):
+        m.decode(padded)
+    short = Tokens(padded, torch.tensor([6, 4]), tokens.meta)
+    with pytest.raises(ValueError, match="fixed-length"):
+        m.decode(short)
+    with pytest.raises(ValueError, match="padding"):  # -1 inside an item, not only past its end
+        m.decode(Tokens(padded, torch.tensor([6, 6]), tokens.meta))
     with pytest.raises(ValueError, match="does not exist"):
         m.encode(["/no/such/image.png"])
 
@@ -111,6 +142,8 @@ def test_cli_encode_decode_info(tmp_path, crops, capsys):
     from gentok.data.images import load_image
 
     api = m.decode(m.encode(paths))
+    tokens, header = Tokens.load(tmp_path / "t.safetensors")
+    assert torch.equal(tokens.ids, m.encode(paths).ids) and header["names"] == ["img0.png", "img1.png", "img2.png"]
     assert torch.allclose(load_image(decoded[1]), api[1], atol=1 / 255 + 1e-6)
     assert cli(["info", str(tmp_path / "tok")]) == 0
     assert "titok" in capsys.readouterr().out
@@ -165,4 +198,6 @@ def test_token_mixing_starts_as_spatial_pooling():
         rows = [torch.nonzero(r).flatten() for r in m]
         assert all((r[1:] - r[:-1] == 1).all() for r in rows), "bands are contiguous"
     model = small(token_mixing=True)
-    assert torch.allclose(model.enc_mix.sum(1), torch.ones(6)) and torch.allclose(model.dec_mix.sum(1), torch.ones(16))
+    assert torch.allclose(model.encoder.mix.sum(1), torch.ones(6))
+    assert torch.allclose(model.dec_mix.sum(1), torch.ones(16))
+    assert small(token_mixing=False).encoder.mix is None

@@ -2,23 +2,21 @@
 
 The encoder/decoder are TiTok's (a ViT reading patches plus K latent tokens; a ViT decoding K latents plus one mask
 token per patch); the quantizer is the Bernoulli/STE bit quantizer (`gentok.quantizers.binary`) or, through the
-config, the LFQ sign quantizer. Tokens are exposed as what they are: `encode` returns bits (b, K, B) uint8, and
-`bits_per_sample` is exactly K * B. Token files store the bits packed eight to a byte.
+config, the LFQ sign quantizer. `encode` returns `Tokens` like every tokenizer: ids (b, K), each token's B bits packed
+MSB-first into one int64 (B <= 62), so `vocab_size` is 2**B and `bits_per_token` exactly B. The bits themselves come
+from the explicitly named `encode_bits` (b, K, B) uint8; `to_bits` / `gentok.quantizers.binary.pack_bits` convert.
 """
 
 from __future__ import annotations
 
 import math
-import os
+import warnings
 
-import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from gentok.config import config
 from gentok.hub import register
-from gentok.metrics import CodebookStats, psnr
 from gentok.quantizers import BinaryConfig, LFQConfig
 from gentok.quantizers.binary import MAX_PACKED_BITS, pack_bits, unpack_bits
 from gentok.tokenizers.image.titok import TiTok, TiTokConfig
@@ -63,115 +61,52 @@ PRESETS = {
 }
 
 
-def pack_bytes(bits: Tensor) -> Tensor:
-    """(..., B) 0/1 bits -> (..., ceil(B / 8)) uint8, eight bits to a byte (MSB first); lossless for any B."""
-    arr = np.packbits(bits.detach().cpu().numpy().astype(np.uint8), axis=-1)
-    return torch.from_numpy(arr)
-
-
-def unpack_bytes(packed: Tensor, bits: int) -> Tensor:
-    """Inverse of `pack_bytes`: (..., ceil(bits / 8)) uint8 -> (..., bits) uint8."""
-    if packed.dtype != torch.uint8 or packed.shape[-1] != (bits + 7) // 8:
-        raise ValueError(f"expected packed bits as uint8 (..., {(bits + 7) // 8}), got {packed.dtype} "
-                         f"{tuple(packed.shape)}")
-    return torch.from_numpy(np.unpackbits(packed.numpy(), axis=-1, count=bits))
-
-
 @register("binary_tokenizer")
 class BinaryTokenizer(TiTok):
-    """Images (b, 3, S, S) in [0, 1] <-> bits (b, K, B). `forward` (training) is TiTok's, with ids = packed bits."""
+    """Images (b, 3, S, S) in [0, 1] <-> `Tokens` of packed bit ids (b, K); `encode_bits` gives the bits (b, K, B).
+    `forward` (training) is TiTok's, with ids = packed bits."""
 
     config_class = BinaryTokenizerConfig
 
     @property
     def bits(self) -> int:
+        """B: bits per token."""
         return self.config.bits
 
     @property
     def vocab_size(self) -> int:
         return 2**self.bits
 
-    @property
-    def bits_per_sample(self) -> float:
-        return float(self.config.num_tokens * self.bits)
+    @torch.no_grad()
+    def encode_bits(self, images) -> Tensor:
+        """Images (tensor, PIL images or paths) -> bits (b, K, B) uint8 in {0, 1}."""
+        return self.to_bits(self.encode(images))
+
+    def to_bits(self, tokens) -> Tensor:
+        """`Tokens` or packed ids (b, K) -> bits (b, K, B) uint8, most significant bit first."""
+        return unpack_bits(self.as_tokens(tokens, length=self.config.num_tokens).ids, self.bits)
 
     @torch.no_grad()
-    def encode(self, images) -> Tensor:
-        """Images (tensor, PIL images or paths) -> bits (b, K, B) uint8."""
-        return unpack_bits(super().encode(images), self.bits)
+    def decode(self, tokens) -> Tensor:
+        """`Tokens` or packed ids (b, K) -> images (b, 3, S, S) in [0, 1].
+
+        Bits (b, K, B) (bool or integer 0/1) are still accepted for one release, with a `DeprecationWarning`: pack
+        them with `gentok.quantizers.binary.pack_bits` (or keep the ids `encode` returns)."""
+        if isinstance(tokens, Tensor) and tokens.ndim == 3:
+            warnings.warn("BinaryTokenizer.decode(bits) is deprecated: pass Tokens or packed ids (b, K) "
+                          "(pack_bits(bits)); it will be removed in the next release", DeprecationWarning, stacklevel=2)
+            c = self.config
+            if tuple(tokens.shape[1:]) != (c.num_tokens, self.bits):
+                raise ValueError(f"expected bits of shape (b, {c.num_tokens}, {self.bits}) or ids (b, {c.num_tokens}),"
+                                 f" got {tuple(tokens.shape)}")
+            tokens = pack_bits(tokens)  # validates dtype and 0/1 values
+        return super().decode(tokens)
 
     def encode_ids(self, images) -> Tensor:
-        """Images -> the bits packed into int64 ids (b, K) (B <= 62), for models over integer tokens."""
-        return super().encode(images)
-
-    @torch.no_grad()
-    def decode(self, tokens: Tensor) -> Tensor:
-        """Bits (b, K, B) (bool or integer 0/1) or packed ids (b, K) -> images (b, 3, S, S) in [0, 1]."""
-        return super().decode(self._to_ids(tokens))
-
-    def _to_ids(self, tokens: Tensor) -> Tensor:
-        c = self.config
-        if not isinstance(tokens, Tensor):
-            raise ValueError(f"expected bits as a torch tensor, got {type(tokens).__name__}")
-        if tokens.ndim == 2:
-            return self.check_ids(tokens, (c.num_tokens,))
-        if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (c.num_tokens, self.bits):
-            raise ValueError(f"expected bits of shape (b, {c.num_tokens}, {self.bits}) or ids (b, {c.num_tokens}), "
-                             f"got {tuple(tokens.shape)}")
-        return pack_bits(tokens)  # validates dtype and 0/1 values
-
-    # -- files: bits packed eight to a byte ----------------------------------------------------------------------
-    def encode_files(self, paths: list[str | os.PathLike]) -> dict[str, Tensor]:
-        return {"packed_bits": pack_bytes(self.encode(self.read_assets(paths)))}
-
-    def decode_to_files(self, tensors: dict[str, Tensor], out_dir, names):
-        if "packed_bits" in tensors:
-            tokens = unpack_bytes(tensors["packed_bits"], self.bits)
-        elif "bits" in tensors:
-            tokens = tensors["bits"]
-        elif "ids" in tensors:
-            tokens = tensors["ids"]
-        else:
-            raise ValueError(f"token file has none of 'packed_bits', 'bits', 'ids' (found {sorted(tensors)})")
-        return self.write_assets(self.decode(tokens), out_dir, names)
+        """Deprecated alias of `encode(images).ids` (packed ids (b, K)); removed in the next release."""
+        warnings.warn("BinaryTokenizer.encode_ids(images) is deprecated: use encode(images).ids (encode_bits for the "
+                      "bits)", DeprecationWarning, stacklevel=2)
+        return self.encode(images).ids
 
 
-def bit_usage(bits: Tensor) -> dict:
-    """Per-bit utilisation of bits (b, K, B): for bit tokens this, not the share of the 2**B patterns hit, says
-    whether the rate is used. Each bit's entropy in bits (1 = on for half the tokens, 0 = constant), pooled over
-    tokens and per token position (a bit can be balanced over the sequence yet fixed at every position)."""
-    def h(p: Tensor) -> Tensor:
-        p = p.clamp(1e-9, 1 - 1e-9)
-        return -(p * p.log2() + (1 - p) * (1 - p).log2())
-
-    f = bits.float()
-    pooled = h(f.mean((0, 1)))  # (B,)
-    per_position = h(f.mean(0))  # (K, B)
-    return {"bit_ones": float(f.mean()), "bit_entropy_mean": float(pooled.mean()),
-            "bit_entropy_min": float(pooled.min()), "bits_used": float((pooled > 0.5).float().mean()),
-            "bit_entropy_per_position": float(per_position.mean()), "bit_entropy": [float(v) for v in pooled]}
-
-
-def binary_eval_fn(model: BinaryTokenizer, loader: DataLoader) -> dict:
-    """`fit` eval hook: held-out PSNR, per-bit utilisation (see `bit_usage`), and packed-code usage when B <= 20."""
-    total_psnr, n, all_bits = 0.0, 0, []
-    stats = CodebookStats(model.vocab_size) if model.bits <= 20 else None
-    with torch.no_grad():
-        for batch in loader:
-            bits = model.encode(batch)
-            recon = model.decode(bits)
-            total_psnr += float(psnr(recon, batch).sum())
-            all_bits.append(bits)
-            if stats is not None:
-                stats.update(pack_bits(bits))
-            n += len(batch)
-    usage = bit_usage(torch.cat(all_bits))
-    usage.pop("bit_entropy")  # the per-bit list goes to eval.json, not the scalar log
-    out = {"psnr": total_psnr / max(n, 1), **usage}
-    if stats is not None:
-        out.update({f"code_{k}": v for k, v in stats.compute().items()})
-    return out
-
-
-__all__ = ["BinaryTokenizer", "BinaryTokenizerConfig", "PRESETS", "pack_bytes", "unpack_bytes", "binary_eval_fn",
-           "bit_usage", "MAX_PACKED_BITS"]
+__all__ = ["BinaryTokenizer", "BinaryTokenizerConfig", "PRESETS", "MAX_PACKED_BITS"]

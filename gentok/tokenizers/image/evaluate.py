@@ -1,9 +1,20 @@
-"""Held-out evaluation of image tokenizers: PSNR/SSIM, whole-set codebook statistics, and an honest equal-bit
-baseline (area-downsample, uniform colour quantization, bilinear upsample), plus the picture a user looks at first."""
+"""Held-out evaluation of image tokenizers, one module for every image model: measure (`evaluate_image_tokenizer`
+-> report dict), then write (`write_report` -> eval.json, pictures, a one-screen summary); `image_eval_fn` is the
+`fit` eval hook.
+
+Every model gets PSNR/SSIM of decode(encode(x)), whole-set codebook usage of its ids, and an honest equal-bit
+baseline at the same bits per image (area-downsample, uniform colour quantization, bilinear upsample). What a model
+is adds parts of the report, read from its properties, never from its class:
+- `model.decodes_prefixes` (FlexTok): quality against the number of tokens kept, k = 1, 2, 4, ..., K, each beside
+  the baseline at k x bits_per_token bits, and the coarse-to-fine picture `prefixes.png`. A model whose decode
+  samples (its `default_decode_options` has `steps`) is also decoded in one step: the decoder's clean-image estimate
+  from the tokens alone, the mean of what sampling draws from, so the highest-PSNR decode.
+- `model.to_bits` (binary latents): per-bit utilisation (`bit_usage`); for bit tokens it, not the share of the 2**B
+  patterns hit, says whether the rate is used.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -15,36 +26,71 @@ from torch.utils.data import DataLoader, Dataset
 from gentok.hub import atomic_write_json
 from gentok.metrics import CodebookStats, perceptual_metrics_or_skip, psnr, ssim
 from gentok.tokenizers.image.io import save_grid
+from gentok.tokenizers.tokens import Tokens
 
 
+# -- pieces ---------------------------------------------------------------------------------------------------------
 def _collect(dataset: Dataset, limit: int | None = None) -> Tensor:
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
     return torch.stack([dataset[i] for i in range(n)])
 
 
+def _decode_options(model, options: dict) -> dict:
+    """The model's default decode options overridden by the given ones that are not None."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return {**getattr(model, "default_decode_options", {}), **given}
+
+
+def _has_bits(model) -> bool:
+    return callable(getattr(model, "to_bits", None))
+
+
 @torch.no_grad()
-def reconstruct(model, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """(recon, ids) of `images` through `model.encode` / `model.decode`."""
-    recons, ids = [], []
-    for i in range(0, len(images), batch_size):
-        t = model.encode(images[i:i + batch_size])
-        ids.append(t)
-        recons.append(model.decode(t))
-    return torch.cat(recons), torch.cat(ids)
+def reconstruct(model, images: Tensor, batch_size: int = 64, **decode_options) -> tuple[Tensor, Tokens]:
+    """(recon (b, 3, S, S), tokens) of `images` through `model.encode` / `model.decode`, in batches."""
+    parts = [model.encode(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    tokens = Tokens.cat(parts)
+    recon = torch.cat([model.decode(t, **decode_options) for t in parts])
+    return recon, tokens
 
 
-def image_eval_fn(model, loader: DataLoader) -> dict:
-    """`fit` eval hook: PSNR over the held-out loader and codebook usage over all its tokens."""
-    stats = CodebookStats(model.vocab_size)
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for batch in loader:
-            ids = model.encode(batch)
-            recon = model.decode(ids)
-            stats.update(ids)
-            total += float(psnr(recon, batch).sum())
-            n += len(batch)
-    return {"psnr": total / max(n, 1), **{f"code_{k}": v for k, v in stats.compute().items()}}
+def prefix_lengths(num_tokens: int) -> list[int]:
+    """1, 2, 4, ... up to and including K."""
+    out, k = [], 1
+    while k < num_tokens:
+        out.append(k)
+        k *= 2
+    return out + [num_tokens]
+
+
+@torch.no_grad()
+def _decode_prefixes(model, ids: Tensor, ks: list[int], batch_size: int, options: dict) -> dict[int, Tensor]:
+    return {k: torch.cat([model.decode(ids[i:i + batch_size, :k], **options) for i in range(0, len(ids), batch_size)])
+            for k in ks}
+
+
+@torch.no_grad()
+def decode_prefixes(model, images: Tensor, ks: list[int], batch_size: int = 64, **decode_options) -> dict[int, Tensor]:
+    """{k: images decoded from the first k tokens} for `images` (b, 3, S, S), for a model whose prefixes decode."""
+    ids = torch.cat([model.encode(images[i:i + batch_size]).ids for i in range(0, len(images), batch_size)])
+    return _decode_prefixes(model, ids, ks, batch_size, decode_options)
+
+
+def bit_usage(bits: Tensor) -> dict:
+    """Per-bit utilisation of bits (b, K, B): each bit's entropy in bits (1 = on for half the tokens, 0 = constant),
+    pooled over tokens and per token position (a bit can be balanced over the sequence yet fixed at every
+    position). `bit_entropy` lists the pooled entropy of every bit."""
+    def h(p: Tensor) -> Tensor:  # binary entropy in bits; 0 log 0 = 0, so a constant bit has exactly 0
+        return -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2)
+
+    f = bits.float()
+    pooled = h(f.mean((0, 1)))  # (B,)
+    per_position = h(f.mean(0))  # (K, B)
+    return {"bit_ones": float(f.mean()), "bit_entropy_mean": float(pooled.mean()),
+            "bit_entropy_min": float(pooled.min()), "bits_used": float((pooled > 0.5).float().mean()),
+            "bit_entropy_per_position": float(per_position.mean()), "bit_entropy": [float(v) for v in pooled]}
 
 
 def equal_bit_baseline(images: Tensor, bits: float) -> tuple[Tensor, dict]:
@@ -69,44 +115,126 @@ def equal_bit_baseline(images: Tensor, bits: float) -> tuple[Tensor, dict]:
     return best[1], best[2]
 
 
-def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None,
-                             perceptual_weights: str | None = None) -> dict:
-    """Held-out PSNR/SSIM/codebook usage of `model` beside the equal-bit baseline."""
+def _quality(recon: Tensor, images: Tensor, prefix: str = "") -> dict:
+    return {f"{prefix}psnr": float(psnr(recon, images).mean()), f"{prefix}ssim": float(ssim(recon, images).mean())}
+
+
+# -- fit hook -------------------------------------------------------------------------------------------------------
+def image_eval_fn(model, loader: DataLoader) -> dict:
+    """`fit` eval hook: PSNR and codebook usage over the held-out loader; PSNR from 1 token where prefixes decode;
+    per-bit utilisation for bit tokens."""
+    stats = CodebookStats(model.vocab_size, model.num_codebooks)
+    prefixes, has_bits = getattr(model, "decodes_prefixes", False), _has_bits(model)
+    total, total_k1, n, bits = 0.0, 0.0, 0, []
+    with torch.no_grad():
+        for batch in loader:
+            tokens = model.encode(batch)
+            stats.update(tokens.ids)
+            total += float(psnr(model.decode(tokens), batch).sum())
+            if prefixes:
+                total_k1 += float(psnr(model.decode(tokens.ids[:, :1]), batch).sum())
+            if has_bits:
+                bits.append(model.to_bits(tokens))
+            n += len(batch)
+    out = {"psnr": total / max(n, 1), **{f"code_{k}": v for k, v in stats.compute().items()}}
+    if prefixes:
+        out["psnr_k1"] = total_k1 / max(n, 1)
+    if bits:
+        usage = bit_usage(torch.cat(bits))
+        usage.pop("bit_entropy")  # the per-bit list goes to eval.json, not the scalar log
+        out.update(usage)
+    return out
+
+
+# -- measure --------------------------------------------------------------------------------------------------------
+def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, perceptual_weights: str | None = None,
+                             batch_size: int = 64, **decode_options) -> dict:
+    """Measure `model` on the first `limit` images of `dataset` (each (3, S, S) in [0, 1]).
+
+    Args:
+        decode_options: keyword options of `model.decode` (FlexTok: `steps`, `guidance`); None means the default.
+    Returns:
+        the report: images, tokens/bits per image, PSNR/SSIM, the equal-bit baseline, `code_*` usage, the decode
+        options used, and the parts the model's properties call for (module docstring): `by_tokens` rows, `bit_*`
+        utilisation. `_tensors` holds the pictures' tensors for `write_report`.
+    """
     images = _collect(dataset, limit)
     model.eval()
-    recon, ids = reconstruct(model, images)
-    stats = CodebookStats(model.vocab_size, ids.shape[-1] if ids.ndim == 3 else 1)
-    stats.update(ids)
-    base, base_cfg = equal_bit_baseline(images, model.bits_per_sample)
-    report = {
-        "images": len(images),
-        "bits_per_image": float(model.bits_per_sample),
-        "psnr": float(psnr(recon, images).mean()),
-        "ssim": float(ssim(recon, images).mean()),
-        "baseline_psnr": float(psnr(base, images).mean()),
-        "baseline_ssim": float(ssim(base, images).mean()),
-        "baseline": base_cfg,
-        **{f"code_{k}": v for k, v in stats.compute().items()},
-    }
+    options = _decode_options(model, decode_options)
+    recon, tokens = reconstruct(model, images, batch_size, **options)
+    stats = CodebookStats(model.vocab_size, model.num_codebooks)
+    stats.update(tokens.ids)
+    bits_per_image = float(tokens.bits_per_item.mean())
+    base, base_cfg = equal_bit_baseline(images, bits_per_image)
+    report = {"images": len(images), "tokens_per_image": float(tokens.lengths.float().mean()),
+              "bits_per_token": float(tokens.bits_per_token), "bits_per_image": bits_per_image, **options,
+              **_quality(recon, images), **_quality(base, images, "baseline_"), "baseline": base_cfg,
+              **{f"code_{k}": v for k, v in stats.compute().items()}}
     report.update(perceptual_metrics_or_skip(perceptual_weights, images, recon))
-    report["_tensors"] = (images, recon, base)
+    tensors = {"images": images, "recon": recon, "baseline": base}
+    if getattr(model, "decodes_prefixes", False):
+        report["by_tokens"], tensors["prefixes"] = _by_prefix(model, images, tokens.ids, recon, batch_size, options)
+    if _has_bits(model):
+        report.update(bit_usage(model.to_bits(tokens)))
+    report["_tensors"] = tensors
     return report
 
 
+def _by_prefix(model, images: Tensor, ids: Tensor, full: Tensor, batch_size: int, options: dict):
+    """Rows of quality per prefix length k (beside the baseline at k tokens' bits) and {k: decoded images}."""
+    ks = prefix_lengths(ids.shape[1])
+    recons = {**_decode_prefixes(model, ids, ks[:-1], batch_size, options), ks[-1]: full}
+    one_step = _decode_prefixes(model, ids, ks, batch_size, {**options, "steps": 1}) if "steps" in options else None
+    rows = []
+    for k in ks:
+        bits = k * model.bits_per_token
+        base, base_cfg = equal_bit_baseline(images, bits)
+        row = {"tokens": k, "bits": bits, **_quality(recons[k], images)}
+        if one_step is not None:
+            row.update(_quality(one_step[k], images, "one_step_"))
+        rows.append({**row, **_quality(base, images, "baseline_"), "baseline": base_cfg})
+    return rows, recons
+
+
+# -- write ----------------------------------------------------------------------------------------------------------
 def write_report(report: dict, model, dataset, output_dir: str, n_show: int = 8) -> dict:
-    """Write eval.json and reconstructions.png (rows: originals, reconstructions, equal-bit baseline); print a
-    one-screen summary. Returns the JSON-able report."""
+    """Write eval.json, reconstructions.png (rows: originals, reconstructions, equal-bit baseline) and, where prefixes
+    decode, prefixes.png (each row one image: original, then decoded from 1, 2, 4, ..., K tokens); print a one-screen
+    summary. `model` and `dataset` are what `report` measured (the summary names the model). Returns the JSON-able
+    report."""
     out = Path(output_dir)
-    images, recon, base = report.pop("_tensors")
-    grid = save_grid([images[:n_show], recon[:n_show], base[:n_show]], out / "reconstructions.png")
-    report["grid"] = str(grid)
+    tensors = report.pop("_tensors")
+    images = tensors["images"][:n_show]
+    report["grid"] = str(save_grid([images, tensors["recon"][:n_show], tensors["baseline"][:n_show]],
+                                   out / "reconstructions.png"))
+    if "prefixes" in tensors:
+        recons = tensors["prefixes"]
+        rows = [torch.stack([images[i]] + [recons[k][i] for k in sorted(recons)]) for i in range(len(images))]
+        report["prefix_grid"] = str(save_grid(rows, out / "prefixes.png"))
     atomic_write_json(out / "eval.json", report)
-    print(
-        f"held-out ({report['images']} crops, {report['bits_per_image']:.0f} bits/image): "
-        f"PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f} | equal-bit baseline "
-        f"PSNR {report['baseline_psnr']:.2f} dB, SSIM {report['baseline_ssim']:.3f} "
-        f"({report['baseline']['resolution']}px x {report['baseline']['bits_per_channel']} bits) | "
-        f"codebook usage {report['code_usage']:.1%}\n"
-        f"grid (originals / reconstructions / baseline): {grid}\nreport: {out / 'eval.json'}"
-    )
+    print(_summary(report, getattr(model, "model_type", None) or type(model).__name__, out))
     return report
+
+
+def _summary(r: dict, name: str, out: Path) -> str:
+    base = r["baseline"]
+    if "bits_used" in r:  # bit tokens: how much each bit is used, not how many of the 2**B patterns were hit
+        usage = f"bits used {r['bits_used']:.0%}, mean bit entropy {r['bit_entropy_mean']:.2f}"
+    else:
+        usage = f"codebook usage {r['code_usage']:.1%}"
+    options = {k: r[k] for k in ("steps", "guidance") if k in r}
+    lines = [f"{name} held-out ({r['images']} crops, {r['bits_per_image']:.0f} bits/image"
+             + "".join(f", {k} {v}" for k, v in options.items()) + f"): PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}"
+             f" | equal-bit baseline PSNR {r['baseline_psnr']:.2f} dB, SSIM {r['baseline_ssim']:.3f} "
+             f"({base['resolution']}px x {base['bits_per_channel']} bits) | {usage}"]
+    if "by_tokens" in r:
+        one = "one_step_psnr" in r["by_tokens"][0]
+        lines.append(f"{'tokens':>6} {'bits':>7} {'PSNR':>7} {'SSIM':>6} | "
+                     + (f"{'1-step PSNR':>11} {'SSIM':>6} | " if one else "") + f"{'baseline PSNR':>13} {'SSIM':>6}")
+        for row in r["by_tokens"]:
+            lines.append(f"{row['tokens']:>6} {row['bits']:>7.0f} {row['psnr']:>7.2f} {row['ssim']:>6.3f} | "
+                         + (f"{row['one_step_psnr']:>11.2f} {row['one_step_ssim']:>6.3f} | " if one else "")
+                         + f"{row['baseline_psnr']:>13.2f} {row['baseline_ssim']:>6.3f}")
+        lines.append(f"prefixes (original, then 1, 2, 4, ..., K tokens): {r['prefix_grid']}")
+    lines.append(f"grid (originals / reconstructions / baseline): {r['grid']}\nreport: {out / 'eval.json'}")
+    return "\n".join(lines)

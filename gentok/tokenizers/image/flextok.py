@@ -5,8 +5,9 @@ registers < i left out); the registers are FSQ-quantized into K ids. Training ap
 length k is drawn from a schedule and registers k..K-1 are replaced by one learned mask token before the decoder, so
 every prefix ids[:, :k] is a complete description of the image, coarse to fine. The decoder is a rectified flow:
 a transformer, adaLN-conditioned on the flow time, maps noisy patches to a clean-image estimate (and so a velocity)
-given the kept registers; sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`flextok_flow.py`), with
-optional classifier-free guidance learned by dropping all registers for a fraction of training examples.
+given the kept registers; sampling runs diffusers' `FlowMatchEulerDiscreteScheduler` (`gentok.sampling.flow`), with
+optional classifier-free guidance learned by dropping all registers for a fraction of training examples. The encoder
+half is `gentok.nn.LatentEncoder`, shared with TiTok.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from torch import Tensor, nn
 
 from gentok.config import config
 from gentok.hub import register
-from gentok.nn import PatchEmbed, Transformer, init_weights, patchify, unpatchify
+from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, patchify, unpatchify
 from gentok.quantizers import FSQConfig, QuantizerConfig, build_quantizer
+from gentok.sampling.flow import flow_sample, guided, make_scheduler
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
-from gentok.tokenizers.image.flextok_flow import flow_sample, guided, make_scheduler
 from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
+from gentok.tokenizers.tokens import Tokens
 
 SCHEDULES = ("pow2", "uniform", "none")
 
@@ -138,22 +140,21 @@ def keep_lengths(schedule: str, batch: int, num_tokens: int, generator: torch.Ge
 @register("flextok")
 class FlexTok(ImageAssetsMixin, Tokenizer):
     config_class = FlexTokConfig
+    decodes_prefixes = True  # every prefix ids[:, :k], 1 <= k <= K, decodes: evaluation reports quality per k
 
     def __init__(self, config: FlexTokConfig):
         super().__init__()
         self.config = c = config
         scale = c.width**-0.5
         patch_dim = c.patch_size * c.patch_size * 3
+        tree = region_tree(c.num_tokens, c.image_size // c.patch_size) if c.token_mixing else None  # (K, N) 0/1
         # encoder: patches + K registers
-        self.patch_embed = PatchEmbed(c.patch_size, 3, c.width)
-        self.enc_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
-        self.registers = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
-        self.encoder = Transformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
-        self.to_code = nn.Linear(c.width, c.quantizer.dim)
+        self.encoder = LatentEncoder(c.image_size, c.patch_size, c.width, c.enc_depth, c.heads, c.mlp_ratio,
+                                     c.num_tokens, c.quantizer.dim, causal_latents=c.causal_registers,
+                                     mix=tree / tree.sum(1, keepdim=True) if tree is not None else None)
         self.quantizer = build_quantizer(c.quantizer)
         if self.quantizer.num_codebooks != 1:
             raise ValueError("FlexTok needs a single-level quantizer (one id per token)")
-        self.register_buffer("enc_mask", self._encoder_mask(), persistent=False)
         # decoder: K registers (kept ones from the codes, the rest the mask token) + noisy patches, adaLN on time
         self.from_code = nn.Linear(c.quantizer.dim, c.width)
         self.mask_token = nn.Parameter(torch.randn(c.width) * scale)
@@ -165,26 +166,16 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         self.decoder = Transformer(c.width, c.dec_depth, c.heads, c.mlp_ratio, cond_dim=c.width)
         self.to_pixels = nn.Linear(c.width, patch_dim)
         if c.token_mixing:
-            tree = region_tree(c.num_tokens, c.image_size // c.patch_size)  # (K, N) 0/1
-            self.enc_mix = nn.Parameter(tree / tree.sum(1, keepdim=True))
             self.dec_mix = nn.Parameter(tree.T / tree.T.sum(1, keepdim=True).clamp_min(1))
-        init_weights(self.encoder)
+        init_weights(self.encoder.transformer)
         init_weights(self.decoder)
         for block in self.decoder.blocks:  # init_weights overwrote adaLN's zero init: blocks must start as identity
             nn.init.zeros_(block.ada[1].weight)
             nn.init.zeros_(block.ada[1].bias)
         nn.init.zeros_(self.to_pixels.weight)  # DiT-style zero init: the first clean-patch prediction is 0 (grey)
         nn.init.zeros_(self.to_pixels.bias)
-
-    def _encoder_mask(self) -> Tensor:
-        """(N + K, N + K) bool, True = may attend: patches see patches; register i sees patches and registers
-        (<= i when causal)."""
-        c = self.config
-        n, k = c.num_patches, c.num_tokens
-        mask = torch.zeros(n + k, n + k, dtype=torch.bool)
-        mask[:, :n] = True
-        mask[n:, n:] = torch.ones(k, k, dtype=torch.bool).tril() if c.causal_registers else True
-        return mask
+        # checkpoints saved before the encoder was shared keep loading
+        self.register_load_state_dict_pre_hook(legacy_encoder_hook("registers"))
 
     # -- contract -------------------------------------------------------------------------------------------------
     @property
@@ -192,13 +183,14 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         return self.quantizer.codebook_size
 
     @property
-    def bits_per_token(self) -> float:
-        return self.quantizer.bits_per_token
+    def tokens_per_item(self) -> int:
+        """K, the full length; `decode` also takes any prefix of 1..K tokens per item."""
+        return self.config.num_tokens
 
     @property
-    def bits_per_sample(self) -> float:
-        """Bits of the full K-token sequence; a prefix of k tokens costs k * bits_per_token."""
-        return self.config.num_tokens * self.bits_per_token
+    def default_decode_options(self) -> dict:
+        """The sampling options `decode` uses when not given."""
+        return {"steps": self.config.sample_steps, "guidance": self.config.guidance}
 
     def forward(self, images: Tensor) -> TokenizerOutput:
         """Training pass on images (b, 3, S, S) in [0, 1]: nested dropout + flow-matching loss.
@@ -236,53 +228,54 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         return TokenizerOutput(recon, q.indices, loss, metrics)
 
     @torch.no_grad()
-    def encode(self, images) -> Tensor:
-        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> ids (b, K); every prefix decodes."""
+    def encode(self, images) -> Tokens:
+        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> `Tokens` with ids (b, K); every prefix
+        decodes."""
         x = to_image_batch(images, self.config.image_size)
-        return self.quantizer.encode(self._encode_latents(x))
+        return self.make_tokens(self.quantizer.encode(self._encode_latents(x)))
 
     @torch.no_grad()
-    def decode(self, ids: Tensor, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+    def decode(self, tokens, steps: int | None = None, guidance: float | None = None, seed: int = 0,
                generator: torch.Generator | None = None) -> Tensor:
-        """Token prefix ids (b, k), 1 <= k <= K -> images (b, 3, S, S) in [0, 1], by flow sampling.
+        """Token prefixes -> images (b, 3, S, S) in [0, 1], by flow sampling.
 
         Args:
-            ids: the first k ids of `encode`'s output (any k from 1 to K).
+            tokens: `Tokens` whose items keep their first 1..K ids (`lengths`, `PAD_ID` past them), or bare ids
+                (b, k) with 1 <= k <= K (the first k ids of `encode`'s output; padding marks shorter items).
             steps: Euler steps (default `config.sample_steps`).
             guidance: classifier-free guidance scale (default `config.guidance`; 1 = off).
-            seed: seeds the starting noise, so a call is reproducible; ignored when `generator` is given.
+            seed: seeds the starting noise, the same for every item, so an item decodes to the same image alone or
+                in any batch; ignored when `generator` is given (which draws one noise per item of the batch).
         """
         c = self.config
-        if not isinstance(ids, Tensor) or ids.ndim != 2 or not 1 <= ids.shape[1] <= c.num_tokens:
-            shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
-            raise ValueError(f"expected ids of shape (b, k) with 1 <= k <= {c.num_tokens}, got {shape}")
-        ids = self.check_ids(ids, (ids.shape[1],))
+        t = self.as_tokens(tokens)  # any length: a prefix
+        b, n = t.ids.shape
+        if n > c.num_tokens or int(t.lengths.min()) < 1:
+            raise ValueError(f"expected ids of shape (b, k) with 1 <= k <= {c.num_tokens} real ids per item, got "
+                             f"shape {tuple(t.ids.shape)} with lengths in [{int(t.lengths.min())}, "
+                             f"{int(t.lengths.max())}]")
         steps = c.sample_steps if steps is None else int(steps)
         guidance = c.guidance if guidance is None else float(guidance)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        device = self.registers.device
-        b, k = ids.shape
+        device = t.ids.device
         codes = torch.zeros(b, c.num_tokens, c.quantizer.dim, device=device)
-        codes[:, :k] = self.quantizer.decode(ids.to(device))
-        cond = self._decoder_registers(codes, torch.full((b,), k, dtype=torch.long, device=device))
+        codes[:, :n] = self.quantizer.decode(t.ids.clamp_min(0))  # padding becomes code 0, then the mask token
+        cond = self._decoder_registers(codes, t.lengths)
         uncond = self._decoder_registers(codes, torch.zeros(b, dtype=torch.long, device=device))
+        shape = (c.num_patches, c.patch_size**2 * 3)
         if generator is None:
-            generator = torch.Generator(device=device).manual_seed(seed)
-        noise = torch.randn(b, c.num_patches, c.patch_size**2 * 3, generator=generator, device=device)
+            noise = torch.randn(1, *shape, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+            noise = noise.expand(b, *shape)
+        else:
+            noise = torch.randn(b, *shape, generator=generator, device=device)
         velocity = guided(lambda x, s: self.velocity(x, s, cond), lambda x, s: self.velocity(x, s, uncond), guidance)
         x0 = flow_sample(velocity, noise, steps, make_scheduler(c.shift))
         return (unpatchify(x0, c.patch_size, c.image_size, c.image_size).clamp(-1, 1) + 1) / 2
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _encode_latents(self, x: Tensor) -> Tensor:
-        b = x.shape[0]
-        patches = self.patch_embed(x * 2 - 1) + self.enc_pos
-        registers = self.registers.expand(b, -1, -1)
-        if self.config.token_mixing:
-            registers = registers + torch.einsum("kp,bpd->bkd", self.enc_mix, patches)
-        h = self.encoder(torch.cat([patches, registers], dim=1), mask=self.enc_mask)
-        return self.to_code(h[:, -self.config.num_tokens:])  # (b, K, code_dim)
+        return self.encoder(x * 2 - 1)  # (b, K, code_dim); the model works in [-1, 1]
 
     def _decoder_registers(self, codes: Tensor, keep: Tensor) -> Tensor:
         """Quantized codes (b, K, code_dim) and keep lengths (b,) -> decoder register tokens (b, K, width), positions

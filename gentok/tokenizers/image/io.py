@@ -58,6 +58,8 @@ def check_images(x: Tensor, size: int, channels: int = 3) -> Tensor:
         raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype} (divide uint8 images by 255)")
     if x.ndim != 4 or x.shape[1] != channels or x.shape[2] != size or x.shape[3] != size:
         raise ValueError(f"expected images of shape (b, {channels}, {size}, {size}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError("images contain NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())

@@ -1,14 +1,13 @@
 """TiTok: "An Image is Worth 32 Tokens for Reconstruction and Generation" (Yu et al. 2024).
 
-A ViT encoder reads image patches together with K learnable latent tokens; only the latents are kept, quantized
-into a 1D sequence of K ids. A ViT decoder reads K quantized latents plus one mask token per patch and predicts the
-pixels of every patch. Trained single-stage here (pixel reconstruction + quantizer loss); a small convolutional
-refiner after un-patchifying removes patch-boundary artefacts cheaply.
+A ViT encoder reads image patches together with K learnable latent tokens (`gentok.nn.LatentEncoder`, shared with
+FlexTok); only the latents are kept, quantized into a 1D sequence of K ids. A ViT decoder reads K quantized latents
+plus one mask token per patch and predicts the pixels of every patch. Trained single-stage here (pixel
+reconstruction + quantizer loss); a small convolutional refiner after un-patchifying removes patch-boundary artefacts
+cheaply.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +15,11 @@ from torch import Tensor, nn
 
 from gentok.config import config
 from gentok.hub import register
-from gentok.nn import PatchEmbed, Transformer, init_weights, unpatchify
+from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, unpatchify
 from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quantizer
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
 from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
+from gentok.tokenizers.tokens import Tokens
 
 
 @config
@@ -110,12 +110,15 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         super().__init__()
         self.config = c = config
         scale = c.width**-0.5
+        # Attention starts out uniform, so a fresh TiTok first reconstructs every patch from the same average of the
+        # latents and learns spatial routing slowly. With token mixing, a learned (K x patches) matrix, initialised
+        # so each latent pools a contiguous band of patches (and the decoder's transpose spreads it back), gives the
+        # encoder and decoder a spatial starting point; training is free to turn it into any 1D assignment.
+        pool = _band_matrix(c.num_tokens, c.num_patches) if c.token_mixing else None
         # encoder: patches + K latent tokens
-        self.patch_embed = PatchEmbed(c.patch_size, 3, c.width)
-        self.enc_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
-        self.latents = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
-        self.encoder = Transformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
-        self.to_code = nn.Linear(c.width, c.quantizer.dim)
+        self.encoder = LatentEncoder(c.image_size, c.patch_size, c.width, c.enc_depth, c.heads, c.mlp_ratio,
+                                     c.num_tokens, c.quantizer.dim,
+                                     mix=pool / pool.sum(1, keepdim=True) if pool is not None else None)
         self.quantizer = build_quantizer(c.quantizer)
         # decoder: K quantized latents + one mask token per patch
         self.from_code = nn.Linear(c.quantizer.dim, c.width)
@@ -126,15 +129,11 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         self.to_pixels = nn.Linear(c.width, c.patch_size * c.patch_size * 3)
         self.refiner = Refiner(c.refine_channels) if c.refine_channels else nn.Identity()
         if c.token_mixing:
-            # Attention starts out uniform, so a fresh TiTok first reconstructs every patch from the same average of
-            # the latents and learns spatial routing slowly. A learned (K x patches) mixing matrix, initialised so each
-            # latent pools a contiguous band of patches (and the decoder's transpose spreads it back), gives the
-            # encoder and decoder a spatial starting point; training is free to turn it into any 1D assignment.
-            pool = _band_matrix(c.num_tokens, c.num_patches)
-            self.enc_mix = nn.Parameter(pool / pool.sum(1, keepdim=True))
             self.dec_mix = nn.Parameter(pool.T / pool.T.sum(1, keepdim=True))
-        init_weights(self.encoder)
+        init_weights(self.encoder.transformer)
         init_weights(self.decoder)
+        # checkpoints saved before the encoder was shared keep loading
+        self.register_load_state_dict_pre_hook(legacy_encoder_hook("latents"))
 
     # -- contract -------------------------------------------------------------------------------------------------
     @property
@@ -142,8 +141,8 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         return self.quantizer.codebook_size
 
     @property
-    def bits_per_sample(self) -> float:
-        return self.config.num_tokens * self.quantizer.bits_per_token
+    def tokens_per_item(self) -> int:
+        return self.config.num_tokens
 
     def forward(self, images: Tensor) -> TokenizerOutput:
         """Training pass on images (b, 3, S, S) in [0, 1]."""
@@ -163,26 +162,20 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         return TokenizerOutput(recon.clamp(0, 1) if not self.training else recon, q.indices, loss, metrics)
 
     @torch.no_grad()
-    def encode(self, images) -> Tensor:
-        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> ids (b, K)."""
+    def encode(self, images) -> Tokens:
+        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> `Tokens` with ids (b, K)."""
         x = to_image_batch(images, self.config.image_size)
-        return self.quantizer.encode(self._encode_latents(x))
+        return self.make_tokens(self.quantizer.encode(self._encode_latents(x)))
 
     @torch.no_grad()
-    def decode(self, ids: Tensor) -> Tensor:
-        """ids (b, K) -> images (b, 3, S, S) in [0, 1]."""
-        ids = self.check_ids(ids, (self.config.num_tokens,))
-        return self._decode_latents(self.quantizer.decode(ids.to(self.latents.device))).clamp(0, 1)
+    def decode(self, tokens) -> Tensor:
+        """`Tokens` or ids (b, K), every item all K tokens -> images (b, 3, S, S) in [0, 1]."""
+        ids = self.as_tokens(tokens, length=self.config.num_tokens).ids
+        return self._decode_latents(self.quantizer.decode(ids)).clamp(0, 1)
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _encode_latents(self, x: Tensor) -> Tensor:
-        b = x.shape[0]
-        patches = self.patch_embed(x * 2 - 1) + self.enc_pos
-        latents = self.latents.expand(b, -1, -1)
-        if self.config.token_mixing:
-            latents = latents + torch.einsum("kp,bpd->bkd", self.enc_mix, patches)
-        h = self.encoder(torch.cat([patches, latents], dim=1))
-        return self.to_code(h[:, -self.config.num_tokens:])  # (b, K, code_dim)
+        return self.encoder(x * 2 - 1)  # (b, K, code_dim); the model works in [-1, 1]
 
     def _decode_latents(self, z: Tensor) -> Tensor:
         c = self.config
@@ -205,7 +198,3 @@ def _band_matrix(tokens: int, patches: int) -> Tensor:
         m[k, lo:hi] = 1.0
     return m
 
-
-def token_budget_bits(cfg: TiTokConfig) -> float:
-    """Bits per image of a TiTok config (K tokens x bits per token)."""
-    return cfg.num_tokens * math.log2(build_quantizer(cfg.quantizer).codebook_size)

@@ -1,5 +1,6 @@
-"""Rectified-flow sampling for FlexTok's decoder, driven by diffusers' `FlowMatchEulerDiscreteScheduler`.
+"""Rectified-flow sampling driven by diffusers' `FlowMatchEulerDiscreteScheduler` (FlexTok's decoder uses it).
 
+The algorithm takes the model as an argument, a velocity function `(x, sigma) -> v`, and never lives inside it.
 Convention (diffusers / SD3): x_sigma = sigma * noise + (1 - sigma) * x0, the model predicts the velocity
 v = noise - x0, and the scheduler's Euler step is x <- x + (sigma_next - sigma) * v. The model is conditioned on
 sigma = timestep / num_train_timesteps, read from the scheduler's own timesteps: nothing here re-derives them.

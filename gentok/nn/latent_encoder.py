@@ -1,0 +1,93 @@
+"""A ViT encoder that summarises an image into K latent tokens: the encoder half shared by TiTok and FlexTok.
+
+Image patches (plus learned positions) and K learned latent tokens go through one transformer; only the K latent
+outputs are kept and projected to the quantizer's code width. Optionally the latents start from a learned linear
+mix of the patches (`mix`, (K, patches), initialised by the caller as a spatial pooling: TiTok's contiguous bands,
+FlexTok's coarse-to-fine region tree), because attention starts out uniform and a small model otherwise learns
+spatial routing slowly; and optionally latent i attends only to latents <= i (FlexTok's causal registers, so a
+prefix of the tokens never depends on later ones).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gentok.nn.patch import PatchEmbed
+from gentok.nn.transformer import Transformer
+
+# Parameter names of the encoder half before it was shared (kept flat on the tokenizer) -> names inside it.
+_LEGACY = {"patch_embed.": "patch_embed.", "enc_pos": "pos", "encoder.": "transformer.", "to_code.": "to_code.",
+           "enc_mix": "mix"}
+
+
+class LatentEncoder(nn.Module):
+    """`forward(images (b, c, H, W)) -> codes (b, K, code_dim)`; images in the scale the model works in.
+
+    Args:
+        image_size, patch_size, channels: the square input and its non-overlapping patches.
+        width, depth, heads, mlp_ratio: the transformer.
+        num_tokens: K, the latent tokens kept.
+        code_dim: width of the output codes (the quantizer's input).
+        mix: optional (K, patches) initial patch -> latent mixing matrix (a learned parameter); None: no mixing.
+        causal_latents: latent i attends to the patches and to latents <= i only.
+
+    The transformer keeps PyTorch's default init; the owning tokenizer applies `init_weights(encoder.transformer)`
+    where it always did, so a seed gives the same initial weights as before the encoder was shared.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, width: int, depth: int, heads: int, mlp_ratio: float,
+                 num_tokens: int, code_dim: int, channels: int = 3, mix: Tensor | None = None,
+                 causal_latents: bool = False):
+        super().__init__()
+        num_patches = (image_size // patch_size) ** 2
+        if mix is not None and tuple(mix.shape) != (num_tokens, num_patches):
+            raise ValueError(f"mix must have shape ({num_tokens}, {num_patches}), got {tuple(mix.shape)}")
+        self.num_tokens = num_tokens
+        scale = width**-0.5
+        # creation order (and so the random init for a seed) is the one the tokenizers always used
+        self.patch_embed = PatchEmbed(patch_size, channels, width)
+        self.pos = nn.Parameter(torch.randn(num_patches, width) * scale)
+        self.latents = nn.Parameter(torch.randn(num_tokens, width) * scale)
+        self.transformer = Transformer(width, depth, heads, mlp_ratio)
+        self.to_code = nn.Linear(width, code_dim)
+        self.mix = nn.Parameter(mix.clone().float()) if mix is not None else None
+        self.register_buffer("mask", _latent_mask(num_patches, num_tokens) if causal_latents else None,
+                             persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        patches = self.patch_embed(images) + self.pos  # (b, N, width)
+        latents = self.latents.expand(images.shape[0], -1, -1)  # (b, K, width)
+        if self.mix is not None:
+            latents = latents + torch.einsum("kp,bpd->bkd", self.mix, patches)
+        h = self.transformer(torch.cat([patches, latents], dim=1), mask=self.mask)
+        return self.to_code(h[:, -self.num_tokens:])  # (b, K, code_dim)
+
+
+def _latent_mask(num_patches: int, num_tokens: int) -> Tensor:
+    """(N + K, N + K) bool, True = may attend: every token sees the patches; latent i sees latents <= i."""
+    n, k = num_patches, num_tokens
+    mask = torch.zeros(n + k, n + k, dtype=torch.bool)
+    mask[:, :n] = True
+    mask[n:, n:] = torch.ones(k, k, dtype=torch.bool).tril()
+    return mask
+
+
+def legacy_encoder_hook(latents_name: str, attribute: str = "encoder"):
+    """A `load_state_dict` pre-hook for a tokenizer whose `attribute` is a `LatentEncoder`: renames the flat
+    parameter names its checkpoints had before the encoder was shared (`patch_embed.*`, `enc_pos`, `<latents_name>`,
+    `encoder.*`, `to_code.*`, `enc_mix`) to `<attribute>.*`, so old model directories and training checkpoints load.
+    A state dict already in the new layout passes through untouched."""
+    legacy = {**_LEGACY, latents_name: "latents"}
+
+    def hook(module, state_dict, prefix, *args):
+        if prefix + attribute + ".latents" in state_dict or prefix + latents_name not in state_dict:
+            return  # new layout, or not an encoder state dict at all
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            name = key[len(prefix):]
+            for old, new in legacy.items():
+                if name == old or (old.endswith(".") and name.startswith(old)):
+                    state_dict[prefix + attribute + "." + new + name[len(old):]] = state_dict.pop(key)
+                    break
+
+    return hook
