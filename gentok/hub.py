@@ -209,9 +209,32 @@ def _build_and_load(cls, meta: dict, directory, map_location):
     return model
 
 
-def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Load any gentok model from a `save_pretrained` directory, choosing the class by the config's `type` and
-    importing only the module that registers it."""
+def is_gentok_checkpoint(directory: str | os.PathLike) -> bool:
+    """True when `directory/config.json` is a gentok config (has `type`, `format_version` and `config`)."""
+    try:
+        meta = json.loads((Path(directory) / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and {"type", "format_version", "config"} <= set(meta)
+
+
+def load(source: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load a model: a gentok `save_pretrained` directory, a local snapshot of an official checkpoint of another
+    project (converted into a gentok model, see `gentok.hub_convert`), or a hub id such as
+    `yucornetto/tokenizer_titok_l32_imagenet`, fetched through huggingface_hub's cache only because it was named.
+
+    A gentok directory's class is chosen by the config's `type`; only the module that registers it is imported."""
+    directory = Path(source)
+    if not directory.exists():
+        from gentok.hub_remote import is_hub_id, snapshot
+
+        if not is_hub_id(str(source)):
+            raise CheckpointError(f"checkpoint directory {directory} does not exist")
+        directory = snapshot(str(source))
+    if directory.is_dir() and (directory / CONFIG_NAME).is_file() and not is_gentok_checkpoint(directory):
+        from gentok.hub_convert import convert
+
+        return convert(directory, map_location)
     meta = read_config(directory)
     try:
         cls = model_class(meta["type"])

@@ -125,3 +125,23 @@ def test_weights_that_do_not_match_the_config(tmp_path):
     (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError):
         gentok.load(tmp_path / "a")
+
+
+def test_hub_id_offline_fails_at_once_naming_the_local_alternative(tmp_path):
+    code = ("import gentok\ntry:\n    gentok.load('someone/tokenizer_that_is_not_cached')\n"
+            "except gentok.CheckpointError as e:\n    print(e)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=60)
+    assert "not in the local Hugging Face cache" in out.stdout and "local directory" in out.stdout
+
+
+def test_foreign_snapshots_without_safetensors_or_converter_are_refused(tmp_path):
+    from gentok.hub_convert import safetensors_files
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match="pickle"):
+        safetensors_files(tmp_path / "p")
+    (tmp_path / "p" / "config.json").write_text(json.dumps({"architectures": ["Mystery"]}))
+    with pytest.raises(CheckpointError, match="no converter recognises it"):
+        gentok.load(tmp_path / "p")

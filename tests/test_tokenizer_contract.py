@@ -169,7 +169,7 @@ CASES = {
     "audio.dac": _audio_case(_hf("dac")),
     "audio.mimi": _audio_case(_hf("mimi")),
     "mergedna": Case(_mergedna, _dna, lambda x: [[s] for s in x], _fasta_files,
-                     [("ACGTXQ", "letter"), ("", "empty"), ([], "at least one"), (3.5, "expected")]),
+                     [("ACGTXQ", "character"), ("", "empty"), ([], "at least one"), (3.5, "expected")]),
 }
 
 
