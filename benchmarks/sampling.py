@@ -2,12 +2,17 @@
 
 1. ASSD vs sequential any-subset sampling on the trained image-token AS-ARM (recipes/generator.py): NFE, wall-clock
    and the samples' NLL under the model (the law must not change) at masking rates 50/75/95% and k in {2, 4, 8}.
-2. AR decoding with our KV cache vs transformers' `GPT2LMHeadModel.generate`, the *same weights* copied into GPT-2
-   (logits checked equal), random init, tokens/s.
-3. Speculative AR sampling vs transformers' assisted generation (same target/draft weights in both), tokens/s.
+2. AR decoding with our static KV cache vs transformers' `GPT2LMHeadModel.generate`, the *same weights* copied into
+   GPT-2 (logits checked equal), tokens/s at batch 1 and 8 (run interleaved so load drifts hit both alike).
+3. Speculative AR sampling with a draft vs our own plain decoding (batch 1): acceptance rate, accepted drafts per
+   round, target passes, tokens/s; and vs transformers' assisted generation with the same two networks.
+   With --target-dir / --draft-dir (recipes/generator.py --model ar, then --draft-for) the trained pair is used;
+   otherwise a random target with a scaled head and a layer-skip draft (its first block).
 
     python -m benchmarks.sampling                          # reads outputs/generator/model + its token cache
     python -m benchmarks.sampling --model-dir DIR --tokens DIR/../tokens_eval.safetensors --batch 32
+    python -m benchmarks.sampling --parts ar --target-dir outputs/generator_ar/model \
+        --draft-dir outputs/generator_ar_draft/model      # AR + speculative only, the trained target and draft
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 import gentok
-from benchmarks.common import best_time, parser, print_table, pyplot, save_figure, write_json
+from benchmarks.common import best_time, interleaved, parser, print_table, pyplot, save_figure, write_json
 from gentok.generators import ARConfig, ARTransformer
 from gentok.sampling import assd, generate, sequential, speculative
 
@@ -122,41 +127,57 @@ def peaked(model: ARTransformer, scale: float) -> ARTransformer:
     return model
 
 
-def bench_ar(dim: int, depth: int, heads: int, batch: int, repeats: int, gamma: int) -> dict:
+def ar_pair(args) -> tuple[ARTransformer, ARTransformer, str]:
+    """(target, draft, description): the trained pair when given, else random weights and a layer-skip draft."""
+    if args.target_dir:
+        if not args.draft_dir:
+            raise SystemExit("--target-dir needs --draft-dir (train one with recipes/generator.py --draft-for)")
+        target, draft = gentok.load(args.target_dir).eval(), gentok.load(args.draft_dir).eval()
+        if target.config.num_classes or draft.config.vocab_size != target.config.vocab_size:
+            raise SystemExit("the AR benchmark needs an unconditional target and a draft over its vocabulary")
+        return target, draft, f"trained: {args.target_dir} + {args.draft_dir}"
     torch.manual_seed(0)
-    target = peaked(ARTransformer(ARConfig(vocab_size=1024, seq_len=32, dim=dim, depth=depth, heads=heads)), 4).eval()
-    draft = ARTransformer(ARConfig(vocab_size=1024, seq_len=32, dim=dim, depth=1, heads=heads)).eval()
+    cfg = ARConfig(vocab_size=1024, seq_len=args.ar_tokens, dim=args.ar_dim, depth=args.ar_depth,
+                   heads=max(1, args.ar_dim // 32))
+    target = peaked(ARTransformer(cfg), 4).eval()
+    draft = ARTransformer(ARConfig(**{**cfg.__dict__, "depth": 1})).eval()
     # layer-skip draft: the target's embeddings, first block and head
     draft.load_state_dict({k: v for k, v in target.state_dict().items()
                            if not k.startswith("blocks.") or k.startswith("blocks.0.")})
+    return target, draft, "random target (head x4), layer-skip draft"
+
+
+def bench_ar(target: ARTransformer, draft: ARTransformer, what: str, repeats: int, gamma: int) -> dict:
     hf_target, diff_t = to_gpt2(target)
     hf_draft, diff_d = to_gpt2(draft)
-    n = 32
-    t_ours, _ = timed(lambda: generate(target, n, batch_size=batch, seed=0), repeats)
-    t_hf, _ = timed(lambda: hf_generate(hf_target, batch, n), repeats)
-    t_ours1, _ = timed(lambda: generate(target, n, batch_size=1, seed=0), repeats)
-    t_hf1, _ = timed(lambda: hf_generate(hf_target, 1, n), repeats)
-    t_spec, spec = timed(lambda: speculative(target, draft, n, gamma=gamma, batch_size=1, seed=0), repeats)
-    t_assist, _ = timed(lambda: hf_generate(hf_target, 1, n, assistant=hf_draft, gamma=gamma), repeats)
-    out = {
-        "shape": {"dim": dim, "depth": depth, "heads": heads, "vocab": 1024, "tokens": n, "draft_depth": 1},
-        "logit_max_abs_diff_vs_gpt2": max(diff_t, diff_d),
-        "tokens_per_s_ours": batch * n / t_ours, "tokens_per_s_gpt2_generate": batch * n / t_hf,
-        "tokens_per_s_ratio": t_hf / t_ours, "batch": batch,
-        "tokens_per_s_ours_b1": n / t_ours1, "tokens_per_s_gpt2_generate_b1": n / t_hf1,
-        "tokens_per_s_ratio_b1": t_hf1 / t_ours1,
-        "speculative_tokens_per_s_ours": n / t_spec, "assisted_tokens_per_s_hf": n / t_assist,
-        "speculative_ratio": t_assist / t_spec, "gamma": gamma,
-        "speculative_target_nfe": float(spec.nfe.float().mean()),
-        "speculative_accepted_per_round": spec.summary().get("accepted_per_round"),
-        "speculative_vs_plain_ours": t_ours1 / t_spec,
-    }
-    print(f"  AR tokens/s (b={batch}): ours {out['tokens_per_s_ours']:.0f} vs GPT-2 generate "
-          f"{out['tokens_per_s_gpt2_generate']:.0f} (x{out['tokens_per_s_ratio']:.2f}); b=1: "
-          f"x{out['tokens_per_s_ratio_b1']:.2f}")
-    print(f"  speculative tokens/s: ours {out['speculative_tokens_per_s_ours']:.0f} vs assisted "
-          f"{out['assisted_tokens_per_s_hf']:.0f} (x{out['speculative_ratio']:.2f}); target NFE "
-          f"{out['speculative_target_nfe']:.1f}/{n}, accepted/round {out['speculative_accepted_per_round']:.2f}")
+    n = target.config.seq_len
+    out = {"pair": what, "shape": {k: getattr(target.config, k) for k in ("vocab_size", "dim", "depth", "heads")},
+           "draft_shape": {k: getattr(draft.config, k) for k in ("dim", "depth", "heads")}, "tokens": n,
+           "logit_max_abs_diff_vs_gpt2": max(diff_t, diff_d), "gamma": gamma}
+    for batch in (1, 8):
+        t = interleaved({"ours": lambda: generate(target, n, batch_size=batch, seed=0),
+                         "gpt2": lambda: hf_generate(hf_target, batch, n)}, repeats)
+        out[f"b{batch}"] = {"tokens_per_s_ours": batch * n / t["ours"],
+                            "tokens_per_s_gpt2_generate": batch * n / t["gpt2"], "ratio": t["gpt2"] / t["ours"]}
+        print(f"  AR b={batch}: ours {batch * n / t['ours']:.0f} tok/s vs GPT-2 generate "
+              f"{batch * n / t['gpt2']:.0f} tok/s (x{t['gpt2'] / t['ours']:.2f})", flush=True)
+    t = interleaved({"plain": lambda: generate(target, n, batch_size=1, seed=0),
+                     "spec": lambda: speculative(target, draft, n, gamma=gamma, batch_size=1, seed=0),
+                     "assisted": lambda: hf_generate(hf_target, 1, n, assistant=hf_draft, gamma=gamma)}, repeats)
+    spec = speculative(target, draft, n, gamma=gamma, batch_size=8, seed=1)  # acceptance over 8 sequences
+    rounds = [a for row in spec.accepted for a in row]
+    out["speculative"] = {
+        "accepted_per_round": sum(rounds) / max(len(rounds), 1),
+        "acceptance_rate": sum(rounds) / max(gamma * len(rounds), 1),
+        "target_nfe": float(spec.nfe.float().mean()), "draft_nfe": float(spec.draft_nfe.float().mean()),
+        "tokens_per_s": n / t["spec"], "tokens_per_s_plain_ours": n / t["plain"],
+        "speedup_vs_plain_ours": t["plain"] / t["spec"], "tokens_per_s_assisted_hf": n / t["assisted"],
+        "ratio_vs_assisted_hf": t["assisted"] / t["spec"]}
+    s = out["speculative"]
+    print(f"  speculative (gamma={gamma}): acceptance {s['acceptance_rate']:.2f} "
+          f"({s['accepted_per_round']:.2f}/round), "
+          f"target NFE {s['target_nfe']:.1f}/{n}; x{s['speedup_vs_plain_ours']:.2f} vs our plain decoding, "
+          f"x{s['ratio_vs_assisted_hf']:.2f} vs HF assisted", flush=True)
     return out
 
 
@@ -177,36 +198,48 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv=None):
     p = parser(__doc__, out="sampling.json")
+    p.add_argument("--parts", default="assd,ar", help="comma list of: assd, ar")
     p.add_argument("--model-dir", default="outputs/generator/model")
     p.add_argument("--tokens", default=None, help="held-out token cache (default: next to the model dir)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--ks", default="2,4,8")
     p.add_argument("--rates", default="0.5,0.75,0.95")
+    p.add_argument("--target-dir", default=None, help="a trained AR generator (else random weights)")
+    p.add_argument("--draft-dir", default=None, help="its draft (recipes/generator.py --draft-for)")
     p.add_argument("--ar-dim", type=int, default=256)
     p.add_argument("--ar-depth", type=int, default=4)
+    p.add_argument("--ar-tokens", type=int, default=32, help="tokens per sequence of the random AR pair")
     p.add_argument("--gamma", type=int, default=4)
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
     torch.set_grad_enabled(False)
-    model_dir = Path(args.model_dir)
-    tokens = Path(args.tokens) if args.tokens else model_dir.parent / "tokens_eval.safetensors"
-    if not (model_dir / "config.json").is_file() or not tokens.is_file():
-        raise SystemExit(f"no trained generator at {model_dir} (or no {tokens}): run recipes/generator.py first")
     print(f"threads={torch.get_num_threads()}")
-    print("ASSD vs sequential any-subset sampling (trained image-token AS-ARM, held-out prompts)")
-    rows = bench_assd(model_dir, tokens, args.batch, args.repeats, [float(r) for r in args.rates.split(",")],
-                      [int(k) for k in args.ks.split(",")])
-    print("AR decoding and speculative sampling vs transformers")
-    ar = bench_ar(args.ar_dim, args.ar_depth, args.ar_dim // 32, 8, args.repeats, args.gamma)
-    result = {"assd": rows, "ar": ar, "model_dir": str(model_dir), "batch": args.batch,
-              "threads": torch.get_num_threads()}
+    result = {"threads": torch.get_num_threads()}
+    rows = []
+    if "assd" in parts:
+        model_dir = Path(args.model_dir)
+        tokens = Path(args.tokens) if args.tokens else model_dir.parent / "tokens_eval.safetensors"
+        if not (model_dir / "config.json").is_file() or not tokens.is_file():
+            raise SystemExit(f"no trained generator at {model_dir} (or no {tokens}): run recipes/generator.py first")
+        print("ASSD vs sequential any-subset sampling (trained image-token AS-ARM, held-out prompts)")
+        rows = bench_assd(model_dir, tokens, args.batch, args.repeats, [float(r) for r in args.rates.split(",")],
+                          [int(k) for k in args.ks.split(",")])
+        result.update({"assd": rows, "model_dir": str(model_dir), "batch": args.batch})
+    if "ar" in parts:
+        print("AR decoding and speculative sampling vs our plain decoding and transformers")
+        result["ar"] = bench_ar(*ar_pair(args), args.repeats, args.gamma)
     out = write_json(args.out, result)
-    plot(rows, out.with_suffix(".png"))
-    print()
-    print_table(rows, ["mask_rate", "k", "nfe_sequential", "nfe_assd", "nfe_ratio", "speedup", "nll_sequential",
-                       "nll_assd"])
-    print(f"AR tokens/s ratio (ours / GPT-2 generate, b=8): {ar['tokens_per_s_ratio']:.2f}; "
-          f"speculative vs assisted: {ar['speculative_ratio']:.2f}\n-> {out}")
+    if rows:
+        plot(rows, out.with_suffix(".png"))
+        print()
+        print_table(rows, ["mask_rate", "k", "nfe_sequential", "nfe_assd", "nfe_ratio", "speedup", "nll_sequential",
+                           "nll_assd"])
+    if "ar" in result:
+        ar = result["ar"]
+        print(f"AR tokens/s ratio (ours / GPT-2 generate): b=1 x{ar['b1']['ratio']:.2f}, b=8 x{ar['b8']['ratio']:.2f}; "
+              f"speculative vs our plain x{ar['speculative']['speedup_vs_plain_ours']:.2f}")
+    print(f"-> {out}")
     return result
 
 

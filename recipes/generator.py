@@ -3,11 +3,18 @@
     accelerate launch recipes/generator.py                        # AS-ARM on TiTok tokens of the bundled photos
     accelerate launch recipes/generator.py --model ar --tokenizer outputs/titok/model
     accelerate launch --multi_gpu --num_processes 2 recipes/generator.py
+    accelerate launch recipes/generator.py --draft-for outputs/generator/model --preset tiny   # a draft for an AR
 
 Without --tokenizer it uses outputs/titok/model, training the tiny TiTok first (recipes/titok.py, a short budget)
 when that does not exist. Images are tokenized once and cached as safetensors. After training it writes
 `samples.png` (rows: held-out images through the tokenizer / infills from half their tokens / new samples) and
 `summary.json`. Rerunning with the same --output-dir resumes.
+
+With --draft-for TARGET_DIR (a trained AR generator) it instead trains a small AR *draft* for speculative sampling by
+sequence-level distillation: the target samples --num-images sequences once (cached next to the draft, keyed by the
+target's weights) and the draft learns next-token prediction on them, i.e. it is fitted to the target's own law at
+temperature 1, which is what acceptance min(1, p/q) rewards (data tokens would fit the data instead). The summary
+reports the draft's acceptance and the speed of speculative vs plain decoding. Output: <output-dir>_draft by default.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ from gentok.data.images import default_image_data
 from gentok.generators import ARTransformer, ASARM, ASARMLoss, ar_loss
 from gentok.generators import ar as ar_mod, asarm as asarm_mod
 from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
-from gentok.hub import atomic_write_json
+from gentok.hub import atomic_write_bytes, atomic_write_json
 from gentok.config import replace
-from gentok.sampling import assd, generate, sequential
+from gentok.sampling import assd, generate, sequential, speculative
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
@@ -59,7 +66,11 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--num-images", type=int, default=8192, help="training crops to tokenize")
     parser.add_argument("--k", type=int, default=4, help="ASSD drafts per round when sampling")
     parser.add_argument("--samples", type=int, default=8, help="images per row of the picture")
+    parser.add_argument("--draft-for", default=None, metavar="TARGET_DIR",
+                        help="train an AR draft for this trained AR generator (distilled on its samples)")
     args = parser.parse_args(argv)
+    if args.draft_for:
+        return train_draft(args, parser.get_default("output_dir"))
     presets = asarm_mod.PRESETS if args.model == "asarm" else ar_mod.PRESETS
     model_cfg, train_cfg = apply_overrides(presets[args.preset], TRAIN, args)
     out = Path(train_cfg.output_dir)
@@ -118,6 +129,87 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
             print(f"  {name:<18} " + "  ".join(f"{k}={v:.2f}" for k, v in s.items()))
     print(f"  picture            {out / 'samples.png'}  (rows: held-out | infill | samples)")
     return summary
+
+
+def train_draft(args, default_output: str):
+    """Sequence-level distillation of a draft AR model for the AR generator at `args.draft_for` (see the docstring)."""
+    target_dir = Path(args.draft_for)
+    if not (target_dir / "config.json").is_file():
+        raise SystemExit(f"--draft-for {target_dir} is not a saved gentok model (no config.json)")
+    target = gentok.load(target_dir).eval()
+    if not isinstance(target, ARTransformer):
+        raise SystemExit(f"--draft-for needs an AR generator (speculative sampling), got {type(target).__name__}")
+    if args.output_dir == default_output:
+        args.output_dir = f"{default_output}_draft"
+    model_cfg, train_cfg = apply_overrides(ar_mod.PRESETS[args.preset], TRAIN, args)
+    tc = target.config
+    model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+    out = Path(train_cfg.output_dir)
+    ids, cond = target_samples(target, out / "target_samples.safetensors", tokenizer_fingerprint(target_dir),
+                               args.num_images, train_cfg.seed)
+    held = max(1, ids.shape[0] // 20)  # 5% of the samples score the draft's fit
+    if tc.num_classes:
+        train_data = torch.utils.data.TensorDataset(ids[held:], cond[held:])
+        eval_data = torch.utils.data.TensorDataset(ids[:held], cond[:held])
+    else:
+        train_data, eval_data = TokenRows(ids[held:]), TokenRows(ids[:held])
+    result = fit(ARTransformer(model_cfg), train_data, train_cfg, eval_data=eval_data, loss_fn=ar_loss,
+                 run_config={"model": {"kind": "ar-draft", "preset": args.preset, "target": str(target_dir)}})
+    if result.is_main_process:
+        stats = draft_report(target, result.model.eval(), args.k, n=min(16, held))
+        atomic_write_json(out / "summary.json", {"model": "ar-draft", "target": str(target_dir),
+                                                 "eval": result.eval_metrics, "speculative": stats})
+        print(f"\ndraft for {target_dir} -> {out / 'model'}")
+        print("  " + "  ".join(f"{k}={v:.3g}" for k, v in stats.items()))
+    return result
+
+
+@torch.no_grad()
+def target_samples(target, path: Path, fingerprint: str, n: int, seed: int, batch: int = 256):
+    """(ids (n, L), class ids (n,) or None) sampled from `target` at temperature 1, cached at `path`."""
+    from safetensors.torch import load_file, save
+
+    meta = {"fingerprint": fingerprint, "n": str(n), "seed": str(seed)}
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            if f.metadata() == meta:
+                data = load_file(str(path))
+                return data["ids"], data.get("cond")
+    g = torch.Generator().manual_seed(seed)
+    L, classes = target.config.seq_len, target.config.num_classes
+    chunks, conds = [], []
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        c = torch.randint(classes, (b,), generator=g) if classes else None
+        chunks.append(generate(target, L, cond=c, batch_size=b, generator=g).ids.cpu())
+        conds.append(c)
+    data = {"ids": torch.cat(chunks).contiguous()}
+    if classes:
+        data["cond"] = torch.cat(conds).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(data, metadata=meta))
+    return data["ids"], data.get("cond")
+
+
+@torch.no_grad()
+def draft_report(target, draft, gamma: int, n: int) -> dict:
+    """Acceptance of `draft` in speculative sampling of `target` and its speed against plain decoding (batch 1)."""
+    if target.config.num_classes:
+        return {}  # the benchmark measures class-conditional targets; here one code path keeps the recipe short
+    L = target.config.seq_len
+    t0 = time.perf_counter()
+    plain = [generate(target, L, seed=i) for i in range(n)]
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    spec = [speculative(target, draft, L, gamma=gamma, seed=i) for i in range(n)]
+    t_spec = time.perf_counter() - t0
+    rounds = [a for s in spec for a in s.accepted[0]]
+    return {"gamma": gamma, "accepted_per_round": sum(rounds) / max(len(rounds), 1),
+            "acceptance_rate": sum(rounds) / max(gamma * len(rounds), 1),
+            "target_nfe": sum(float(s.nfe[0]) for s in spec) / n, "tokens": L,
+            "plain_seconds": t_plain / len(plain), "speculative_seconds": t_spec / n, "speedup": t_plain / t_spec}
 
 
 if __name__ == "__main__":

@@ -258,3 +258,51 @@ def test_pretokenize_reads_tokens_ids_and_caches_by_fingerprint(tmp_path):
     assert tok.calls > calls  # another tokenizer: recomputed
     with pytest.raises(ValueError, match="padded"):
         pretokenize(FakeTokenizer(ragged=True), data, tmp_path / "r.safetensors", "fp1")
+
+
+# -- the static KV cache -----------------------------------------------------------------------------------------------
+def test_static_cache_writes_in_place_and_rolls_back():
+    """Decoding never reallocates the cache (one buffer, same storage every step), `crop` only moves lengths, and the
+    old `layers` view still reads the filled part."""
+    model = ar_model()
+    ids = torch.randint(11, (2, 9))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache()
+        model(ids[:, :2], cache=cache)
+        ptr = cache.k.data_ptr()
+        for i in range(2, 9):
+            model(ids[:, i:i + 1], cache=cache)
+            assert cache.k.data_ptr() == ptr
+        assert cache.length == 10 and cache.layers[0][0].shape == (2, 4, 10, 8)
+        cache.crop(3)
+        assert cache.k.data_ptr() == ptr and cache.lengths == [3, 3]
+        torch.testing.assert_close(model(ids[:, 2:], cache=cache), full[:, 3:], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="crop"):
+            cache.crop(11)
+        with pytest.raises(ValueError, match="exceeds seq_len"):
+            model(ids[:, :1], cache=cache)
+
+
+def test_ragged_cache_rows_continue_from_their_own_lengths():
+    """Rows cropped to different lengths and decoded together equal each row decoded alone (and the full pass)."""
+    model = ar_model(num_classes=3)
+    ids = torch.randint(11, (3, 9))
+    cond = torch.tensor([2, 0, 1])
+    keep = [2, 5, 3]  # cached positions per row (start + keep - 1 tokens)
+    with torch.no_grad():
+        full = model(ids, cond)
+        cache = model.new_cache()
+        model(ids[:, :6], cond, cache=cache)
+        cache.crop(keep)
+        with pytest.raises(ValueError, match="lengths"):
+            cache.length
+        nxt = torch.stack([ids[r, keep[r] - 1:keep[r] + 2] for r in range(3)])  # 3 new tokens per row
+        out = model(nxt, cond, cache=cache)
+        assert cache.lengths == [k + 3 for k in keep]
+        for r in range(3):
+            torch.testing.assert_close(out[r], full[r, keep[r]:keep[r] + 3], atol=1e-5, rtol=1e-5)
+        picked = cache.select(torch.tensor([1]))
+        assert picked.lengths == [8]
+        torch.testing.assert_close(model(ids[1:2, 7:8], cond[1:2], cache=picked)[0, 0], full[1, 8], atol=1e-5,
+                                   rtol=1e-5)

@@ -115,3 +115,37 @@ def test_prompts_are_validated():
             generate(model, 1, bad, seed=0)
         with pytest.raises(ValueError, match=match):
             speculative(model, peaky_ar(seed=1, depth=1), 1, bad, seed=0)
+
+
+def test_greedy_decoding_with_cache_equals_without():
+    model = peaky_ar(5, vocab=9, seq_len=10).float()
+    prompt = torch.randint(9, (4, 3))
+    a = generate(model, 7, prompt, temperature=0)
+    b = generate(model, 7, prompt, temperature=0, use_cache=False)
+    assert torch.equal(a.ids, b.ids)
+    ids = prompt  # and it is the argmax chain of the full forward
+    for _ in range(7):
+        ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(a.ids, ids)
+
+
+def test_sample_step_draws_like_multinomial_and_processes_once():
+    from gentok.sampling import TorchChooser, sample_step
+
+    torch.manual_seed(0)
+    logits = torch.randn(64, 20)
+    tokens, probs = sample_step(logits, TorchChooser(7), temperature=0.7, top_k=5)
+    torch.testing.assert_close(probs, process_logits(logits, 0.7, 5))
+    want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(7))[:, 0]
+    assert torch.equal(tokens, want) and bool((probs.gather(1, tokens[:, None]) > 0).all())
+    with pytest.raises(ValueError):
+        sample_step(logits, TorchChooser(0), temperature=-1)
+
+
+def test_speculative_matches_plain_decoding_when_greedy():
+    """Greedy speculative decoding must return the target's greedy chain whatever the draft proposes."""
+    target, draft = peaky_ar(6, vocab=9, seq_len=12).float(), peaky_ar(7, depth=1, vocab=9, seq_len=12).float()
+    prompt = torch.randint(9, (3, 2))
+    want = generate(target, 9, prompt, temperature=0)
+    got = speculative(target, draft, 9, prompt, gamma=3, temperature=0, seed=0)
+    assert torch.equal(got.ids, want.ids)

@@ -56,34 +56,47 @@ class ARTransformer(TransformerGenerator):
         else:
             self.bos = nn.Parameter(torch.zeros(c.dim))
 
-    def new_cache(self) -> KVCache:
-        return KVCache(len(self.blocks))
-
     def forward(self, ids: Tensor, cond: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """Next-token logits.
 
         Args:
             ids: (b, n) token ids, n may be 0 on the first call (only the start position is then processed).
             cond: (b,) class ids; required iff `num_classes > 0`, read only when the start position is processed.
-            cache: an optional `KVCache`, appended to in place. An empty cache means "start of the sequence".
+            cache: an optional `KVCache` (`new_cache()`), written in place. An empty cache means "start of the
+                sequence"; its rows may hold different lengths (each row continues from its own).
         Returns:
             logits (b, n + 1, vocab) when the start position is processed (no cache or an empty one), else (b, n,
             vocab); the last row always predicts the token after the last input.
         """
         ids = check_ids(ids, self.config.vocab_size, (None, None))
-        b, n = ids.shape
-        past = 0 if cache is None else cache.length
+        if cache is None:
+            return self._full(ids, cond)
+        past = max(cache.lengths, default=0) or 1  # an empty cache first adds the start position
+        if past + ids.shape[1] > self.config.seq_len + 1:
+            raise ValueError(f"sequence of {past + ids.shape[1] - 1} tokens exceeds seq_len {self.config.seq_len}")
+        return self.decode(ids, cache, cond)
+
+    def decode(self, ids: Tensor, cache: KVCache, cond: Tensor | None = None) -> Tensor:
+        """`forward` with a cache for samplers that already validated their ids (no checks, no device syncs).
+
+        ids (b, n) long -> logits (b, n [+ 1 on an empty cache], vocab).
+        """
         x = self.tok_emb(ids)
-        if past == 0:
-            x = torch.cat([self._start(cond, b)[:, None], x], dim=1)
-        total = past + x.shape[1]
-        if total > self.config.seq_len + 1:
-            raise ValueError(f"sequence of {total - 1} tokens exceeds seq_len {self.config.seq_len}")
-        x = x + self.pos_emb[past:total]
+        if not any(cache.lengths):  # every row starts here (a sampler never mixes fresh and started rows)
+            x = torch.cat([self._start(cond, ids.shape[0])[:, None], x], dim=1)
+        step = self.begin(cache, x)
+        pos = self.pos_emb[step.start:step.span] if step.start is not None else self.pos_emb[step.slots]
+        x = self.cached_blocks(x + pos, cache, step)
+        cache.advance(step)
+        return self.logits(x)
+
+    def _full(self, ids: Tensor, cond: Tensor | None) -> Tensor:
+        x = torch.cat([self._start(cond, ids.shape[0])[:, None], self.tok_emb(ids)], dim=1)
         m = x.shape[1]
-        # a single new position may see every cached one: no mask; otherwise causal, offset by the cache
-        mask = None if m == 1 else torch.ones(m, total, dtype=torch.bool, device=x.device).tril(past)
-        return self.logits(self.run_blocks(x, mask, cache))
+        if m > self.config.seq_len + 1:
+            raise ValueError(f"sequence of {m - 1} tokens exceeds seq_len {self.config.seq_len}")
+        mask = None if m == 1 else torch.ones(m, m, dtype=torch.bool, device=x.device).tril()
+        return self.logits(self.run_blocks(x + self.pos_emb[:m], mask))
 
     def _start(self, cond: Tensor | None, b: int) -> Tensor:
         if self.config.num_classes:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from gentok.sampling.basic import Chooser, SampleOutput, make_chooser, process_logits, residual
+from gentok.sampling.basic import (Chooser, SampleOutput, check_processing, make_chooser, process_logits, residual,
+                                   sample_step)
 from gentok.validate import check_ids
 
 
@@ -227,6 +228,7 @@ def assd(model, prompt_ids: Tensor, prompt_mask: Tensor, k: int = 4, temperature
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)
     while state.active():
@@ -242,6 +244,7 @@ def sequential(model, prompt_ids: Tensor, prompt_mask: Tensor, temperature: floa
                chooser: Chooser | None = None) -> SampleOutput:
     """Fill the positions outside `prompt_mask` one token per forward pass (the baseline ASSD is measured against).
     Same arguments and result as `assd` without `k`."""
+    check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)
     cursor = torch.zeros(len(state.cursor), dtype=torch.long, device=state.ids.device)
@@ -254,7 +257,7 @@ def sequential(model, prompt_ids: Tensor, prompt_mask: Tensor, temperature: floa
         c = cursor[rows]
         pos = state.targets[rows, c]
         logits = model(state.ids[rows], state.ranks[rows], pos[:, None], (c + 1)[:, None])[:, 0]
-        token = choose.categorical(process_logits(logits, temperature, top_k, top_p))
+        token, _ = sample_step(logits, choose, temperature, top_k, top_p)
         state.ids[rows, pos] = token
         cursor[rows] += 1
         nfe[rows] += 1

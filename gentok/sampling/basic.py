@@ -1,5 +1,6 @@
-"""Shared sampling pieces: logits -> probabilities (temperature, top-k, top-p), the random-choice source, the
-speculative residual, the common result type, and plain autoregressive sampling with the KV cache.
+"""Shared sampling pieces: the one fused decoding step (`sample_step`: temperature, top-k, top-p and the draw), the
+random-choice source, the speculative residual, the common result type, and plain autoregressive sampling with the
+KV cache.
 
 Every random decision a sampler makes goes through a `Chooser` (`categorical`, `bernoulli`). The default draws from a
 seeded `torch.Generator`; tests substitute one that walks every branch, which is how the exactness of ASSD and
@@ -22,14 +23,15 @@ def process_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top
 
     `temperature == 0` is greedy (one-hot argmax); `top_k > 0` keeps the k most likely tokens; `top_p < 1` keeps the
     smallest set whose mass reaches top_p. Speculative samplers apply the same function to the draft and the target,
-    so they are exact for the processed target distribution.
+    so they are exact for the processed target distribution. Steps that change nothing (temperature 1, no top-k,
+    top-p 1) launch no kernel: at batch 1 a decoding step is a handful of small kernels and each one shows.
     """
-    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
+    check_processing(temperature, top_k, top_p)
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-    logits = logits / temperature
+    if temperature != 1.0:
+        logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -41,6 +43,24 @@ def process_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top
         probs = probs.masked_fill(drop, 0.0)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
+
+
+def check_processing(temperature: float, top_k: int, top_p: float) -> None:
+    """ValueError unless temperature >= 0, top_k >= 0 and 0 < top_p <= 1."""
+    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
+
+
+def sample_step(logits: Tensor, chooser: "Chooser", temperature: float = 1.0, top_k: int = 0,
+                top_p: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The one decoding step every sampler takes: logits (n, V) -> (tokens (n,) long, probabilities (n, V)).
+
+    Processing (temperature, top-k, top-p) and the draw happen here and nowhere else, so AR decoding, speculative
+    sampling and ASSD draw from exactly the same processed distribution; the probabilities are returned because the
+    speculative samplers need them for their accept ratios and residuals.
+    """
+    probs = process_logits(logits, temperature, top_k, top_p)
+    return chooser.categorical(probs), probs
 
 
 def residual(p: Tensor, q: Tensor) -> Tensor:
@@ -83,9 +103,11 @@ class TorchChooser(Chooser):
         return self.generator
 
     def categorical(self, probs: Tensor) -> Tensor:
-        if probs.shape[0] == 0:
-            return torch.zeros(0, dtype=torch.long, device=probs.device)
-        return torch.multinomial(probs, 1, generator=self._gen(probs.device))[:, 0]
+        # argmax(p / E), E ~ Exp(1) i.i.d., is an exact draw from p; it is what `torch.multinomial(p, 1)` computes
+        # (same generator stream, same result) minus its validity check, whose device sync cost a decoding step
+        # more than the draw itself. probs come from `process_logits`, finite and non-negative by construction.
+        race = torch.empty_like(probs).exponential_(generator=self._gen(probs.device))
+        return (probs / race).argmax(-1)
 
     def bernoulli(self, probs: Tensor) -> Tensor:
         return torch.rand(probs.shape, generator=self._gen(probs.device), device=probs.device,
@@ -128,8 +150,8 @@ def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Ten
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
              generator: torch.Generator | None = None, chooser: Chooser | None = None,
              use_cache: bool = True, batch_size: int | None = None) -> SampleOutput:
-    """Autoregressive sampling from an `ARTransformer`: one forward pass per new token, through its `KVCache`
-    (`use_cache=False` recomputes the whole prefix each step, the reference the cache is tested against).
+    """Autoregressive sampling from an `ARTransformer`: one forward pass per new token, through its static
+    `KVCache` (`use_cache=False` recomputes the whole prefix each step, the reference the cache is tested against).
 
     Args:
         num_tokens: tokens to generate after the prompt.
@@ -138,6 +160,7 @@ def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Ten
     Returns:
         `SampleOutput` with ids (b, p + num_tokens).
     """
+    check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     device = next(model.parameters()).device
     if prompt_ids is None:
@@ -146,13 +169,13 @@ def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Ten
     b, p = prompt_ids.shape
     if num_tokens < 0 or p + num_tokens > model.seq_len:
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit seq_len {model.seq_len}")
-    ids = prompt_ids
+    ids = torch.empty(b, p + num_tokens, dtype=torch.long, device=device)  # written in place, never concatenated
+    ids[:, :p] = prompt_ids
     cache = model.new_cache() if use_cache else None
-    step_in = ids
-    for _ in range(num_tokens):
-        logits = model(step_in if use_cache else ids, cond, cache=cache)[:, -1]
-        token = choose.categorical(process_logits(logits, temperature, top_k, top_p))
-        ids = torch.cat([ids, token[:, None]], dim=1)
-        step_in = token[:, None]
+    step_in = prompt_ids
+    for t in range(p, p + num_tokens):
+        logits = model.decode(step_in, cache, cond) if use_cache else model(ids[:, :t], cond)
+        ids[:, t], _ = sample_step(logits[:, -1], choose, temperature, top_k, top_p)
+        step_in = ids[:, t:t + 1]
     nfe = torch.full((b,), num_tokens, dtype=torch.long)
     return SampleOutput(ids, nfe, torch.full((b,), num_tokens, dtype=torch.long))

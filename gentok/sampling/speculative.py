@@ -4,10 +4,11 @@ A small draft model proposes gamma tokens one by one; the target model scores al
 i is kept with probability min(1, p_i/q_i); the first rejected one is replaced by a draw from norm(max(p - q, 0)) and
 the round ends; if all are kept a bonus token comes from the target's last row. The output law is the target's.
 
-Both models keep an explicit `KVCache`; after a round each cache is cropped back to the accepted prefix. Invariant
-at the start of a round: each cache holds the start position and a prefix of the accepted tokens, the last accepted
-token never being in the target's cache yet, so the target's pass always has a row that predicts the first draft.
-Rows of a batch are decoded one after the other (acceptance lengths differ per row).
+Both models keep a static `KVCache`; after a round each cache is cropped back to the accepted prefix (a length
+change, nothing is copied). Invariant at the start of a round: each cache holds the start position and a prefix of
+the accepted tokens, the last accepted token never being in the target's cache yet, so the target's pass always has
+a row that predicts the first draft. Rows of a batch are decoded one after the other (acceptance lengths differ per
+row); every draw goes through `sample_step`, the decoding step plain generation takes too.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gentok.sampling.basic import Chooser, SampleOutput, make_chooser, process_logits, residual
+from gentok.sampling.basic import (Chooser, SampleOutput, check_processing, make_chooser, process_logits, residual,
+                                   sample_step)
 from gentok.validate import check_ids
 
 
-def _feed(model, cache, seq: list[int], cond, device) -> Tensor:
-    """Run the tokens of `seq` not yet in `cache` (the start position included when empty); return the rows."""
+def _feed(model, cache, seq: Tensor, n: int, cond) -> Tensor:
+    """Run positions of `seq[:n]` (a (1, L) row buffer) not yet in `cache` (the start position included when empty);
+    return their logits (m, V)."""
     have = max(cache.length - 1, 0)
-    ids = torch.tensor([seq[have:]], dtype=torch.long, device=device)
-    return model(ids, cond, cache=cache)[0]
+    return model.decode(seq[:, have:n], cache, cond)[0]
 
 
 @torch.no_grad()
@@ -38,58 +40,61 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
         raise ValueError(f"gamma must be >= 1, got {gamma}")
     if target.vocab_size != draft.vocab_size:
         raise ValueError(f"target and draft vocabularies differ ({target.vocab_size} vs {draft.vocab_size})")
+    check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     device = next(target.parameters()).device
     if prompt_ids is None:
         prompt_ids = torch.zeros(batch_size or 1, 0, dtype=torch.long, device=device)
-    prompt_ids = check_ids(prompt_ids, target.vocab_size, (None, None), "prompt_ids")
+    prompt_ids = check_ids(prompt_ids, target.vocab_size, (None, None), "prompt_ids").to(device)
     b, p = prompt_ids.shape
-    if num_tokens < 0 or p + num_tokens > min(target.seq_len, draft.seq_len):
+    end = p + num_tokens
+    if num_tokens < 0 or end > min(target.seq_len, draft.seq_len):
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit both models' seq_len")
-    rows, nfe, dnfe, accepted = [], [], [], []
+    if cond is not None:
+        cond = torch.as_tensor(cond, device=device).reshape(-1)
+    process = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    # one spare slot: a round may put gamma drafts past the last accepted token before cropping
+    ids = torch.zeros(b, end + gamma, dtype=torch.long, device=device)
+    ids[:, :p] = prompt_ids
+    nfe, dnfe, accepted = [], [], []
     for i in range(b):
-        c = None if cond is None else torch.as_tensor(cond).reshape(-1)[i:i + 1]
-        seq = prompt_ids[i].tolist()
-        end = p + num_tokens
+        c = None if cond is None else cond[i:i + 1]
+        seq = ids[i:i + 1]  # (1, end + gamma) view: this row's tokens, written in place
+        n = p  # tokens decided
         t_cache, d_cache = target.new_cache(), draft.new_cache()
         n_t = n_d = 0
         acc: list[int] = []
-        while len(seq) < end:
-            g = min(gamma, end - len(seq) - 1)  # the bonus token fills the last slot
-            xs, qs = [], []
+        while n < end:
+            g = min(gamma, end - n - 1)  # the bonus token fills the last slot
+            qs = []
             if g > 0:
-                logits = _feed(draft, d_cache, seq, c, device)[-1]
+                logits = _feed(draft, d_cache, seq, n, c)[-1:]
                 n_d += 1
                 for j in range(g):
-                    q = process_logits(logits, temperature, top_k, top_p)
-                    x = int(choose.categorical(q[None])[0])
-                    xs.append(x)
-                    qs.append(q)
+                    seq[0, n + j:n + j + 1], q = sample_step(logits, choose, **process)
+                    qs.append(q[0])
                     if j < g - 1:
-                        logits = draft(torch.tensor([[x]], device=device), c, cache=d_cache)[0, -1]
+                        logits = draft.decode(seq[:, n + j:n + j + 1], d_cache, c)[0]
                         n_d += 1
-            t_rows = _feed(target, t_cache, seq + xs, c, device)
+            ps = process_logits(_feed(target, t_cache, seq, n + g, c)[-(g + 1):], **process)  # p_1..p_g, bonus row
             n_t += 1
-            ps = process_logits(t_rows[-(g + 1):], temperature, top_k, top_p)  # p_1..p_g, then the bonus row
-            keep = 0
+            keep = g
             if g > 0:
-                ratio = torch.stack([(ps[j, xs[j]] / qs[j][xs[j]]).clamp(max=1.0) for j in range(g)])
-                ok = choose.bernoulli(ratio).tolist()
+                xs = seq[0, n:n + g]
+                rows = torch.arange(g, device=device)
+                q = torch.stack(qs)
+                ok = choose.bernoulli((ps[rows, xs] / q[rows, xs]).clamp(max=1.0)).tolist()
                 keep = ok.index(False) if False in ok else g
-            if keep < g:
-                fix = int(choose.categorical(residual(ps[keep], qs[keep])[None])[0])
-            else:
-                fix = int(choose.categorical(ps[g][None])[0])
-            seq = seq + xs[:keep] + [fix]
+            fix_from = residual(ps[keep], qs[keep]) if keep < g else ps[g]
+            seq[0, n + keep] = choose.categorical(fix_from[None])[0]
             if g > 0:
                 acc.append(keep)
-            # the last token (the fix/bonus) is not in either cache; crop anything past the accepted prefix
-            t_cache.crop(min(t_cache.length, len(seq)))
-            d_cache.crop(min(d_cache.length, len(seq)))
-        rows.append(seq)
+            n += keep + 1
+            # the last token (the fix/bonus) is in neither cache; drop anything past the accepted prefix
+            t_cache.crop(min(t_cache.length, n))
+            d_cache.crop(min(d_cache.length, n))
         nfe.append(n_t)
         dnfe.append(n_d)
         accepted.append(acc)
-    ids = torch.tensor(rows, dtype=torch.long, device=device).reshape(b, p + num_tokens)
-    return SampleOutput(ids, torch.tensor(nfe), torch.full((b,), num_tokens, dtype=torch.long), accepted,
-                        draft_nfe=torch.tensor(dnfe))
+    return SampleOutput(ids[:, :end].clone(), torch.tensor(nfe), torch.full((b,), num_tokens, dtype=torch.long),
+                        accepted, draft_nfe=torch.tensor(dnfe))
