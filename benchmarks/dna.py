@@ -2,6 +2,8 @@
 
     python -m benchmarks.dna --model outputs/mergedna/model      # a recipe-trained model
     python -m benchmarks.dna --preset tiny --steps 300            # train a small one here first (minutes)
+    python -m benchmarks.dna --speed-only [--preset cpu]          # encode speed only (random weights: speed does
+                                                                  # not depend on them), no training
 
 Measures, on the held-out tail of pyrodigal's bundled genomes (never trained on):
   * compression vs accuracy: bases per token, bits per base and base accuracy after encode -> decode, for MergeDNA at
@@ -9,7 +11,9 @@ Measures, on the held-out tail of pyrodigal's bundled genomes (never trained on)
     k-mers and for BPE trained with `tokenizers` on the same training genomes (both lossless);
   * masked-base accuracy (15% of bases in 4-base spans) against a same-width transformer over single bases trained
     for the same steps on the same windows;
-  * encoding throughput in bases/s, as a ratio to the BPE tokenizer run in the same process on the same input.
+  * encoding throughput in bases/s, as a ratio to the BPE tokenizer (vocabulary 4096) on the same held-out bases in
+    the same process: both timed round-robin (`interleaved`) after a warm-up, each through its public batch call
+    (`MergeDNA.encode(texts)`, `Tokenizer.encode_batch(pieces)`); the thread counts of both are recorded.
 Writes benchmarks/results/dna.json and prints a table.
 """
 
@@ -22,7 +26,9 @@ import torch
 from torch import nn
 
 import gentok
-from benchmarks.common import best_time, parser, print_table, write_json
+import os
+
+from benchmarks.common import RESULTS, interleaved, parser, print_table, write_json
 from gentok.nn import Transformer, init_weights, sincos_positions
 from gentok.tokenizers.dna.data import default_dna_data
 from gentok.tokenizers.dna.evaluate import masked_accuracy, reconstruction_accuracy, span_mask
@@ -74,18 +80,37 @@ def train_bpe(train: list[np.ndarray], vocab_size: int, piece: int = 1000):
 
 
 def bpe_rows(train, held, vocabs, piece: int = 1000) -> tuple[list[dict], dict]:
-    rows, speed = [], {}
-    texts = [codes_to_text(r[s:s + piece]) for r in held for s in range(0, len(r), piece)]
+    """Compression rows for BPE at each vocabulary size, and the trained tokenizers by vocabulary size."""
+    rows, tokenizers = [], {}
+    texts = bpe_pieces(held, piece)
     n = sum(len(t) for t in texts)
     for v in vocabs:
         tok = train_bpe(train, v, piece)
-        seconds, enc = best_time(lambda: tok.encode_batch(texts), repeats=1, warmup=0)
+        enc = tok.encode_batch(texts)
         count = sum(len(e.ids) for e in enc)
         assert "".join("".join(e.tokens) for e in enc) == "".join(texts)  # lossless, checked
         rows.append({"method": f"BPE {v}", "bases_per_token": n / count, "vocab_size": tok.get_vocab_size(),
                      "bits_per_base": math.log2(tok.get_vocab_size()) * count / n, "base_accuracy": 1.0})
-        speed[v] = n / seconds
-    return rows, speed
+        tokenizers[v] = tok
+    return rows, tokenizers
+
+
+def bpe_pieces(held, piece: int = 1000) -> list[str]:
+    """Held-out regions as the 1000-base pieces BPE is trained and run on."""
+    return [codes_to_text(r[s:s + piece]) for r in held for s in range(0, len(r), piece)]
+
+
+def encode_speed(model, bpe, held, tokens_per_window: int, repeats: int) -> dict:
+    """Bases/s of MergeDNA encode and BPE encode_batch on the same held-out bases, interleaved, and their ratio."""
+    texts, pieces = [codes_to_text(r) for r in held], bpe_pieces(held)
+    n = sum(len(t) for t in texts)
+    assert n == sum(len(p) for p in pieces)
+    sec = interleaved({"mergedna": lambda: model.encode(texts, tokens_per_window=tokens_per_window),
+                       "bpe": lambda: bpe.encode_batch(pieces)}, repeats=repeats)
+    return {"bases": n, "mergedna_encode_bases_per_s": n / sec["mergedna"], "bpe_encode_bases_per_s": n / sec["bpe"],
+            "ratio_mergedna_over_bpe": sec["bpe"] / sec["mergedna"], "torch_threads": torch.get_num_threads(),
+            "bpe_threads": os.environ.get("RAYON_NUM_THREADS", "all cores (RAYON_NUM_THREADS unset)"),
+            "tokens_per_window": tokens_per_window, "repeats": repeats}
 
 
 def main(argv=None):
@@ -96,8 +121,12 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--eval-bases", type=int, default=20000, help="held-out bases per sequence to score")
     p.add_argument("--work-dir", default="outputs/bench_dna")
+    p.add_argument("--speed-only", action="store_true", help="only the encode speed, on a random-weight --preset model")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds of the encode speed comparison")
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    if args.speed_only:
+        return speed_only(args)
 
     if args.model:
         model = gentok.load(args.model)
@@ -116,17 +145,15 @@ def main(argv=None):
 
     # compression vs accuracy
     rows = []
-    mergedna_speed = None
     settings = {c.train_tokens[0], c.tokens_per_window, c.train_tokens[1], (c.train_tokens[0] + c.tokens_per_window) // 2}
     for t in sorted(settings):
         r = reconstruction_accuracy(model, held, args.eval_bases, tokens_per_window=t)
         rows.append({"method": f"MergeDNA t={t}/{c.window}", **{k: r[k] for k in ("bases_per_token", "vocab_size",
                                                                                     "bits_per_base", "base_accuracy")}})
-        if t == c.tokens_per_window:
-            mergedna_speed = r["encode_bases_per_s"]
     rows += kmer_rows(held)
-    bpe, bpe_speed = bpe_rows(split.train, held, (256, 4096, model.vocab_size))
+    bpe, bpe_tokenizers = bpe_rows(split.train, held, (256, 4096, model.vocab_size))
     rows += bpe
+    speed = encode_speed(model, bpe_tokenizers[4096], held, c.tokens_per_window, args.repeats)
 
     # masked-base prediction against a same-width single-base transformer
     depth = c.local_depth + c.latent_depth + c.latent_dec_depth + c.local_dec_depth
@@ -142,8 +169,6 @@ def main(argv=None):
               "params_mergedna": sum(p.numel() for p in model.parameters()),
               "params_single_base": sum(p.numel() for p in peer.parameters()),
               "peer_steps": peer_steps, "windows": len(windows), "window_bases": c.seq_len}
-    speed = {"mergedna_encode_bases_per_s": mergedna_speed, "bpe_encode_bases_per_s": bpe_speed[4096],
-             "ratio_mergedna_over_bpe": mergedna_speed / bpe_speed[4096], "threads": torch.get_num_threads()}
     result = {"held_out": {"names": split.names, "bases_scored": sum(len(h) for h in held)},
               "model": {"preset": args.preset if not args.model else args.model, "steps": args.steps if not args.model
                         else "from --model", "tokens_per_window": c.tokens_per_window, "window": c.window},
@@ -153,8 +178,31 @@ def main(argv=None):
     print_table(rows, ["method", "bases_per_token", "vocab_size", "bits_per_base", "base_accuracy"])
     print(f"masked-base accuracy: MergeDNA {masked['mergedna']:.3f} vs single-base transformer "
           f"{masked['single_base_transformer']:.3f} ({masked['windows']} held-out windows)")
-    print(f"encode: MergeDNA {mergedna_speed:,.0f} bases/s, BPE {bpe_speed[4096]:,.0f} bases/s "
-          f"(ratio {speed['ratio_mergedna_over_bpe']:.4f}) -> {args.out}")
+    print_speed(speed)
+    print(f"-> {args.out}")
+    return result
+
+
+def print_speed(speed: dict) -> None:
+    print(f"encode: MergeDNA {speed['mergedna_encode_bases_per_s']:,.0f} bases/s, BPE "
+          f"{speed['bpe_encode_bases_per_s']:,.0f} bases/s (ratio {speed['ratio_mergedna_over_bpe']:.4f}; torch "
+          f"threads {speed['torch_threads']}, BPE threads {speed['bpe_threads']})")
+
+
+def speed_only(args) -> dict:
+    """Encode speed of a random-weight model of `--preset` (or `--model`) against BPE 4096; writes `speed` only."""
+    model = gentok.load(args.model) if args.model else MergeDNA(PRESETS[args.preset])
+    model.eval()
+    _, _, split = default_dna_data(model.config.seq_len)
+    held = [r[: args.eval_bases] for r in split.held_out]
+    bpe = train_bpe(split.train, 4096)
+    speed = encode_speed(model, bpe, held, model.config.tokens_per_window, args.repeats)
+    result = {"model": {"preset": args.model or args.preset, "weights": "from --model" if args.model else "random"},
+              "speed": speed}
+    out = RESULTS / "dna_speed.json" if args.out == str(RESULTS / "dna.json") else args.out  # keep the full run's file
+    write_json(out, result)
+    print_speed(speed)
+    print(f"-> {out}")
     return result
 
 

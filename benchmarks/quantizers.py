@@ -1,10 +1,13 @@
 """Core quantizers against the vector-quantize-pytorch classes they wrap, and against a plain nearest-code search.
 
     python -m benchmarks.quantizers [--vectors 16384] [--repeats 5]
+    python -m benchmarks.quantizers --search-only [--vectors 16384]     # only the eval code search vs the library
 
 For each gentok quantizer: forward+backward seconds of the gentok wrapper and of the raw library class (same weights,
 same input, same process, interleaved), the wrapper's overhead, and encode tokens/s beside a plain matmul + argmin
-search over a codebook of the same size and width. Writes benchmarks/results/quantizers.json.
+search over a codebook of the same size and width. Then the eval code search (`gentok.quantizers.search`: chunked,
+exact) against the library's own eval forward for the VQ / residual VQ cases: encode seconds of both, their ratio,
+and whether the indices are identical. Writes benchmarks/results/quantizers.json.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import copy
 
 import torch
 
-from benchmarks.common import interleaved, matmul_gflops, parser, print_table, write_json
+from benchmarks.common import RESULTS, interleaved, matmul_gflops, parser, print_table, write_json
 from gentok.quantizers import FSQConfig, LFQConfig, ResidualFSQConfig, ResidualVQConfig, VQConfig, build_quantizer
+from gentok.quantizers.search import DEFAULT_MAX_ELEMENTS
 
 CASES = {
     "VQ 4096x12 cosine": (VQConfig(dim=12, codebook_size=4096), "vq"),
@@ -97,21 +101,55 @@ def bench(name, cfg, vectors: int, repeats: int) -> dict:
     }
 
 
+SEARCH_CASES = ("VQ 4096x12 cosine", "VQ 1024x12 euclid", "ResidualVQ 4x1024")
+
+
+def search_vs_library(name, cfg, vectors: int, repeats: int) -> dict:
+    """Eval encode of the gentok quantizer (chunked exact search) vs the library module's eval forward on the same
+    k-means-initialised codebook and input; indices must be identical."""
+    torch.manual_seed(0)
+    q = build_quantizer(cfg)
+    b = 16
+    z = torch.randn(b, vectors // b, cfg.dim)
+    q.train()
+    q(z)  # k-means init
+    q.eval()
+    lib = raw_module(q).eval()
+
+    def theirs():
+        with torch.no_grad():
+            return lib(z)[1]
+
+    sec = interleaved({"ours": lambda: q.encode(z), "library": theirs}, repeats=repeats)
+    return {"quantizer": name, "vectors": vectors, "encode_s": sec["ours"], "library_encode_s": sec["library"],
+            "speedup": sec["library"] / sec["ours"], "identical_indices": bool(torch.equal(q.encode(z), theirs().long())),
+            "max_distances_held": DEFAULT_MAX_ELEMENTS, "threads": torch.get_num_threads()}
+
+
 def main(argv=None):
     p = parser(__doc__, out="quantizers.json")
     p.add_argument("--vectors", type=int, default=16384)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--search-only", action="store_true", help="only the eval code search vs the library")
     args = p.parse_args(argv)
     gflops = matmul_gflops()
     rows = []
     from tqdm import tqdm
 
-    for name, (cfg, _) in tqdm(CASES.items(), desc="quantizers"):
-        rows.append(bench(name, cfg, args.vectors, args.repeats))
+    if not args.search_only:
+        for name, (cfg, _) in tqdm(CASES.items(), desc="quantizers"):
+            rows.append(bench(name, cfg, args.vectors, args.repeats))
+    search = [search_vs_library(name, CASES[name][0], args.vectors, args.repeats) for name in SEARCH_CASES]
     print(f"matmul throughput: {gflops:.1f} GFLOP/s")
-    print_table(rows, ["quantizer", "fwd_bwd_s", "raw_fwd_bwd_s", "overhead_pct", "encode_tokens_per_s",
-                       "plain_search_tokens_per_s", "encode_vs_search"])
-    print(f"wrote {write_json(args.out, {'matmul_gflops': gflops, 'rows': rows})}")
+    if rows:
+        print_table(rows, ["quantizer", "fwd_bwd_s", "raw_fwd_bwd_s", "overhead_pct", "encode_tokens_per_s",
+                           "plain_search_tokens_per_s", "encode_vs_search"])
+    print_table(search, ["quantizer", "vectors", "encode_s", "library_encode_s", "speedup", "identical_indices"],
+                title="eval encode: chunked exact search vs vector-quantize-pytorch")
+    out = args.out
+    if args.search_only and out == str(RESULTS / "quantizers.json"):
+        out = str(RESULTS / "quantizers_search.json")  # keep the full run's file
+    print(f"wrote {write_json(out, {'matmul_gflops': gflops, 'rows': rows, 'search_vs_library': search})}")
 
 
 if __name__ == "__main__":

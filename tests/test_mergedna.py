@@ -15,7 +15,7 @@ import gentok
 from gentok.cli import main as cli
 from gentok.config import replace
 from gentok.tokenizers.dna import PRESETS, MergeDNA, MergeDNAConfig, read_fasta
-from gentok.tokenizers.dna.fasta import N, codes_to_text
+from gentok.tokenizers.dna.fasta import PAD, N, codes_to_text
 from gentok.tokenizers.dna.losses import base_targets
 from gentok.tokenizers.dna.tokens import DNATokens, base_lengths, base_spans, bits_per_base, num_bases
 from gentok.tokenizers.tokens import Tokens
@@ -62,7 +62,7 @@ def test_local_encoder_tokens_are_contiguous_in_window_spans(t):
     torch.manual_seed(0)
     model = MergeDNA(TINY).eval()
     bases = torch.randint(0, 4, (3, 64))
-    tokens, lengths, source = model._local_encode(bases, t)
+    tokens, lengths, source = model._local_encode(bases, t, with_source=True)
     w = TINY.window
     assert tokens.shape == (3, 64 // w * t, TINY.dim)
     assert (lengths.sum(-1) == 64).all() and (lengths >= 1).all()
@@ -309,3 +309,54 @@ def test_dna_modules_import_no_cycle():
 
     for node in graph:
         visit(node)
+
+
+MERGE_FIXTURE = Path(__file__).parent / "fixtures" / "dna_merge_ids.safetensors"
+
+
+def _fixture_models():
+    """The random-weight MergeDNA models (configs + weights) and sequences the merge fixture was made with."""
+    from safetensors import safe_open
+
+    from gentok.config import from_dict
+
+    with safe_open(MERGE_FIXTURE, "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    models = {}
+    for name in ("a", "b"):
+        model = MergeDNA(from_dict(json.loads(meta[f"{name}.config"]), MergeDNAConfig)).eval()
+        prefix = f"{name}.weights."
+        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        models[name] = model
+    return models, json.loads(meta["sequences"]), tensors
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_encode_gives_the_ids_saved_before_vectorising(batch_size):
+    """Ids of the window-and-batch vectorised encode equal those the per-chunk implementation gave (saved in
+    tests/fixtures/dna_merge_ids.safetensors before the change) for every tokens_per_window of two models, on ragged
+    sequences with N runs and repeats (equal merge keys, so tie-breaking is covered too)."""
+    models, seqs, expected = _fixture_models()
+    checked = 0
+    for name, model in models.items():
+        for key in sorted(k for k in expected if k.startswith(f"{name}.t") and k.endswith(".ids")):
+            t = int(key.split(".")[1][1:])
+            tokens = model.encode(seqs, tokens_per_window=t, batch_size=batch_size)
+            assert torch.equal(tokens.lengths, expected[key.replace(".ids", ".lengths")]), key
+            assert torch.equal(tokens.ids, expected[key]), key
+            checked += 1
+    assert checked == 7 + 15  # window 8 with 2 merge layers: t in 2..8; window 16 with 3 layers: t in 2..16
+
+
+def test_source_free_local_encode_equals_the_source_matrix_path():
+    """Merging real-base counts instead of the 0/1 source matrix gives the same tokens and lengths, with padding."""
+    torch.manual_seed(0)
+    model = MergeDNA(TINY).eval()
+    bases = torch.randint(0, 5, (3, 64))
+    bases[1, 37:] = PAD
+    for t in (2, 3, 5, 8):
+        a = model._local_encode(bases, t, with_source=True)
+        b = model._local_encode(bases, t)
+        assert b[2] is None and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert torch.equal(a[1], (a[2] @ (bases != PAD).float().view(-1, TINY.window, 1)).squeeze(-1).round().long()
+                           .view(3, -1))

@@ -231,3 +231,109 @@ def test_decode_accepts_padding_only_for_dropped_residual_levels(cls):
         q.decode(idx[0])
     with pytest.raises(ValueError, match="tensor"):
         q.decode(idx.tolist())
+
+
+# -- the chunked exact code search (eval path of VQ and residual VQ) ---------------------------------------------------
+def _library_eval(q, z):
+    """Indices and output of the wrapped vector-quantize-pytorch module itself, in eval mode."""
+    lib = q.vq if hasattr(q, "vq") else q.rvq
+    with torch.no_grad():
+        out = lib(z)
+    return out[1].long(), out[0]
+
+
+def _adversarial(q, kind: str, g: torch.Generator, n: int = 300):
+    """Put the quantizer's codebooks and an input (1, n, dim) into a case that stresses tie-breaking or rounding."""
+    books = [q.vq._codebook] if hasattr(q, "vq") else [layer._codebook for layer in q.rvq.layers]
+    for book in books:
+        embed = book.embed.data  # (1, c, d)
+        c = embed.shape[1]
+        if kind == "duplicated_codes":  # every code appears twice: the first copy must win
+            embed[0, c // 2:] = embed[0, : c - c // 2]
+        elif kind == "integer_ties":  # small integer codes and inputs: many exactly equal distances
+            embed.copy_(torch.randint(-1, 2, embed.shape, generator=g).float())
+        elif kind == "large_norms":
+            embed.mul_(1e4)
+        elif kind == "all_equal":  # every code the same: index 0 everywhere
+            embed.copy_(embed[:, :1].expand_as(embed))
+    z = torch.randn(1, n, q.dim, generator=g)
+    if kind == "integer_ties":
+        z = torch.randint(-1, 2, z.shape, generator=g).float()
+    elif kind == "large_norms":
+        z = z * 1e4
+    elif kind == "duplicated_codes" and hasattr(q, "vq") and q.config.codebook_dim is None:
+        z[0, ::3] = q.vq.codebook[torch.arange(len(z[0, ::3])) % q.codebook_size]  # inputs exactly on codes
+    return z
+
+
+SEARCH_CASES = {
+    "vq_cosine": VQConfig(dim=12, codebook_size=64),
+    "vq_euclid": VQConfig(dim=12, codebook_size=64, cosine=False),
+    "vq_euclid_factorised": VQConfig(dim=12, codebook_size=64, cosine=False, codebook_dim=4),
+    "rvq_euclid": ResidualVQConfig(dim=8, num_quantizers=3, codebook_size=32),
+    "rvq_cosine": ResidualVQConfig(dim=8, num_quantizers=3, codebook_size=32, cosine=True),
+}
+
+
+@pytest.mark.parametrize("kind", ["random", "duplicated_codes", "integer_ties", "large_norms", "all_equal"])
+@pytest.mark.parametrize("name", sorted(SEARCH_CASES))
+def test_code_search_gives_the_library_indices(name, kind):
+    """Eval indices (and outputs) are the library's, tie for tie, on random and adversarial codebooks and inputs."""
+    g = torch.Generator().manual_seed(sorted(SEARCH_CASES).index(name))
+    q = _trained(SEARCH_CASES[name])
+    z = _adversarial(q, kind, g) if kind != "random" else torch.randn(4, 257, q.dim, generator=g)
+    ref_idx, ref_out = _library_eval(q, z)
+    out = q(z)
+    assert torch.equal(out.indices, ref_idx)
+    assert torch.equal(q.encode(z), ref_idx)
+    if hasattr(q, "vq"):
+        assert torch.equal(out.quantized, ref_out)
+    else:  # the residual base adds a straight-through term to the library's sum; both sums are the same
+        lib_sum = q.rvq.get_output_from_indices(ref_idx)
+        assert torch.equal(q._eval_residual(z)[0], ref_out) and torch.allclose(lib_sum, ref_out, atol=1e-5)
+    if kind == "all_equal":
+        assert (out.indices == 0).all()
+    if kind == "duplicated_codes":
+        assert (out.indices < q.codebook_size - q.codebook_size // 2).all()  # never the second copy
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+@pytest.mark.parametrize("max_elements", [1, 7, 64 * 5 + 3, 1 << 30])
+def test_chunked_search_equals_the_library_formula_at_any_chunk_size(cosine, max_elements):
+    """Chunking changes nothing: tiny chunks (one row at a time) and one chunk give the library's argmax."""
+    from vector_quantize_pytorch.vector_quantize_pytorch import cdist
+
+    from gentok.quantizers.search import nearest_codes
+
+    g = torch.Generator().manual_seed(3)
+    x, codes = torch.randn(301, 6, generator=g), torch.randn(64, 6, generator=g)
+    x[::4] = x[::4].round()  # exact ties on the rounded rows
+    codes[32:48] = codes[:16]  # duplicated codes
+    codes[5:9] = codes[5:9].round()
+    if cosine:
+        x, codes = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(codes, dim=-1)
+        ref = torch.einsum("h n d, h c d -> h n c", x[None], codes[None]).argmax(-1)[0]
+    else:
+        ref = (-cdist(x[None], codes[None])).argmax(-1)[0]
+    assert torch.equal(nearest_codes(x, codes, cosine, max_elements=max_elements), ref)
+
+
+@pytest.mark.parametrize("n,codes,max_elements", [(301, 64, 1), (301, 64, 1000), (5, 4096, 1 << 16), (0, 8, 8),
+                                                  (10, 3, 1 << 30)])
+def test_search_chunks_bound_memory_and_cover_every_row(n, codes, max_elements):
+    from gentok.quantizers.search import row_chunks
+
+    chunks = row_chunks(n, codes, max_elements)
+    assert [r for c in chunks for r in range(*c)] == list(range(n))  # every row once, in order
+    assert all((e - s) * codes <= max(max_elements, codes) for s, e in chunks)  # one row at least, else bounded
+    with pytest.raises(ValueError, match="max_elements"):
+        row_chunks(n, codes, 0)
+
+
+def test_search_rejects_mismatched_shapes():
+    from gentok.quantizers.search import nearest_codes
+
+    with pytest.raises(ValueError, match="expected x"):
+        nearest_codes(torch.randn(3, 4), torch.randn(5, 3))
+    with pytest.raises(ValueError, match="expected x"):
+        nearest_codes(torch.randn(2, 3, 4), torch.randn(5, 4))

@@ -1,7 +1,11 @@
-"""Residual VQ over vector-quantize-pytorch's `ResidualVQ` (the audio-codec quantizer: EnCodec, DAC, Mimi)."""
+"""Residual VQ over vector-quantize-pytorch's `ResidualVQ` (the audio-codec quantizer: EnCodec, DAC, Mimi).
+
+Training runs through the library; eval repeats its residual loop with the chunked exact search of `search.py` at
+every level (same indices, no (n x codebook) distance matrix)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from vector_quantize_pytorch import ResidualVQ as _ResidualVQ
 
@@ -9,6 +13,7 @@ from gentok.config import config
 from gentok.hub import register
 from gentok.quantizers.base import QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
 from gentok.quantizers.residual import ResidualQuantizer
+from gentok.quantizers.search import lookup
 
 
 @config
@@ -56,11 +61,24 @@ class ResidualVQ(ResidualQuantizer):
     def _residual(self, z: Tensor, mask: Tensor | None):
         if self.training:
             enable_ddp_codebook_sync(self)
-        else:
-            for layer in self.rvq.layers:
-                if not bool(layer._codebook.initted):
-                    layer._codebook.initted.fill_(True)
-        return self.rvq(z, mask=mask)
+            return self.rvq(z, mask=mask)
+        for layer in self.rvq.layers:
+            if not bool(layer._codebook.initted):
+                layer._codebook.initted.fill_(True)
+        return self._eval_residual(z)
+
+    def _eval_residual(self, z: Tensor):
+        """The library's eval forward, level by level, in the same float operations (loss is 0 in eval); masked
+        positions need no care: they never touch valid ones, and the base class overwrites them."""
+        x = self.rvq.project_in(z)
+        residual, quantized_out, levels = x, torch.zeros_like(x), []
+        for layer in self.rvq.layers:
+            indices = lookup(layer, residual, self.config.cosine)
+            quantized = layer.get_output_from_indices(indices)
+            residual = residual - quantized
+            quantized_out = quantized_out + quantized
+            levels.append(indices)
+        return self.rvq.project_out(quantized_out), torch.stack(levels, -1), z.new_zeros(self.num_codebooks)
 
     def _output_from_indices(self, indices: Tensor) -> Tensor:
         return self.rvq.get_output_from_indices(indices)

@@ -2,6 +2,9 @@
 
 Defaults follow TiTok: l2-normalised (cosine) codes, k-means initialisation, EMA codebook updates and dead-code
 restarts; `codebook_dim` smaller than `dim` gives the low-dimensional factorised lookup of ViT-VQGAN.
+
+Training runs through the library (its EMA / k-means / dead-code updates); eval looks codes up with the chunked exact
+search of `search.py`, which gives the library's indices without its (n x codebook) distance and one-hot matrices.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from vector_quantize_pytorch import VectorQuantize
 from gentok.config import config
 from gentok.hub import register
 from gentok.quantizers.base import Quantizer, QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
+from gentok.quantizers.search import lookup
 
 
 @config
@@ -75,6 +79,9 @@ class VQ(Quantizer):
         elif not bool(self.vq._codebook.initted):
             # k-means needs a training batch (and, under DDP, every rank); eval before training uses the random init
             self.vq._codebook.initted.fill_(True)
+        if not self.training:  # the library's eval forward, without its full distance matrix (loss is 0 in eval)
+            indices = lookup(self.vq, z, self.config.cosine)
+            return self.vq.get_output_from_indices(indices), indices, z.new_zeros(())
         quantized, indices, loss = self.vq(z, mask=mask)
         if not self.config.ema and self.training:
             # learnable codebook: pull codes toward their (detached) inputs

@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from gentok.config import config
@@ -42,6 +43,7 @@ from gentok.tokenizers.dna.merging import (bipartite_merge, global_merge, length
                                            min_tokens, offsets_in_token, unmerge)
 from gentok.tokenizers.dna.tokens import DNATokens, from_counts  # noqa: F401 (DNATokens: deprecated re-export)
 from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID
 
 
 @config
@@ -197,7 +199,13 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
         tokens, lengths, _ = self._local_encode(bases, tokens_per_window)
         return tokens, lengths
 
-    def _local_encode(self, bases: Tensor, t: int):
+    def _local_encode(self, bases: Tensor, t: int, with_source: bool = False):
+        """Base codes (b, n) -> (tokens (b, nw * t, d), lengths (b, nw * t), source (b * nw, t, window) or None).
+
+        Every window is one row of a (b * nw)-row batch, so all windows of all sequences merge in the same tensor
+        operations. The merge keys are the keys each block's attention computed anyway (`return_kv`). Without
+        `with_source` a token carries its count of real bases, a (b * nw, t, 1) column, instead of the 0/1 source
+        matrix: merging adds both the same way, so lengths and padding fractions are the same numbers."""
         c = self.config
         b, n = bases.shape
         nw, w = n // c.window, c.window
@@ -205,17 +213,21 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
         real_base = (bases != PAD).to(x.dtype).view(b * nw, w, 1)
         has_pad = not bool(real_base.all())
         sizes = torch.ones(b * nw, w, device=x.device)
-        source = torch.eye(w, device=x.device).expand(b * nw, w, w).contiguous()
+        source = torch.eye(w, device=x.device).expand(b * nw, w, w).contiguous() if with_source else real_base
+
+        def real_counts(src):  # (B, t) real bases per token
+            return (src @ real_base if with_source else src).squeeze(-1)
+
         for block, r in zip(self.local_blocks, merge_schedule(w, t, c.local_depth)):
-            real = (source @ real_base).squeeze(-1) / sizes if has_pad else None
+            real = real_counts(source) / sizes if has_pad else None
             mask = _key_mask(real > 0) if has_pad else None
-            keys = block.attn.qkv(block.norm1(x)).chunk(3, dim=-1)[1]  # ToMe: merge on the attention keys
-            x = block(x, mask=mask)
+            x, (keys, _) = block(x, mask=mask, return_kv=True)  # ToMe: merge on the attention keys
+            keys = rearrange(keys, "B h t e -> B t (h e)")
             x, sizes, source = bipartite_merge(x, keys, sizes, source, r, real)
         if x.shape[1] != t:  # local_depth == 0 or no merge layers: nothing merged
             raise ValueError(f"local encoder produced {x.shape[1]} tokens per window, expected {t}")
-        lengths = (source @ real_base).squeeze(-1).round().long()
-        return self.local_norm(x).view(b, nw * t, c.dim), lengths.view(b, nw * t), source
+        lengths = real_counts(source).round().long()
+        return self.local_norm(x).view(b, nw * t, c.dim), lengths.view(b, nw * t), source if with_source else None
 
     def _quantize(self, z: Tensor):
         """Latent tokens (b, L, d) -> (decoder input (b, L, d), codes (b, L) or None, loss, metrics)."""
@@ -290,23 +302,16 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
         t = self._tokens_per_window(tokens_per_window)
         _check_batch_size(batch_size)
         records = to_records(x)
-        chunks, owner = [], []
-        for i, rec in enumerate(records):
-            codes = to_tensor(rec.codes)
-            for s in range(0, len(codes), c.seq_len):
-                piece = codes[s:s + c.seq_len]
-                chunks.append(torch.cat([piece, piece.new_full((c.seq_len - len(piece),), PAD)]))
-                owner.append(i)
+        chunks, owner = _chunk(records, c.seq_len)
         device = self._device()
-        rows = [[] for _ in records]
+        ids, lengths = [], []
         for s in range(0, len(chunks), batch_size):
-            bases = torch.stack(chunks[s:s + batch_size]).to(device)
-            tokens, lengths = self.local_encode(bases, t)
-            z = self.latent_encoder(tokens, mask=_key_mask(lengths > 0))
-            ids = self.quantizer.encode(self.to_code(z)) * c.window + (lengths - 1).clamp_min(0)
-            for o, row_ids, row_len in zip(owner[s:s + batch_size], ids, lengths):
-                rows[o].append(row_ids[row_len > 0].cpu())
-        out = Tokens.from_rows([torch.cat(r) for r in rows])
+            bases = chunks[s:s + batch_size].to(device)
+            tokens, length = self.local_encode(bases, t)
+            z = self.latent_encoder(tokens, mask=_key_mask(length > 0))
+            ids.append((self.quantizer.encode(self.to_code(z)) * c.window + (length - 1).clamp_min(0)).cpu())
+            lengths.append(length.cpu())
+        out = _join(torch.cat(ids), torch.cat(lengths) > 0, owner, len(records))
         return self.make_tokens(out.ids, out.lengths, window=c.window)
 
     @torch.no_grad()
@@ -353,6 +358,33 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
                 texts[o].append(pred[j, : int(lengths[j].sum())].numpy())
         letters = np.frombuffer(b"ACGT", np.uint8)
         return [letters[np.concatenate(p)].tobytes().decode() if p else "" for p in texts]
+
+
+def _chunk(records, seq_len: int) -> tuple[Tensor, Tensor]:
+    """Records -> (chunks (m, seq_len) of base codes, PAD past each record's end; owner (m,) record of each chunk),
+    with one scatter rather than a loop over chunks."""
+    codes = [to_tensor(rec.codes) for rec in records]
+    sizes = torch.tensor([len(cd) for cd in codes])
+    per_record = -(-sizes // seq_len)  # chunks per record
+    owner = torch.repeat_interleave(torch.arange(len(codes)), per_record)
+    record = torch.repeat_interleave(torch.arange(len(codes)), sizes)  # record of every base
+    base_start = sizes.cumsum(0) - sizes
+    chunk_start = (per_record.cumsum(0) - per_record) * seq_len
+    dest = chunk_start[record] + torch.arange(int(sizes.sum())) - base_start[record]
+    flat = torch.full((int(per_record.sum()) * seq_len,), PAD, dtype=torch.long)
+    flat[dest] = torch.cat(codes)
+    return flat.view(-1, seq_len), owner
+
+
+def _join(ids: Tensor, real: Tensor, owner: Tensor, num_records: int) -> Tokens:
+    """Per-chunk ids (m, L) with `real` (m, L) marking real tokens -> one `Tokens` row per record: its chunks'
+    real tokens back to back, `PAD_ID` after them."""
+    counts = torch.zeros(num_records, dtype=torch.long).index_add_(0, owner, real.sum(1))
+    record = owner[:, None].expand_as(real)[real]  # record of every real token, in order
+    position = torch.arange(len(record)) - (counts.cumsum(0) - counts)[record]
+    out = torch.full((num_records, max(int(counts.max()), 1)), PAD_ID, dtype=torch.long)
+    out[record, position] = ids[real]
+    return Tokens(out, counts)
 
 
 def _check_batch_size(batch_size) -> None:

@@ -24,7 +24,8 @@ def bipartite_merge(x: Tensor, keys: Tensor, sizes: Tensor, source: Tensor, r: i
 
     Args:
         x: (B, t, d) token features; keys: (B, t, k) what similarity is measured on.
-        sizes: (B, t) float, bases per token; source: (B, t, m) float 0/1, bases (columns) each token covers.
+        sizes: (B, t) float, bases per token; source: (B, t, m) float 0/1, bases (columns) each token covers, or
+            any per-token counts that add up when tokens merge (e.g. (B, t, 1) real bases per token).
         r: tokens removed per row, 0 <= r <= t // 2.
         real: optional (B, t) float, fraction of a token's bases that are real (not padding).
     Returns:
@@ -62,8 +63,10 @@ def bipartite_merge(x: Tensor, keys: Tensor, sizes: Tensor, source: Tensor, r: i
                                     source.gather(1, src[..., None].expand(-1, -1, m)))
     keep = torch.ones(B, t, dtype=torch.bool, device=x.device)
     keep.scatter_(1, src, False)
-    out = (total / new_sizes.to(x.dtype)[..., None])[keep].view(B, t - r, d)
-    return out, new_sizes[keep].view(B, t - r), new_source[keep].view(B, t - r, m)
+    kept = keep.nonzero()[:, 1].view(B, t - r)  # surviving positions, in order: one index for all three gathers
+    new_sizes = new_sizes.gather(1, kept)
+    out = total.gather(1, kept[..., None].expand(-1, -1, d)) / new_sizes.to(x.dtype)[..., None]
+    return out, new_sizes, new_source.gather(1, kept[..., None].expand(-1, -1, m))
 
 
 def min_tokens(window: int, layers: int) -> int:
