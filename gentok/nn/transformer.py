@@ -35,15 +35,17 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None, c: Tensor | None = None, is_causal: bool = False,
                 kv: tuple[Tensor, Tensor] | None = None, return_kv: bool = False):
-        if self.ada is not None:
-            if c is None:
-                raise ValueError("this block is conditioned (adaLN): pass c of shape (b, cond_dim)")
-            s1, b1, g1, s2, b2, g2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        else:
-            s1 = b1 = s2 = b2 = 0.0
-            g1 = g2 = 1.0
-        h = self.norm1(x) * (1 + s1) + b1
-        attn = self.attn(h, mask=mask, is_causal=is_causal, kv=kv, return_kv=return_kv)
+        if self.ada is None:  # plain pre-norm block: no identity scale/shift arithmetic on the hot path
+            attn = self.attn(self.norm1(x), mask=mask, is_causal=is_causal, kv=kv, return_kv=return_kv)
+            if return_kv:
+                attn, new_kv = attn
+            x = x + attn
+            x = x + self.mlp(self.norm2(x))
+            return (x, new_kv) if return_kv else x
+        if c is None:
+            raise ValueError("this block is conditioned (adaLN): pass c of shape (b, cond_dim)")
+        s1, b1, g1, s2, b2, g2 = self.ada(c)[:, None].chunk(6, dim=-1)
+        attn = self.attn(self.norm1(x) * (1 + s1) + b1, mask=mask, is_causal=is_causal, kv=kv, return_kv=return_kv)
         if return_kv:
             attn, new_kv = attn
         x = x + g1 * attn
