@@ -1,0 +1,148 @@
+"""Official FlexTok checkpoints (apple/ml-flextok) through gentok, against outputs of the official code.
+
+The fixture (tests/fixtures/official/flextok_tiny/, written by tools/make_flextok_fixtures.py) is a random-weight
+FlexTok in the hub layout plus the official code's outputs; nothing here imports the official code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gentok
+from gentok.hub import CheckpointError
+from gentok.tokenizers.image.flextok import FlexTok
+from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID
+
+FIXTURE = Path(__file__).parent / "fixtures" / "official" / "flextok_tiny"
+SNAPSHOT = FIXTURE / "snapshot"
+
+
+@pytest.fixture(scope="module")
+def model() -> FlexTok:
+    return gentok.load(SNAPSHOT)
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict[str, torch.Tensor]:
+    return load_file(str(FIXTURE / "reference.safetensors"))
+
+
+def test_converts_to_an_ordinary_flextok(model):
+    assert isinstance(model, FlexTok) and model.config.official is not None
+    assert model.tokens_per_item == 8 and model.vocab_size == 64000
+    assert model.decodes_prefixes
+
+
+def test_token_ids_are_identical_to_the_official_code(model, ref):
+    tokens = model.encode((ref["images"] + 1) / 2)  # gentok images are in [0, 1], theirs in [-1, 1]
+    assert torch.equal(tokens.ids, ref["tokens"])
+    # batched == one by one
+    one = torch.cat([model.encode((ref["images"][i:i + 1] + 1) / 2).ids for i in range(3)])
+    assert torch.equal(one, ref["tokens"])
+
+
+def test_one_decoder_forward_matches_at_fixed_time_and_noise(model, ref):
+    net = model.net
+    with torch.no_grad():
+        registers = net.registers_for(ref["tokens"], ref["dec_keep_k"])  # prefixes of 8, 3 and 1 tokens
+        v = net.velocity(ref["dec_noise"], ref["dec_t"], registers)
+        v_null = net.velocity(ref["dec_noise"], ref["dec_t"], net.null_registers(registers))
+    assert (v - ref["dec_velocity"]).abs().max() < 1e-4
+    assert (v_null - ref["dec_velocity_uncond"]).abs().max() < 1e-4
+    # the dropped tokens never reach the decoder: ids past each prefix do not matter
+    scrambled = ref["tokens"].clone()
+    for i, k in enumerate(ref["dec_keep_k"].tolist()):
+        scrambled[i, k:] = torch.randint(0, 64000, (8 - k,))
+    with torch.no_grad():
+        again = net.velocity(ref["dec_noise"], ref["dec_t"], net.registers_for(scrambled, ref["dec_keep_k"]))
+    assert torch.equal(again, v)
+
+
+@pytest.mark.parametrize("name, guidance, apg", [("plain", 1.0, False), ("cfg", 2.5, False), ("apg", 2.5, True)])
+def test_whole_decode_of_a_prefix_matches_the_official_detokenize(model, ref, name, guidance, apg):
+    steps, seed = int(ref["detok_steps"]), int(ref["detok_seed"])
+    img = model.decode(ref["detok_ids"], steps=steps, guidance=guidance, norm_guidance=apg,
+                       generator=torch.Generator().manual_seed(seed))
+    expected = ((ref[f"detok_{name}"] + 1) / 2).clamp(0, 1)
+    assert img.shape == (1, 3, 16, 16)
+    assert (img - expected).abs().max() < 1e-4
+
+
+def test_prefix_decoding_through_tokens_and_padding(model, ref):
+    ids = ref["tokens"][:2].clone()
+    ids[1, 3:] = PAD_ID  # the second item keeps 3 tokens
+    padded = model.decode(ids, steps=2, seed=3)
+    alone = model.decode(ref["tokens"][1:2, :3], steps=2, seed=3)
+    assert torch.allclose(padded[1:], alone, atol=1e-5)  # batched == one by one, padding changes nothing
+    t = Tokens(ids, torch.tensor([8, 3]))
+    assert torch.allclose(model.decode(t, steps=2, seed=3), padded)
+    with pytest.raises(ValueError):
+        model.decode(torch.full((1, 9), 5), steps=2)  # longer than K
+    with pytest.raises(ValueError):
+        model.decode(torch.tensor([[64000]]), steps=2)  # outside the vocabulary
+
+
+def test_save_pretrained_into_gentok_format_reloads_with_same_ids(model, ref, tmp_path):
+    model.save_pretrained(tmp_path / "ours")
+    meta = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert meta["type"] == "flextok"
+    again = gentok.load(tmp_path / "ours")
+    images = (ref["images"] + 1) / 2
+    assert torch.equal(again.encode(images).ids, ref["tokens"])
+    assert torch.equal(again.decode(ref["tokens"][:1, :4], steps=2, seed=1),
+                       model.decode(ref["tokens"][:1, :4], steps=2, seed=1))
+
+
+def _copy_snapshot(tmp_path: Path, edit) -> Path:
+    out = tmp_path / "snap"
+    shutil.copytree(SNAPSHOT, out)
+    state = load_file(str(out / "model.safetensors"))
+    edit(state)
+    save_file(state, str(out / "model.safetensors"))
+    return out
+
+
+def test_mismatching_keys_raise_listing_missing_and_unexpected(tmp_path):
+    def edit(state):
+        key = "decoder.module_dict.dec_nested_dropout.dropout_mask_token"
+        state["decoder.module_dict.dec_nested_dropout.renamed_token"] = state.pop(key)
+
+    with pytest.raises(ValueError, match=r"missing \[.*dropout_mask_token.*\].*unexpected \[.*renamed_token"):
+        gentok.load(_copy_snapshot(tmp_path, edit))
+
+
+def test_mismatching_shapes_and_unsupported_options_raise(tmp_path):
+    def edit(state):
+        key = "encoder.module_dict.enc_register_module.registers"
+        state[key] = state[key][:, :16].contiguous()
+
+    with pytest.raises(CheckpointError, match="do not match"):
+        gentok.load(_copy_snapshot(tmp_path, edit))
+    out = tmp_path / "opt"
+    shutil.copytree(SNAPSHOT, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["encoder"]["module_dict"]["enc_transformer"]["gated_mlp"] = False
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="gated_mlp"):
+        gentok.load(out)
+
+
+def test_pickles_are_refused(tmp_path):
+    out = tmp_path / "pickled"
+    out.mkdir()
+    shutil.copy(SNAPSHOT / "config.json", out / "config.json")
+    (out / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        gentok.load(out)
+
+
+def test_training_the_official_network_says_so(model):
+    with pytest.raises(NotImplementedError, match="official"):
+        model(torch.rand(1, 3, 16, 16))
