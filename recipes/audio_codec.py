@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None):
     model = AudioCodec(model_cfg)
     result = fit(model, train, train_cfg, eval_data=held_out, eval_fn=audio_eval_fn,
                  run_config={"model": {"preset": args.preset}, "data": source})
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.is_main_process:
         write_report(result.model, held_out, train_cfg.output_dir,
                      extra={"data": source, "preset": args.preset, "steps": result.step, "seconds": result.seconds})
     return result

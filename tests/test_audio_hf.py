@@ -9,6 +9,7 @@ import torch
 
 import gentok
 from gentok.tokenizers.audio.hf import DacCodec, EncodecCodec, HFCodecConfig, MimiCodec
+from gentok.validate import PAD_ID
 
 SR = 16000
 
@@ -45,28 +46,40 @@ def test_adapter_round_trip(name, tmp_path):
     cls, hf_cfg = _configs()[name]
     torch.manual_seed(0)
     m = cls.from_hf_config(hf_cfg)
+    assert m.num_codebooks == m.num_quantizers and m.bits_per_token == m.num_quantizers * math.log2(64)
     x = torch.randn(2, 5 * m.hop) * 0.1
-    codes = m.encode(x, SR)
-    assert codes.shape == (2, m.num_quantizers, 5) and codes.min() >= 0 and codes.max() < m.vocab_size
+    tokens = m.encode(x)  # the model's own rate by default
+    ids = tokens.ids
+    assert torch.equal(m.encode(x, SR).ids, ids)
+    assert ids.shape == (2, 5, m.num_quantizers) and ids.min() >= 0 and ids.max() < m.vocab_size
+    assert tokens.lengths.tolist() == [5, 5]
+    assert tokens.meta["sample_rate"] == SR and tokens.meta["frame_rate"] == m.frame_rate
     assert m.bitrate(1) == math.log2(64) * m.frame_rate
-    # exactly the codes transformers computes itself, and its reconstruction
-    assert torch.equal(m.encode(x, SR, n_quantizers=2), _direct_codes(name, m, x, 2))
-    assert torch.equal(m.encode(x, SR, n_quantizers=2), codes[:, :2])
-    recon = m.decode(codes)
+    # exactly the codes transformers computes itself (its (b, q, frames) transposed), and its reconstruction
+    two = m.encode(x, n_quantizers=2).ids
+    assert torch.equal(two, _direct_codes(name, m, x, 2).transpose(1, 2))
+    assert torch.equal(two, ids[..., :2])
+    recon = m.decode(tokens)
     assert recon.shape == (2, 5 * m.hop) and torch.isfinite(recon).all()
-    # padded batch == one by one; resampled input; save/load through gentok; load from a transformers directory
+    assert torch.equal(m.decode(ids), recon)  # bare ids
+    assert m.decode(two).shape == (2, 5 * m.hop)  # fewer levels decode
+    # ragged batch == one by one (ids and decode); resampled input; save/load; a transformers directory
     items = [x[0, : 3 * m.hop - 7], x[1]]
-    batch = m.encode(items, SR)
-    alone = m.encode(items[0], SR)
-    assert torch.equal(batch[0, :, :3], alone[0]) and (batch[0, :, 3:] == -1).all()
-    assert torch.equal(batch[1], codes[1])
-    torch.testing.assert_close(m.decode(batch)[1], recon[1], atol=1e-5, rtol=1e-4)
-    assert m.encode(x[:, : 2 * m.hop], 8000).shape[-1] == 4  # resampled to 16 kHz first: twice the frames
+    batch = m.encode(items)
+    alone = m.encode(items[0])
+    assert batch.lengths.tolist() == [3, 5] and alone.lengths.tolist() == [3]
+    assert torch.equal(batch.ids[0, :3], alone.ids[0]) and (batch.ids[0, 3:] == PAD_ID).all()
+    assert torch.equal(batch.ids[1], ids[1])
+    decoded = m.decode(batch)
+    torch.testing.assert_close(decoded[0, : 3 * m.hop], m.decode(alone)[0], atol=1e-5, rtol=1e-4)
+    assert (decoded[0, 3 * m.hop:] == 0).all()
+    torch.testing.assert_close(decoded[1], recon[1], atol=1e-5, rtol=1e-4)
+    assert m.encode(x[:, : 2 * m.hop], 8000).ids.shape[1] == 4  # resampled to 16 kHz first: twice the frames
     m.save_pretrained(tmp_path / "g")
     loaded = gentok.load(tmp_path / "g")
-    assert type(loaded) is cls and torch.equal(loaded.encode(x, SR), codes)
+    assert type(loaded) is cls and torch.equal(loaded.encode(x).ids, ids)
     m.model.save_pretrained(tmp_path / "hf")
-    assert torch.equal(cls.from_local(tmp_path / "hf").encode(x, SR), codes)
+    assert torch.equal(cls.from_local(tmp_path / "hf").encode(x).ids, ids)
 
 
 def test_adapter_errors(tmp_path):
@@ -75,9 +88,16 @@ def test_adapter_errors(tmp_path):
     with pytest.raises(ValueError, match="sample_rate"):
         m.encode(torch.zeros(1, 320), 16000.0)
     with pytest.raises(ValueError, match="channels"):
-        m.encode(torch.zeros(1, 2, 320), SR)
+        m.encode(torch.zeros(1, 2, 320))
     with pytest.raises(ValueError, match="n_quantizers"):
-        m.encode(torch.zeros(1, 320), SR, n_quantizers=4)
+        m.encode(torch.zeros(1, 320), n_quantizers=4)
+    ids = m.encode(torch.randn(1, 320) * 0.1).ids
+    with pytest.raises(ValueError, match="lie in"):
+        m.decode(ids + 64)
+    with pytest.raises(ValueError, match="integer ids"):
+        m.decode(ids.float())
+    with pytest.raises(ValueError, match="q <= 3"):
+        m.decode(torch.zeros(1, 5, 4, dtype=torch.long))  # more levels than the model has
     with pytest.raises(ValueError, match="wraps 'encodec'"):
         EncodecCodec(HFCodecConfig(hf_config=m.config.hf_config))
     with pytest.raises(ValueError, match="not a transformers checkpoint"):

@@ -1,27 +1,37 @@
 """The audio tokenizer contract, shared by the trainable codec and the transformers adapters.
 
-`encode(wav, sample_rate, n_quantizers=None, padding_mask=None, lengths=None) -> codes (b, k, frames)` with
-`frames = ceil(samples_at_model_rate / hop)` and -1 on the frames past each item's end; `decode(codes) -> wav
-(b, frames * hop)`; `sample_rate`, `hop`, `frame_rate`, `num_quantizers`, `bitrate(k) = k * log2(vocab) *
-frame_rate`. Audio at another rate is resampled; audio files (WAV/FLAC) go through `encode_files` /
-`decode_to_files`, which keep each file's rate and length so decoded files line up with the originals.
+    tokens = tok.encode(wav, sample_rate=None, n_quantizers=None, padding_mask=None, lengths=None)
+    wav = tok.decode(tokens)            # Tokens, or bare ids (b, frames, q <= num_quantizers)
 
-Subclasses implement `_encode_frames(x, frames, k)` and `_decode_frames(codes, frames)` on validated tensors.
+`tokens.ids` is int64 `(b, frames, q)`: position (code frame) first, residual level last, with `PAD_ID` (-1) on every
+level of the frames past each item's end; `tokens.lengths` holds the real frames per item, `ceil(samples at the
+model rate / hop)`; `tokens.meta` the model's `sample_rate` and `frame_rate`. Audio at another rate is resampled
+first (`sample_rate` defaults to the model's own). `decode` returns `(b, frames * hop)` at the model rate, zero past
+each item's end. `num_codebooks` is `num_quantizers`; `bitrate(k)` is bits per second with the first k levels.
+
+Files (WAV/FLAC) go through `encode_files` / `decode_to_files`, which keep each file's rate and length in
+`Tokens.extras` (`source_sample_rate`, `source_length`; 0 means unknown, so zero padding is harmless) so decoded
+files line up with the originals. These models are mono: multi-channel files are averaged (`mono="mix"`, announced
+with a warning) or refused (`mono="error"`).
+
+Subclasses implement `_encode_frames(x, frames, k)` and `_decode_frames(ids, frames)` on validated tensors.
 """
 
 from __future__ import annotations
 
 import abc
-import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gentok.tokenizers.audio.io import check_sample_rate, read_audio, resample, to_mono_batch, write_audio
+from gentok.tokenizers.audio.io import check_sample_rate, read_mono_files, resample, to_mono_batch, write_audio
 from gentok.tokenizers.base import Tokenizer
+from gentok.tokenizers.tokens import Tokens
+from gentok.validate import PAD_ID
 
 
 class AudioTokenizer(Tokenizer):
@@ -45,96 +55,103 @@ class AudioTokenizer(Tokenizer):
 
     @abc.abstractmethod
     def _encode_frames(self, x: Tensor, frames: Tensor, k: int) -> Tensor:
-        """x (b, frames.max() * hop) zero-padded at the model rate -> codes (b, k, frames.max()); frames past an
-        item's end may hold anything (the caller overwrites them with -1)."""
+        """x (b, frames.max() * hop) zero-padded at the model rate -> ids (b, frames.max(), k); frames past an
+        item's end may hold anything (the caller overwrites them with PAD_ID)."""
 
     @abc.abstractmethod
-    def _decode_frames(self, codes: Tensor, frames: Tensor) -> Tensor:
-        """Validated codes (b, k, F) (padding frames hold -1) -> audio (b, F * hop), zero past each item's end."""
+    def _decode_frames(self, ids: Tensor, frames: Tensor) -> Tensor:
+        """Validated ids (b, F, k) (padding frames hold PAD_ID), real frames (b,) on the CPU -> audio (b, F * hop),
+        zero past each item's end."""
 
-    # -- rates ----------------------------------------------------------------------------------------------------
+    # -- sizes and rates ------------------------------------------------------------------------------------------
+    @property
+    def num_codebooks(self) -> int:
+        return self.num_quantizers
+
     @property
     def frame_rate(self) -> float:
+        """Code frames per second."""
         return self.sample_rate / self.hop
 
     def bitrate(self, n_quantizers: int | None = None) -> float:
-        """Bits per second when the first `n_quantizers` levels are kept (all by default)."""
-        return self._check_n(n_quantizers) * math.log2(self.vocab_size) * self.frame_rate
-
-    @property
-    def bits_per_sample(self) -> float:
-        """Bits per second of audio at full depth."""
-        return self.bitrate()
+        """Bits per second of audio when the first `n_quantizers` levels are kept (all by default)."""
+        return self._check_n(n_quantizers) * self.bits_per_code * self.frame_rate
 
     def num_frames(self, samples: int) -> int:
+        """Code frames of `samples` samples at the model rate."""
         return -(-int(samples) // self.hop)
 
-    # -- the API --------------------------------------------------------------------------------------------------
+    # -- the contract ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, wav, sample_rate: int, n_quantizers: int | None = None, padding_mask: Tensor | None = None,
-               lengths: Tensor | None = None) -> Tensor:
-        """Audio -> codes `(b, k, frames)`.
+    def encode(self, wav, sample_rate: int | None = None, n_quantizers: int | None = None,
+               padding_mask: Tensor | None = None, lengths: Tensor | None = None) -> Tokens:
+        """Audio -> `Tokens` with ids `(b, frames, k)`.
 
         Args:
-            wav: `(b, samples)`, `(b, 1, samples)`, `(samples,)`, or a list of 1-D waveforms of any lengths.
-            sample_rate: the rate of `wav` (int); audio at another rate than the model's is resampled.
+            wav: float `(b, samples)`, `(b, 1, samples)`, `(samples,)`, or a list of 1-D waveforms of any lengths.
+            sample_rate: the rate of `wav` (an int; default: the model's own); other rates are resampled.
             n_quantizers: keep the first k residual levels (all by default): `bitrate(k)` bits per second.
-            padding_mask / lengths: for a padded batch; frames past an item's end hold -1.
+            padding_mask / lengths: for a padded batch (`(b, samples)` bool, True on audio / `(b,)` samples).
+        Returns:
+            `Tokens`: ids `(b, frames, k)` with `PAD_ID` on frames past each item's end, `lengths` = real frames,
+            meta `sample_rate` (the model's) and `frame_rate`.
         """
         x, lengths = self._prepare(wav, sample_rate, lengths, padding_mask)
         k = self._check_n(n_quantizers)
         frames = torch.tensor([self.num_frames(n) for n in lengths])
         x = F.pad(x, (0, int(frames.max()) * self.hop - x.shape[-1]))
-        codes = self._encode_frames(x, frames, k).long()
-        pad = torch.arange(codes.shape[-1], device=codes.device)[None] >= frames.to(codes.device)[:, None]
-        return codes.masked_fill(pad[:, None], -1)
+        return self._tokens(self._encode_frames(x, frames, k), frames)
 
     @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """Codes `(b, k, frames)` (k <= num_quantizers; -1 on whole padding frames at the end) -> audio
-        `(b, frames * hop)` at the model's sample rate, zero past each item's last frame."""
-        codes, frames = self._check_codes(codes)
-        return self._decode_frames(codes, frames)
+    def decode(self, tokens) -> Tensor:
+        """`Tokens` or bare ids `(b, frames, k)` (k <= num_quantizers; PAD_ID on whole frames past each item's end)
+        -> audio `(b, frames * hop)` at the model's sample rate, zero past each item's last frame."""
+        tokens = self._check_tokens(tokens)
+        return self._decode_frames(tokens.ids, tokens.lengths.cpu())
 
     # -- files, for the CLI ---------------------------------------------------------------------------------------
-    def read_assets(self, paths) -> list[Tensor]:
-        """Mono WAV/FLAC files -> 1-D float tensors at the model's sample rate."""
-        out = []
-        for p in paths:
-            data, sr = read_audio(p)
-            out.append(resample(torch.from_numpy(data)[None], sr, self.sample_rate)[0][0])
-        return out
+    def read_assets(self, paths, mono: str = "mix") -> list[Tensor]:
+        """WAV/FLAC files -> 1-D float tensors at the model's sample rate (`mono`: see `encode_files`)."""
+        return [w for w, _, _ in self._read_files(paths, mono)]
 
     def write_assets(self, x: Tensor, out_dir, names) -> list[Path]:
+        """Audio `(b, samples)` at the model's rate -> one WAV (or FLAC, by name) per row."""
         return [write_audio(Path(out_dir) / _audio_name(name), w, self.sample_rate) for w, name in zip(x, names)]
 
-    def encode_files(self, paths) -> dict[str, Tensor]:
-        """`ids (b, q, frames)` (-1 past each file's end) plus each file's `lengths` and `sample_rate`, so that
-        `decode_to_files` writes files of the original rate and length."""
-        reads = [read_audio(p) for p in paths]
-        items = [resample(torch.from_numpy(d)[None], sr, self.sample_rate)[0][0] for d, sr in reads]
-        return {"ids": self.encode(items, self.sample_rate),
-                "lengths": torch.tensor([d.shape[0] for d, _ in reads], dtype=torch.long),
-                "sample_rate": torch.tensor([sr for _, sr in reads], dtype=torch.long)}
+    def encode_files(self, paths, mono: str = "mix", n_quantizers: int | None = None) -> Tokens:
+        """`encode` of WAV/FLAC files, each at its own rate, with `source_sample_rate` and `source_length` (samples)
+        per file in `extras` so that `decode_to_files` writes files of the original rate and length.
 
-    def decode_to_files(self, tensors: dict[str, Tensor], out_dir, names) -> list[Path]:
-        if "ids" not in tensors:
-            raise ValueError(f"token file has no 'ids' tensor (found {sorted(tensors)})")
-        wav = self.decode(tensors["ids"]).cpu()
-        if "lengths" not in tensors or "sample_rate" not in tensors:
-            return self.write_assets(wav, out_dir, names)
+        `mono="mix"` averages the channels of multi-channel files and warns once; `mono="error"` refuses them.
+        """
+        reads = self._read_files(paths, mono)
+        tokens = self.encode([w for w, _, _ in reads], n_quantizers=n_quantizers)
+        extras = {"source_sample_rate": torch.tensor([sr for _, sr, _ in reads], dtype=torch.long),
+                  "source_length": torch.tensor([n for _, _, n in reads], dtype=torch.long)}
+        return replace(tokens.to("cpu"), extras=extras)
+
+    @torch.no_grad()
+    def decode_to_files(self, tokens, out_dir, names) -> list[Path]:
+        """Decode and write one file per item: at its source rate and length when `extras` hold them (non-zero),
+        else at the model's rate with the item's `frames * hop` samples."""
+        tokens = self._check_tokens(tokens)
+        wav = self._decode_frames(tokens.ids, tokens.lengths.cpu()).cpu()
+        zeros = torch.zeros(len(tokens), dtype=torch.long)
+        rates = tokens.extras.get("source_sample_rate", zeros).tolist()
+        sizes = tokens.extras.get("source_length", zeros).tolist()
         written = []
-        for w, n, sr, name in zip(wav, tensors["lengths"].tolist(), tensors["sample_rate"].tolist(), names):
+        for w, f, sr, n, name in zip(wav, tokens.lengths.tolist(), rates, sizes, names):
+            path = Path(out_dir) / _audio_name(name)
+            if sr <= 0 or n <= 0:  # no source facts (bare tokens, or zero padding): the model's rate, all frames
+                written.append(write_audio(path, w[: f * self.hop], self.sample_rate))
+                continue
             sr = check_sample_rate(int(sr))
             n_model = -(-n * self.sample_rate // sr)  # resample_poly's output length at the model rate
             y = resample(w[None, :n_model], self.sample_rate, sr)[0]
-            written.append(write_audio(Path(out_dir) / _audio_name(name), y[0, :n], sr))
+            written.append(write_audio(path, y[0, :n], sr))
         return written
 
     # -- validation -----------------------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def _check_n(self, n_quantizers) -> int:
         if n_quantizers is None:
             return self.num_quantizers
@@ -145,31 +162,42 @@ class AudioTokenizer(Tokenizer):
         return n_quantizers
 
     def _prepare(self, wav, sample_rate, lengths, padding_mask) -> tuple[Tensor, Tensor]:
-        sample_rate = check_sample_rate(sample_rate)
+        """A zero-padded float batch at the model rate on the model's device, and its lengths (b,) on the CPU."""
+        sample_rate = self.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
         x, lengths = to_mono_batch(wav, lengths, padding_mask)
         x = x * (torch.arange(x.shape[-1], device=x.device)[None] < lengths.to(x.device)[:, None])  # zero padding
         x, lengths = resample(x, sample_rate, self.sample_rate, lengths)
         return x.to(self._device()), lengths
 
-    def _check_codes(self, codes: Tensor) -> tuple[Tensor, Tensor]:
-        """Validate codes (b, k, F); return them as long and the number of real frames per item."""
-        if not isinstance(codes, Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
-            raise ValueError(f"expected integer codes (b, k, frames), got {getattr(codes, 'dtype', type(codes))}")
-        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.num_quantizers or codes.shape[-1] == 0:
-            raise ValueError(f"expected codes of shape (b, k<={self.num_quantizers}, frames>0), got {tuple(codes.shape)}")
-        codes = codes.long()
-        if int(codes.min()) < -1 or int(codes.max()) >= self.vocab_size:
-            raise ValueError(f"codes must lie in [0, {self.vocab_size}) (or -1 on padding frames), got range "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
-        pad = codes < 0
-        frame_pad = pad.all(dim=1)
-        if bool((pad.any(dim=1) & ~frame_pad).any()):
-            raise ValueError("-1 marks a whole padding frame: a frame may not mix -1 with real codes")
-        frames = (~frame_pad).sum(-1).cpu()
-        prefix = torch.arange(codes.shape[-1])[None] < frames[:, None]
-        if not torch.equal(prefix, (~frame_pad).cpu()) or int(frames.min()) == 0:
-            raise ValueError("padding frames (-1) must come after all real frames, and every item needs one real frame")
-        return codes, frames
+    def _tokens(self, ids: Tensor, frames: Tensor) -> Tokens:
+        """Ids (b, F, k) from `_encode_frames` -> `Tokens` with PAD_ID on every level past `frames` (b,)."""
+        ids = ids.long()
+        pad = torch.arange(ids.shape[1], device=ids.device)[None] >= frames.to(ids.device)[:, None]
+        ids = ids.masked_fill(pad[..., None], PAD_ID)
+        return self.make_tokens(ids, frames, sample_rate=self.sample_rate, frame_rate=self.frame_rate)
+
+    def _check_tokens(self, tokens) -> Tokens:
+        """`as_tokens`, plus what is particular to audio: ids in the pre-0.2 layout (b, q, frames) get a hint, a
+        token file of a model at another rate and items without a frame are refused."""
+        ids = tokens.ids if isinstance(tokens, Tokens) else tokens
+        if isinstance(ids, Tensor) and ids.ndim == 3 and ids.shape[2] > self.num_quantizers >= ids.shape[1]:
+            raise ValueError(f"expected ids of shape (b, frames, q<={self.num_quantizers}), got {tuple(ids.shape)}; "
+                             "gentok < 0.2 returned (b, q, frames): use ids.transpose(1, 2)")
+        tokens = self.as_tokens(tokens)
+        rate = tokens.meta.get("sample_rate")
+        if rate is not None and rate != self.sample_rate:
+            raise ValueError(f"these tokens come from a model at {rate} Hz; this one works at {self.sample_rate} Hz")
+        if int(tokens.lengths.min()) < 1:
+            raise ValueError("every item needs at least one real frame (an id that is not PAD_ID)")
+        return tokens
+
+    def _read_files(self, paths, mono: str) -> list[tuple[Tensor, int, int]]:
+        """(1-D audio at the model rate, the file's rate, its length in samples) per file."""
+        out = []
+        for data, sr in read_mono_files(paths, mono):
+            wav = resample(torch.from_numpy(data)[None], sr, self.sample_rate)[0][0]
+            out.append((wav, sr, data.shape[0]))
+        return out
 
 
 def _audio_name(name: str) -> str:

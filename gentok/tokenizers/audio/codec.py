@@ -21,6 +21,7 @@ from gentok.tokenizers.audio.io import check_sample_rate, to_mono_batch
 from gentok.tokenizers.audio.layers import SEANetDecoder, SEANetEncoder
 from gentok.tokenizers.audio.losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator, adversarial_losses, si_snr
 from gentok.tokenizers.base import TokenizerOutput
+from gentok.tokenizers.tokens import Tokens
 
 
 @config
@@ -95,7 +96,7 @@ def preset(name: str) -> CodecConfig:
 
 @register("audio_codec")
 class AudioCodec(AudioTokenizer):
-    """Waveform <-> residual codes `(b, q, frames)`; see the module docstring."""
+    """Waveform <-> residual codes, ids `(b, frames, q)`; see the module docstring and `audio/base.py`."""
 
     config_class = CodecConfig
 
@@ -151,7 +152,7 @@ class AudioCodec(AudioTokenizer):
             metrics.update({f"gan_{k}": v.detach() for k, v in adv.items()})
         with torch.no_grad():
             metrics["si_snr"] = si_snr(recon.detach(), x).mean()
-        return TokenizerOutput(recon, q.indices.transpose(1, 2), loss, metrics)
+        return TokenizerOutput(recon, q.indices, loss, metrics)  # ids (b, frames, q), PAD_ID on dropped levels
 
     # -- the API --------------------------------------------------------------------------------------------------
     def _encode_frames(self, x: Tensor, frames: Tensor, k: int) -> Tensor:
@@ -159,17 +160,18 @@ class AudioCodec(AudioTokenizer):
         full = bool((frames == x.shape[-1] // self.hop).all())
         z = self.encoder(x[:, None], None if full else frames).transpose(1, 2)  # (b, frames, dim)
         mask = None if full else (torch.arange(z.shape[1])[None] < frames[:, None]).to(z.device)
-        return self.quantizer.encode(z, mask)[..., :k].transpose(1, 2)
+        return self.quantizer.encode(z, mask)[..., :k]  # (b, frames, k)
 
-    def _decode_frames(self, codes: Tensor, frames: Tensor) -> Tensor:
-        full = bool((frames == codes.shape[-1]).all())
-        z = self.quantizer.decode(codes.transpose(1, 2).to(self._device())).transpose(1, 2)
+    def _decode_frames(self, ids: Tensor, frames: Tensor) -> Tensor:
+        full = bool((frames == ids.shape[1]).all())
+        z = self.quantizer.decode(ids.to(self._device())).transpose(1, 2)  # (b, dim, frames)
         return self.decoder(z, None if full else frames)[:, 0]
 
     @torch.no_grad()
     def encode_chunks(self, chunks: Iterable[Tensor], n_quantizers: int | None = None) -> Iterator[Tensor]:
         """Streaming encoder (causal models): each chunk `(b, L)` at the model rate, L a multiple of `hop` except
-        for the last, yields its codes `(b, k, L / hop)`; concatenated they equal `encode` of the whole signal."""
+        for the last, yields its ids `(b, ceil(L / hop), k)`; concatenated along frames (dim 1) they equal the ids of
+        `encode` of the whole signal."""
         if not self.config.causal:
             raise ValueError("chunked encoding needs a causal codec (CodecConfig(causal=True)); this one looks ahead")
         k = self._check_n(n_quantizers)
@@ -182,15 +184,25 @@ class AudioCodec(AudioTokenizer):
             if x.shape[-1] % self.hop:
                 x, ended = self._pad(x), True  # zero-pad the tail exactly as `encode` pads the whole signal
             z = self.encoder(x.to(self._device())[:, None], cache=cache).transpose(1, 2)
-            yield self.quantizer.encode(z)[..., :k].transpose(1, 2).contiguous()
+            yield self.quantizer.encode(z)[..., :k].contiguous()
 
-    def encode_chunked(self, wav, sample_rate: int, chunk_samples: int, n_quantizers: int | None = None) -> Tensor:
-        """`encode` of a long signal in chunks of `chunk_samples` (a multiple of `hop`) with bounded memory."""
-        if chunk_samples < self.hop or chunk_samples % self.hop:
+    def encode_chunked(self, wav, sample_rate: int | None = None, chunk_samples: int | None = None,
+                       n_quantizers: int | None = None, padding_mask: Tensor | None = None,
+                       lengths: Tensor | None = None) -> Tokens:
+        """`encode` of long signals in chunks of `chunk_samples` at the model rate (a multiple of `hop`; default
+        about one second) with bounded memory; the same arguments and the same `Tokens` as `encode`.
+
+        A causal frame sees only the past, so the real frames of a zero-padded ragged batch equal each item's own.
+        """
+        if chunk_samples is None:
+            chunk_samples = self.hop * max(1, round(self.frame_rate))
+        if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or chunk_samples < self.hop \
+                or chunk_samples % self.hop:
             raise ValueError(f"chunk_samples must be a positive multiple of the hop ({self.hop}), got {chunk_samples}")
-        x, _ = self._prepare(wav, sample_rate, None, None)
+        x, lengths = self._prepare(wav, sample_rate, lengths, padding_mask)
+        frames = torch.tensor([self.num_frames(n) for n in lengths])
         parts = (x[:, i:i + chunk_samples] for i in range(0, x.shape[-1], chunk_samples))
-        return torch.cat(list(self.encode_chunks(parts, n_quantizers)), dim=-1)
+        return self._tokens(torch.cat(list(self.encode_chunks(parts, n_quantizers)), dim=1), frames)
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _pad(self, x: Tensor) -> Tensor:

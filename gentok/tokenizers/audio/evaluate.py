@@ -39,8 +39,8 @@ def reconstruct(model, wav: Tensor, n_quantizers: int | None = None, batch_size:
     out = []
     for i in range(0, len(wav), batch_size):
         part = wav[i:i + batch_size]
-        codes = model.encode(part, model.sample_rate, n_quantizers=n_quantizers)
-        out.append(model.decode(codes)[:, : part.shape[-1]].cpu())
+        tokens = model.encode(part, n_quantizers=n_quantizers)
+        out.append(model.decode(tokens)[:, : part.shape[-1]].cpu())
     return torch.cat(out)
 
 

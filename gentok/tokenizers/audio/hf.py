@@ -1,6 +1,7 @@
 """transformers' EnCodec, DAC and Mimi behind gentok's audio tokenizer contract, so pretrained codecs already on
-disk get the same API as the codec trained here (`encode(wav, sample_rate, n_quantizers) -> codes (b, q, frames)`,
-`decode`, `bitrate`, files through the CLI, `save_pretrained` / `gentok.load`).
+disk get the same API as the codec trained here (`encode(wav, sample_rate=None, n_quantizers=None) -> Tokens` with
+ids `(b, frames, q)`, `decode`, `bitrate`, files through the CLI, `save_pretrained` / `gentok.load`; see
+`audio/base.py`). transformers keeps codes as `(b, q, frames)`: the adapters transpose at their edge.
 
 Nothing is downloaded: `from_local(dir)` reads a transformers checkpoint directory (`config.json` +
 `model.safetensors`) with `local_files_only=True`; `from_hf_config(cfg)` builds one with random weights (tests).
@@ -22,6 +23,7 @@ from torch import Tensor
 from gentok.config import config
 from gentok.hub import register
 from gentok.tokenizers.audio.base import AudioTokenizer
+from gentok.validate import PAD_ID
 
 
 @config
@@ -97,24 +99,24 @@ class HFAudioCodec(AudioTokenizer):
 
     def _encode_frames(self, x: Tensor, frames: Tensor, k: int) -> Tensor:
         if bool((frames == frames.max()).all()):
-            return self._encode_batch(x, k)
-        codes = torch.full((x.shape[0], k, int(frames.max())), -1, dtype=torch.long, device=x.device)
+            return self._encode_batch(x, k).transpose(1, 2)
+        ids = torch.full((x.shape[0], int(frames.max()), k), PAD_ID, dtype=torch.long, device=x.device)
         for i, f in enumerate(frames.tolist()):  # one by one: exactly the codes each item gets alone
-            codes[i, :, :f] = self._encode_batch(x[i:i + 1, : f * self.hop], k)[0]
-        return codes
+            ids[i, :f] = self._encode_batch(x[i:i + 1, : f * self.hop], k)[0].transpose(0, 1)
+        return ids  # (b, frames, k)
 
-    def _decode_frames(self, codes: Tensor, frames: Tensor) -> Tensor:
-        codes = codes.to(self._device())
+    def _decode_frames(self, ids: Tensor, frames: Tensor) -> Tensor:
+        codes = ids.transpose(1, 2).to(self._device())  # transformers' (b, k, frames)
         out = torch.zeros(codes.shape[0], codes.shape[-1] * self.hop, device=codes.device)
         if bool((frames == codes.shape[-1]).all()):
-            return self._decode_batch(codes)[:, : out.shape[-1]]
+            return self._decode_batch(codes.contiguous())[:, : out.shape[-1]]
         for i, f in enumerate(frames.tolist()):
-            out[i, : f * self.hop] = self._decode_batch(codes[i:i + 1, :, :f])[0, : f * self.hop]
+            out[i, : f * self.hop] = self._decode_batch(codes[i:i + 1, :, :f].contiguous())[0, : f * self.hop]
         return out
 
     @abc.abstractmethod
     def _encode_batch(self, x: Tensor, k: int) -> Tensor:
-        """x (b, F * hop) -> codes (b, k, F)."""
+        """x (b, F * hop) -> codes (b, k, F), transformers' layout."""
 
     @abc.abstractmethod
     def _decode_batch(self, codes: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,12 +132,19 @@ def resample(x: Tensor, orig_sr: int, target_sr: int, lengths: Tensor | None = N
     return out.to(x.device), new_lengths
 
 
-def read_audio(path: str | os.PathLike, mono: str = "error") -> tuple[np.ndarray, int]:
-    """Read a WAV/FLAC file as float32 `(samples,)` and its sample rate.
+MONO_MODES = ("mix", "error")  # multi-channel files: average the channels / refuse them
 
-    `mono="error"` rejects multi-channel files with a `ValueError`; `mono="mix"` averages the channels (for training
-    data, where a downmix is what the user wants).
-    """
+
+def check_mono(mono) -> str:
+    """The downmix mode; `ValueError` unless it is one of `MONO_MODES`."""
+    if mono not in MONO_MODES:
+        raise ValueError(f"mono must be one of {MONO_MODES} ('mix' averages the channels of multi-channel files, "
+                         f"'error' refuses them), got {mono!r}")
+    return mono
+
+
+def read_audio_channels(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a WAV/FLAC file as float32 `(samples, channels)` and its sample rate; `ValueError` if unreadable/empty."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"audio file {path} does not exist")
@@ -144,14 +152,46 @@ def read_audio(path: str | os.PathLike, mono: str = "error") -> tuple[np.ndarray
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as e:
         raise ValueError(f"cannot read audio file {path}: {e}") from None
-    if data.shape[1] > 1:
-        if mono != "mix":
-            raise ValueError(f"{path} has {data.shape[1]} channels; this model is mono (downmix it first, e.g. "
-                             "`sox in.wav -c 1 out.wav`)")
-        data = data.mean(axis=1, keepdims=True)
     if data.shape[0] == 0:
         raise ValueError(f"audio file {path} is empty")
-    return data[:, 0], int(sr)
+    return data, int(sr)
+
+
+def downmix(data: np.ndarray, mono: str, path="audio") -> np.ndarray:
+    """`(samples, channels)` -> `(samples,)`: `mono="mix"` averages the channels, `mono="error"` refuses more than
+    one with a `ValueError` naming `path`."""
+    if data.shape[1] > 1:
+        if check_mono(mono) == "error":
+            raise ValueError(f"{path} has {data.shape[1]} channels; this model is mono (use mono='mix', on the CLI "
+                             "`--option mono=mix`, to average them, or downmix first: `sox in.wav -c 1 out.wav`)")
+        data = data.mean(axis=1, keepdims=True)
+    return data[:, 0]
+
+
+def read_audio(path: str | os.PathLike, mono: str = "error") -> tuple[np.ndarray, int]:
+    """Read a WAV/FLAC file as float32 `(samples,)` and its sample rate.
+
+    `mono="error"` rejects multi-channel files with a `ValueError`; `mono="mix"` averages the channels.
+    """
+    check_mono(mono)
+    data, sr = read_audio_channels(path)
+    return downmix(data, mono, path), sr
+
+
+def read_mono_files(paths, mono: str = "mix") -> list[tuple[np.ndarray, int]]:
+    """`read_audio` over files, announcing a downmix once (one warning naming the multi-channel files), so a user
+    who passes stereo music knows the tokens describe its mono mix."""
+    check_mono(mono)
+    out, mixed = [], []
+    for p in paths:
+        data, sr = read_audio_channels(p)
+        if data.shape[1] > 1 and mono == "mix":
+            mixed.append(f"{Path(p).name} ({data.shape[1]} channels)")
+        out.append((downmix(data, mono, p), sr))
+    if mixed:
+        warnings.warn(f"averaged the channels of {len(mixed)} multi-channel file(s) to mono: {', '.join(mixed)} "
+                      "(mono='error' refuses such files instead)", UserWarning, stacklevel=4)
+    return out
 
 
 def write_audio(path: str | os.PathLike, wav, sample_rate: int) -> Path:
