@@ -201,3 +201,17 @@ def test_token_mixing_starts_as_spatial_pooling():
     assert torch.allclose(model.encoder.mix.sum(1), torch.ones(6))
     assert torch.allclose(model.dec_mix.sum(1), torch.ones(16))
     assert small(token_mixing=False).encoder.mix is None
+
+
+def test_report_summary_shows_perceptual_figures(tmp_path, capsys):
+    """With --perceptual-weights the rFD and feature error reach the console summary, not only eval.json."""
+    from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, write_report
+
+    _, held_out = default_image_data(32, train_length=8, eval_length=4)
+    m = small().eval()
+    report = evaluate_image_tokenizer(m, held_out)
+    assert "rfd" not in report
+    report.update(rfd=1.25, feature_l2=0.5)  # what perceptual_metrics adds when a local vision model is given
+    write_report(report, m, held_out, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "rFD 1.250" in out and "feature L2 0.500" in out

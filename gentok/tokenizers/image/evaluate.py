@@ -227,6 +227,9 @@ def _summary(r: dict, name: str, out: Path) -> str:
              + "".join(f", {k} {v}" for k, v in options.items()) + f"): PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}"
              f" | equal-bit baseline PSNR {r['baseline_psnr']:.2f} dB, SSIM {r['baseline_ssim']:.3f} "
              f"({base['resolution']}px x {base['bits_per_channel']} bits) | {usage}"]
+    if "rfd" in r:  # --perceptual-weights: reconstruction Frechet distance and feature error of a vision model
+        lines.append(f"perceptual (features of the given vision model): rFD {r['rfd']:.3f}, "
+                     f"feature L2 {r['feature_l2']:.3f}")
     if "by_tokens" in r:
         one = "one_step_psnr" in r["by_tokens"][0]
         lines.append(f"{'tokens':>6} {'bits':>7} {'PSNR':>7} {'SSIM':>6} | "
