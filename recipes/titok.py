@@ -3,6 +3,7 @@
     accelerate launch recipes/titok.py                      # tiny preset on the bundled photographs (CPU, <= 10 min)
     accelerate launch recipes/titok.py --data DIR --preset B-64 --output-dir runs/b64
     accelerate launch --multi_gpu --num_processes 2 recipes/titok.py   # same thing, two processes
+    accelerate launch recipes/titok.py --init-from yucornetto/tokenizer_titok_l32_imagenet --data DIR  # fine-tune
 
 Rerunning with the same --output-dir resumes from the newest complete checkpoint.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+import gentok
 from gentok.data.images import default_image_data
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
@@ -27,10 +29,20 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--perceptual-weights", default=None,
                         help="local transformers vision model dir: adds a feature loss and rFD (never downloaded)")
     parser.add_argument("--perceptual-weight", type=float, default=0.1)
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="fine-tune this TiTok (a gentok model directory, an official TiTok snapshot directory or "
+                             "hub id); its architecture replaces --preset")
     args = parser.parse_args(argv)
-    model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
+    init = _load_init(args.init_from) if args.init_from else None
+    model_cfg, train_cfg = apply_overrides(init.config if init else PRESETS[args.preset], TRAIN, args)
     train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed)
     model = TiTok(model_cfg)
+    if init is not None:
+        try:
+            model.load_state_dict(init.state_dict())
+        except RuntimeError:
+            raise SystemExit(f"--init-from {args.init_from}: --set changed the architecture, its weights no longer "
+                             "fit") from None
     loss_fn = None
     if args.perceptual_weights:
         from gentok.losses import perceptual_loss_fn
@@ -42,6 +54,16 @@ def main(argv: list[str] | None = None):
         report = evaluate_image_tokenizer(result.model, held_out, perceptual_weights=args.perceptual_weights)
         write_report(report, result.model, held_out, train_cfg.output_dir)
     return result
+
+
+def _load_init(source: str) -> TiTok:
+    try:
+        model = gentok.load(source)
+    except ValueError as e:
+        raise SystemExit(f"--init-from {source}: {e}") from None
+    if not isinstance(model, TiTok):
+        raise SystemExit(f"--init-from {source}: a {type(model).__name__}, not a TiTok")
+    return model
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ class LatentEncoder(nn.Module):
         code_dim: width of the output codes (the quantizer's input).
         mix: optional (K, patches) initial patch -> latent mixing matrix (a learned parameter); None: no mixing.
         causal_latents: latent i attends to the patches and to latents <= i only.
+        class_token: a learned token placed before the patches (its output is unused), as in the official TiTok
+            weights, whose attention was trained with it present.
+        norm_in: a LayerNorm on the token sequence before the transformer (official TiTok's `ln_pre`).
+        legacy_latent_layout: read the latent outputs (b, K, width) as the memory of a (b, width, K) tensor before
+            projecting them, as the official TiTok l32/b64/s128 weights do (a reshape where a transpose was meant;
+            the weights only work with the same reading).
 
     The transformer keeps PyTorch's default init; the owning tokenizer applies `init_weights(encoder.transformer)`
     where it always did, so a seed gives the same initial weights as before the encoder was shared.
@@ -38,7 +44,8 @@ class LatentEncoder(nn.Module):
 
     def __init__(self, image_size: int, patch_size: int, width: int, depth: int, heads: int, mlp_ratio: float,
                  num_tokens: int, code_dim: int, channels: int = 3, mix: Tensor | None = None,
-                 causal_latents: bool = False):
+                 causal_latents: bool = False, class_token: bool = False, norm_in: bool = False,
+                 legacy_latent_layout: bool = False):
         super().__init__()
         num_patches = (image_size // patch_size) ** 2
         if mix is not None and tuple(mix.shape) != (num_tokens, num_patches):
@@ -54,14 +61,23 @@ class LatentEncoder(nn.Module):
         self.mix = nn.Parameter(mix.clone().float()) if mix is not None else None
         self.register_buffer("mask", _latent_mask(num_patches, num_tokens) if causal_latents else None,
                              persistent=False)
+        # options for official checkpoints, created last so the seeded init of the other parameters is unchanged
+        if class_token and causal_latents:
+            raise ValueError("class_token and causal_latents cannot be combined")
+        self.cls = nn.Parameter(torch.randn(1, width) * scale) if class_token else None
+        self.norm_in = nn.LayerNorm(width) if norm_in else nn.Identity()
+        self.legacy_latent_layout = legacy_latent_layout
 
     def forward(self, images: Tensor) -> Tensor:
         patches = self.patch_embed(images) + self.pos  # (b, N, width)
         latents = self.latents.expand(images.shape[0], -1, -1)  # (b, K, width)
         if self.mix is not None:
             latents = latents + torch.einsum("kp,bpd->bkd", self.mix, patches)
-        h = self.transformer(torch.cat([patches, latents], dim=1), mask=self.mask)
-        return self.to_code(h[:, -self.num_tokens:])  # (b, K, code_dim)
+        tokens = [patches, latents] if self.cls is None else [self.cls.expand(len(images), -1, -1), patches, latents]
+        h = self.transformer(self.norm_in(torch.cat(tokens, dim=1)), mask=self.mask)[:, -self.num_tokens:]
+        if self.legacy_latent_layout:
+            h = h.reshape(h.shape[0], h.shape[2], h.shape[1]).transpose(1, 2)
+        return self.to_code(h)  # (b, K, code_dim)
 
 
 def _latent_mask(num_patches: int, num_tokens: int) -> Tensor:

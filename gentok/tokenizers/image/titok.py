@@ -5,6 +5,12 @@ FlexTok); only the latents are kept, quantized into a 1D sequence of K ids. A Vi
 plus one mask token per patch and predicts the pixels of every patch. Trained single-stage here (pixel
 reconstruction + quantizer loss); a small convolutional refiner after un-patchifying removes patch-boundary artefacts
 cheaply.
+
+The same class runs the official TiTok checkpoints (bytedance/1d-tokenizer, converted by
+`gentok.pretrained.titok_official`) through a few options that default to off: a class token and an input LayerNorm
+in both transformers, separate decoder width/heads, their legacy latent layout, [0, 1] pixels in and out, and either
+a plain 3x3 output conv (vq8k models) or a head that predicts MaskGIT-VQGAN proxy codes decoded by that VQGAN's conv
+decoder (l32/b64/s128, see `maskgit_vqgan.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_h
 from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quantizer
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
 from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
+from gentok.tokenizers.image.maskgit_vqgan import MaskGitVQGANConfig, ProxyCodeHead
 from gentok.tokenizers.tokens import Tokens
 
 
@@ -36,6 +43,15 @@ class TiTokConfig:
     refine_channels: int = 0  # >0 adds a residual 3x3-conv refiner on the decoded pixels
     token_mixing: bool = False  # learned linear patch<->latent mixing, initialised as spatial pooling (see below)
     recon_loss: str = "mse"  # "mse", "l1" or "mse+l1"
+    # -- options for the official checkpoints (all off for gentok-trained models) --
+    dec_width: int | None = None  # decoder width; None: `width` (official bl/sl models: a larger decoder)
+    dec_heads: int | None = None  # decoder heads; None: `heads`
+    class_token: bool = False  # a learned class token in both transformers (official weights need it)
+    norm_in: bool = False  # LayerNorm before both transformers (official `ln_pre`)
+    legacy_latent_layout: bool = False  # official l32/b64/s128 read latents (b, K, w) as (b, w, K); see LatentEncoder
+    pixel_range: str = "signed"  # "signed": the model works in [-1, 1]; "unit": in [0, 1] (official)
+    out_conv: bool = False  # a plain 3x3 conv on the decoded pixels instead of the refiner (official vq8k)
+    proxy_decoder: MaskGitVQGANConfig | None = None  # predict MaskGIT-VQGAN proxy codes, not pixels (official VQ)
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -46,10 +62,29 @@ class TiTokConfig:
             raise ValueError("num_tokens must be >= 1")
         if self.recon_loss not in ("mse", "l1", "mse+l1"):
             raise ValueError(f"recon_loss must be 'mse', 'l1' or 'mse+l1', got {self.recon_loss!r}")
+        if self.decoder_width % self.decoder_heads:
+            raise ValueError(f"dec_width {self.decoder_width} is not divisible by dec_heads {self.decoder_heads}")
+        if self.pixel_range not in ("signed", "unit"):
+            raise ValueError(f"pixel_range must be 'signed' or 'unit', got {self.pixel_range!r}")
+        if sum((self.refine_channels > 0, self.out_conv, self.proxy_decoder is not None)) > 1:
+            raise ValueError("refine_channels, out_conv and proxy_decoder are alternative output heads: pick one")
+        if self.proxy_decoder is not None and self.proxy_decoder.upsample != self.patch_size:
+            raise ValueError(f"the proxy decoder upsamples {self.proxy_decoder.upsample}x but patches are "
+                             f"{self.patch_size} px")
+        if self.token_mixing and self.class_token:
+            raise ValueError("token_mixing and class_token cannot be combined")
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def decoder_width(self) -> int:
+        return self.dec_width or self.width
+
+    @property
+    def decoder_heads(self) -> int:
+        return self.dec_heads or self.heads
 
 
 def _preset(image_size, patch, tokens, width, depth, heads, quantizer=None, refine=0):
@@ -118,18 +153,31 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         # encoder: patches + K latent tokens
         self.encoder = LatentEncoder(c.image_size, c.patch_size, c.width, c.enc_depth, c.heads, c.mlp_ratio,
                                      c.num_tokens, c.quantizer.dim,
-                                     mix=pool / pool.sum(1, keepdim=True) if pool is not None else None)
+                                     mix=pool / pool.sum(1, keepdim=True) if pool is not None else None,
+                                     class_token=c.class_token, norm_in=c.norm_in,
+                                     legacy_latent_layout=c.legacy_latent_layout)
         self.quantizer = build_quantizer(c.quantizer)
         # decoder: K quantized latents + one mask token per patch
-        self.from_code = nn.Linear(c.quantizer.dim, c.width)
-        self.dec_latent_pos = nn.Parameter(torch.randn(c.num_tokens, c.width) * scale)
-        self.mask_token = nn.Parameter(torch.randn(c.width) * scale)
-        self.dec_pos = nn.Parameter(torch.randn(c.num_patches, c.width) * scale)
-        self.decoder = Transformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
-        self.to_pixels = nn.Linear(c.width, c.patch_size * c.patch_size * 3)
-        self.refiner = Refiner(c.refine_channels) if c.refine_channels else nn.Identity()
+        w = c.decoder_width
+        scale = w**-0.5
+        self.from_code = nn.Linear(c.quantizer.dim, w)
+        self.dec_latent_pos = nn.Parameter(torch.randn(c.num_tokens, w) * scale)
+        self.mask_token = nn.Parameter(torch.randn(w) * scale)
+        self.dec_pos = nn.Parameter(torch.randn(c.num_patches, w) * scale)
+        self.decoder = Transformer(w, c.dec_depth, c.decoder_heads, c.mlp_ratio)
+        if c.proxy_decoder is not None:
+            self.to_pixels = ProxyCodeHead(w, c.proxy_decoder)
+        else:
+            self.to_pixels = nn.Linear(w, c.patch_size * c.patch_size * 3)
+        if c.refine_channels:
+            self.refiner = Refiner(c.refine_channels)
+        else:
+            self.refiner = nn.Conv2d(3, 3, 3, padding=1) if c.out_conv else nn.Identity()
         if c.token_mixing:
             self.dec_mix = nn.Parameter(pool.T / pool.T.sum(1, keepdim=True))
+        # official-checkpoint options, created last so a seed gives gentok models the same init as before
+        self.dec_cls = nn.Parameter(torch.randn(w) * scale) if c.class_token else None
+        self.dec_norm_in = nn.LayerNorm(w) if c.norm_in else nn.Identity()
         init_weights(self.encoder.transformer)
         init_weights(self.decoder)
         # checkpoints saved before the encoder was shared keep loading
@@ -175,18 +223,25 @@ class TiTok(ImageAssetsMixin, Tokenizer):
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _encode_latents(self, x: Tensor) -> Tensor:
-        return self.encoder(x * 2 - 1)  # (b, K, code_dim); the model works in [-1, 1]
+        signed = self.config.pixel_range == "signed"
+        return self.encoder(x * 2 - 1 if signed else x)  # (b, K, code_dim)
 
     def _decode_latents(self, z: Tensor) -> Tensor:
+        """Codes (b, K, code_dim) -> images (b, 3, S, S) in [0, 1], unclamped."""
         c = self.config
         b = z.shape[0]
         latents = self.from_code(z) + self.dec_latent_pos
         masks = (self.mask_token + self.dec_pos).expand(b, -1, -1)
         if c.token_mixing:
             masks = masks + torch.einsum("pk,bkd->bpd", self.dec_mix, latents)
-        h = self.decoder(torch.cat([latents, masks], dim=1))[:, c.num_tokens:]
-        pixels = unpatchify(self.to_pixels(h), c.patch_size, c.image_size, c.image_size)
-        return (self.refiner(pixels) + 1) / 2  # model works in [-1, 1]
+        tokens = [latents, masks] if self.dec_cls is None else [latents, self.dec_cls.expand(b, 1, -1), masks]
+        h = self.decoder(self.dec_norm_in(torch.cat(tokens, dim=1)))[:, -c.num_patches:]
+        if c.proxy_decoder is not None:
+            pixels = self.to_pixels(h)
+        else:
+            pixels = unpatchify(self.to_pixels(h), c.patch_size, c.image_size, c.image_size)
+        pixels = self.refiner(pixels)
+        return (pixels + 1) / 2 if c.pixel_range == "signed" else pixels
 
 
 def _band_matrix(tokens: int, patches: int) -> Tensor:

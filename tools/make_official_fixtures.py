@@ -1,0 +1,168 @@
+"""Write tests/fixtures/official/titok_*: small random-weight instances of every supported official TiTok variant,
+built and run by the official code, so the converter's exactness is tested in CI without that code.
+
+    python tools/make_official_fixtures.py --checkout /path/to/1d-tokenizer [--out tests/fixtures/official]
+
+Needs a checkout of https://github.com/bytedance/1d-tokenizer (the fixtures in this repository were made from commit
+942a96fbdd873780179d1b78d5462911528bf8c8) and the packages its model code imports (omegaconf, einops, accelerate,
+huggingface_hub); none of them is a gentok dependency, and none of its code is copied here: this script only calls it.
+
+For each variant it reads the official inference config (`configs/infer/TiTok/<name>.yaml`) and shrinks it so the
+fixture stays small: 16 px crops with 4 px patches, codebooks of at most 1024 codes, and "tiny" ViTs. The official
+code only knows the sizes small/base/large, so the configs keep their size names and add the tiny sizes as extra
+keys (`vit_enc_width`, `vit_enc_num_layers`, `vit_enc_num_heads`, and `vit_dec_*`) that override them in the
+converter; the official classes are made to honour them by intercepting the three attributes their constructors set
+from the size name;
+the MaskGIT-VQGAN pixel decoder and its proxy codebook (fixed in the official code) are shrunk the same way. Every
+forward pass is the official one. Weights are re-drawn at unit scale (the official init makes every output nearly
+constant, which would test little).
+
+Each fixture directory holds `config.json` (the official format), `model.safetensors` (official key layout) and
+`reference/outputs.safetensors`: `images` (2, 3, 16, 16) in [0, 1], `ids` (2, K) from the official `encode`, and `decoded`
+(2, 3, 16, 16), the official `decode_tokens(ids)` (unclamped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+# variant -> (official infer config, tiny encoder size, tiny decoder size); a size is (width, layers, heads)
+SMALL, BASE, LARGE = (32, 2, 2), (32, 2, 2), (48, 2, 3)
+VARIANTS = {
+    "titok_l32": ("TiTok/titok_l32.yaml", LARGE, LARGE),
+    "titok_b64": ("TiTok/titok_b64.yaml", BASE, BASE),
+    "titok_s128": ("TiTok/titok_s128.yaml", SMALL, SMALL),
+    "titok_bl64_vq8k": ("TiTok/titok_bl64_vq8k.yaml", BASE, LARGE),
+    "titok_bl128_vq8k": ("TiTok/titok_bl128_vq8k.yaml", BASE, LARGE),
+    "titok_sl256_vq8k": ("TiTok/titok_sl256_vq8k.yaml", SMALL, LARGE),
+}
+CROP, PATCH = 16, 4
+MAX_CODES = 1024
+# MaskGIT-VQGAN decoder: 3 levels (4x upsampling = PATCH); the finest level is wider so one block changes width
+PIXEL_DECODER = {"hidden_channels": 32, "channel_mult": [2, 1, 1], "num_resolutions": 3, "num_res_blocks": 1,
+                 "z_channels": 16, "resolution": CROP}
+PROXY_CODES = 256
+
+
+def tiny_config(checkout: Path, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    path, enc, dec = VARIANTS[name]
+    cfg = OmegaConf.to_container(OmegaConf.load(checkout / "configs" / "infer" / path), resolve=True)
+    cfg["model"].pop("generator", None)
+    vq = cfg["model"]["vq_model"]
+    if "codebook_size" in vq:
+        vq["codebook_size"] = min(vq["codebook_size"], MAX_CODES)
+    vq["vit_enc_patch_size"] = vq["vit_dec_patch_size"] = PATCH
+    for side, size in (("enc", enc), ("dec", dec)):
+        vq[f"vit_{side}_width"], vq[f"vit_{side}_num_layers"], vq[f"vit_{side}_num_heads"] = size
+    cfg["dataset"]["preprocessing"]["crop_size"] = CROP
+    return cfg
+
+
+def patch_official_sizes(modeling_titok) -> None:
+    """Make the official TiTok build tiny ViTs / a tiny pixel decoder while running its own code."""
+    from omegaconf import OmegaConf
+
+    def tiny(cls, side):
+        class Tiny(cls):
+            def __setattr__(self, key, value):
+                if key in ("width", "num_layers", "num_heads"):
+                    value = self.config.model.vq_model[f"vit_{side}_{key}"]
+                if key == "ffn" and side == "dec" and self.is_legacy:  # 1024 proxy-code logits -> PROXY_CODES
+                    value[-1] = torch.nn.Conv2d(value[-1].in_channels, PROXY_CODES, 1)
+                super().__setattr__(key, value)
+
+        return Tiny
+
+    modeling_titok.TiTokEncoder = tiny(modeling_titok.TiTokEncoder, "enc")
+    modeling_titok.TiTokDecoder = tiny(modeling_titok.TiTokDecoder, "dec")
+    decoder, quantizer = modeling_titok.Pixel_Decoder, modeling_titok.Pixel_Quantizer
+    modeling_titok.Pixel_Decoder = lambda conf: decoder(OmegaConf.merge(conf, PIXEL_DECODER))
+    modeling_titok.Pixel_Quantizer = lambda num_embeddings, embedding_dim, commitment_cost: quantizer(
+        PROXY_CODES, PIXEL_DECODER["z_channels"], commitment_cost)
+
+
+@torch.no_grad()
+def randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Unit-scale random weights: matrices N(0, 1/fan_in), norm scales 1 + N(0, 0.1^2), other vectors N(0, 0.1^2)."""
+    for name, p in model.named_parameters():
+        if p.ndim >= 2:
+            # proxy-code logits of unit scale mix many codes into a nearly flat map that the pixel decoder's
+            # GroupNorms then amplify (float rounding included): sharper logits keep the test well conditioned
+            gain = 8.0 if name == "decoder.ffn.2.weight" and model.finetune_decoder else 1.0
+            p.copy_(torch.randn(p.shape, generator=gen) * gain * p[0].numel() ** -0.5)
+        elif name.endswith("weight"):
+            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+        else:
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+@torch.no_grad()
+def code_margin(model, images: torch.Tensor) -> float:
+    """Smallest gap between the nearest and second-nearest code over all tokens (ties would make ids flaky)."""
+    z = model.encoder(pixel_values=images, latent_tokens=model.latent_tokens)
+    z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    e = model.quantize.embedding.weight
+    if model.quantize.use_l2_norm:
+        z, e = torch.nn.functional.normalize(z, dim=-1), torch.nn.functional.normalize(e, dim=-1)
+    d = torch.cdist(z.double(), e.double()) ** 2
+    two = d.topk(2, dim=1, largest=False).values
+    return float((two[:, 1] - two[:, 0]).min())
+
+
+def make(checkout: Path, name: str, out: Path, seed: int) -> dict:
+    import modeling.titok as modeling_titok
+
+    cfg = tiny_config(checkout, name)
+    for attempt in range(20):
+        torch.manual_seed(seed + attempt)
+        model = modeling_titok.TiTok(cfg).eval()
+        gen = torch.Generator().manual_seed(seed + attempt)
+        randomise(model, gen)
+        images = torch.rand(2, 3, CROP, CROP, generator=gen)
+        if code_margin(model, images) > 1e-3:
+            break
+    else:
+        raise RuntimeError(f"{name}: no seed gave well-separated codes")
+    with torch.no_grad():
+        _, result = model.encode(images)
+        ids = result["min_encoding_indices"].reshape(len(images), -1).long()
+        decoded = model.decode_tokens(ids)
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    (d / "reference").mkdir(exist_ok=True)  # apart from the weights: a snapshot's *.safetensors are all weights
+    save_file({"images": images, "ids": ids, "decoded": decoded.contiguous()},
+              str(d / "reference" / "outputs.safetensors"))
+    size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    return {"variant": name, "tokens": ids.shape[1], "distinct_ids": int(ids.unique().numel()), "bytes": size,
+            "decoded_std": float(decoded.std()), "in_unit_range": float(((decoded >= 0) & (decoded <= 1)).float().mean())}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkout", required=True, help="a checkout of bytedance/1d-tokenizer")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"))
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    checkout = Path(args.checkout).resolve()
+    if not (checkout / "modeling" / "titok.py").is_file():
+        raise SystemExit(f"{checkout} is not a checkout of bytedance/1d-tokenizer (no modeling/titok.py)")
+    sys.path.insert(0, str(checkout))
+    import modeling.titok as modeling_titok
+
+    patch_official_sizes(modeling_titok)
+    for name in VARIANTS:
+        print(make(checkout, name, Path(args.out), args.seed))
+
+
+if __name__ == "__main__":
+    main()
