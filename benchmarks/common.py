@@ -12,6 +12,7 @@ import io
 import os
 import platform
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -133,3 +134,35 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     return "" if v is None else str(v)
+
+
+class PeakRSS:
+    """Peak resident memory above the starting level while the block runs (sampled from /proc every 5 ms)."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self.stop = False
+        self.t = threading.Thread(target=self._watch, daemon=True)
+        self.t.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def _watch(self):
+        while not self.stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.t.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20

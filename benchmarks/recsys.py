@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -36,39 +35,8 @@ from recsys.metrics import format_table, metrics_from_ranks, summarize
 from recsys.models.recgpt import RecGPT, RecGPTConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.setrec import SETRec, SETRecConfig, choose_cf_weight
+from benchmarks.common import PeakRSS
 from recsys.pipeline import item_embeddings, load_recommender, prepare, train_item_tokenizer, train_recommender
-
-
-class PeakRSS:
-    """Peak resident memory above the starting level while the block runs (sampled from /proc every 5 ms)."""
-
-    def __enter__(self):
-        self.base = self.peak = self._rss()
-        self.stop = False
-        self.t = threading.Thread(target=self._watch, daemon=True)
-        self.t.start()
-        return self
-
-    def _rss(self) -> int:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def _watch(self):
-        while not self.stop:
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.t.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 COMMON = dict(batch_size=64, lr=2e-3, warmup_steps=30, weight_decay=0.01, eval_every=100, checkpoint_every=0,

@@ -1,6 +1,7 @@
 """`gentok` command line: encode assets to tokens, decode tokens to assets, describe a checkpoint.
 
     gentok encode --model DIR FILE... --out tokens.safetensors [--option steps=8]
+    gentok encode --engine ray|spark|local --model DIR FOLDER_OR_FILE... --out tokens/   # Parquet rows, resumable
     gentok decode --model DIR tokens.safetensors --out DIR
     gentok info DIR
 
@@ -38,6 +39,8 @@ def _encode(args) -> int:
 
     from gentok.tokenizers.tokens import Tokens
 
+    if args.engine:
+        return _encode_on_engine(args)
     tok = load(args.model)
     options = _options(args.option)
     missing = [p for p in args.inputs if not os.path.isfile(p)]
@@ -51,6 +54,18 @@ def _encode(args) -> int:
     names = [Path(p).name for p in args.inputs]
     tokens.save(args.out, {"model_type": tok.model_type, "names": names, "model": str(Path(args.model).resolve())})
     print(f"encoded {len(names)} file(s) -> {args.out}: ids {tuple(tokens.ids.shape)}, {_bits(tokens)}")
+    return 0
+
+
+def _encode_on_engine(args) -> int:
+    """`--engine`: a Parquet directory written by Ray, Spark or this process (gentok/engines/batch_encode.py)."""
+    from gentok.engines import encode_to_parquet
+
+    s = encode_to_parquet(args.model, args.inputs, args.out, engine=args.engine, batch_size=args.batch_size,
+                          options=_options(args.option), concurrency=args.concurrency,
+                          gpus_per_worker=args.gpus_per_worker)
+    print(f"encoded {s['files']} file(s) on {args.engine} -> {args.out}: {s['encoded']} batch(es) written, "
+          f"{s['skipped']} already there, {s['seconds']:.1f}s")
     return 0
 
 
@@ -108,12 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("encode", help="files -> tokens.safetensors")
     e.add_argument("--model", required=True, help="a gentok model directory (config.json + model.safetensors)")
-    e.add_argument("inputs", nargs="+", help="asset files: images, WAV/FLAC audio or FASTA (.gz too)")
-    e.add_argument("--out", required=True, help="the token file to write (safetensors)")
+    e.add_argument("inputs", nargs="+", help="asset files: images, WAV/FLAC audio or FASTA (.gz too); with --engine "
+                                               "also folders (their files, recursively, in sorted order)")
+    e.add_argument("--out", required=True, help="the token file to write (safetensors); with --engine a directory "
+                                                "of Parquet files")
     e.add_argument("--batch-size", type=int, default=16, help="files encoded together")
     e.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a keyword option of the tokenizer's encode (e.g. n_quantizers=4, tokens_per_window=4); "
                         "repeatable")
+    e.add_argument("--engine", default=None, choices=["local", "ray", "spark"],
+                   help="write Parquet rows (source, index, ids, shape, length) on this engine; reruns skip batches "
+                        "already written")
+    e.add_argument("--concurrency", type=int, default=None, help="with --engine ray: actors (default: one per CPU)")
+    e.add_argument("--gpus-per-worker", type=float, default=0, help="with --engine ray: GPUs per actor")
     e.set_defaults(fn=_encode)
     d = sub.add_parser("decode", help="tokens.safetensors -> files")
     d.add_argument("--model", required=True, help="the model directory that encoded the tokens")

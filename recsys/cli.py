@@ -2,6 +2,7 @@
 
     recsys score --model DIR --input histories.csv --out recs.parquet --k 10
     accelerate launch --multi_gpu --num_processes 2 -m recsys.cli score ...     # sharded, merged by rank 0
+    recsys score --engine ray|spark --model DIR --input h.csv --out recs/       # on Ray Data / Spark: Parquet dir
     recsys evaluate --model DIR [--data PATH] [--split test]                    # full-ranking metrics with CIs
 """
 
@@ -14,6 +15,14 @@ import numpy as np
 
 
 def _score(args) -> int:
+    if args.engine != "local":
+        from recsys.engines import score_on_engine
+
+        score_on_engine(args.model, args.input, args.out, engine=args.engine, k=args.k,
+                        exclude_seen=not args.include_seen, partitions=args.partitions, chunk_rows=args.chunk_rows,
+                        batch_users=args.batch_users, concurrency=args.concurrency,
+                        gpus_per_worker=args.gpus_per_worker, progress=not args.quiet)
+        return 0
     from recsys.scoring import score_file
 
     score_file(args.model, args.input, args.out, k=args.k, exclude_seen=not args.include_seen,
@@ -55,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("score", help="top-K recommendations for a file of user histories")
     s.add_argument("--model", required=True, help="model directory written by a recsys recipe")
     s.add_argument("--input", required=True, help="CSV/Parquet/JSONL with user_id, item_id[, timestamp]")
-    s.add_argument("--out", required=True, help="output .parquet or .csv")
+    s.add_argument("--out", required=True, help="output .parquet or .csv (a directory of Parquet files with --engine)")
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     s.add_argument("--partitions", type=int, default=None, help="hash partitions (default: one per 32 MB)")
     s.add_argument("--chunk-rows", type=int, default=100_000)
     s.add_argument("--batch-users", type=int, default=256)
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--engine", default="local", choices=["local", "ray", "spark"],
+                   help="where to score: this process (default), Ray Data or Spark (recsys/engines.py)")
+    s.add_argument("--concurrency", type=int, default=None, help="Ray actors (default: one per CPU)")
+    s.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor")
     e = sub.add_parser("evaluate", help="leave-one-out full-ranking metrics on a dataset")
     e.add_argument("--model", required=True)
     e.add_argument("--data", default=None, help="dataset (default: the demo MovieLens data)")

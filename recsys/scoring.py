@@ -14,8 +14,8 @@ How it scales and survives:
   partitions, so after a kill the merged output still has every user exactly once. The merge is atomic too.
 - **Sharded**: under `accelerate launch`, rank r spills and scores partitions p with p % world == r; rank 0 merges in
   partition order, so the output does not depend on the number of processes.
-- **The per-batch function** (`BatchScorer.__call__`) takes and returns a pandas DataFrame, so it can run unchanged
-  in Ray Data `map_batches` or Spark `mapInPandas` (given whole user histories per batch).
+- **The per-batch function** (`BatchScorer.__call__`) takes and returns a pandas DataFrame of whole user histories;
+  `recsys.engines` runs it on Ray Data or Spark (`recsys score --engine ray|spark`) through `score_partition`.
 - **Bad input**: malformed rows are skipped and reported with their line number; unknown items are dropped from a
   history and counted; a user with no usable items gets one row with an `error` message instead of a crash.
 """
@@ -141,8 +141,26 @@ def _empty_output(item_kind: str, user_dtype) -> pd.DataFrame:
     return _typed(pd.DataFrame({c: pd.Series([], dtype=object) for c in OUT_COLUMNS}), item_kind, user_dtype)
 
 
+def output_table(df: pd.DataFrame, item_kind: str, user_dtype) -> pa.Table:
+    """Scored rows as the Arrow table every output file holds: the column types of `_typed`, and pandas metadata so
+    that reading the file back gives the same dtypes (nullable `rank`, string or Int64 `item_id`)."""
+    schema = pa.Schema.from_pandas(_empty_output(item_kind, user_dtype), preserve_index=False)
+    return pa.Table.from_pandas(_typed(df, item_kind, user_dtype), schema=schema, preserve_index=False)
+
+
 def _partition(users: pd.Series, n: int) -> np.ndarray:
     return np.fromiter((zlib.crc32(u.encode()) % n for u in users), dtype=np.int64, count=len(users))
+
+
+def score_partition(scorer: BatchScorer, df: pd.DataFrame, user_dtype) -> pd.DataFrame:
+    """The output rows of one partition of spilled input: rows of complete users (`user_id`, `item_id` as canonical
+    strings, `timestamp`, `line`) in any order -> `scorer`'s rows, user ids as `user_dtype`. The local driver and the
+    Ray/Spark jobs (`recsys.engines`) all score through this, so their rows agree."""
+    if not len(df):
+        return _empty_output(scorer.id_kind, user_dtype)
+    df = df.copy()
+    df["user_id"] = df["user_id"].astype(user_dtype)  # canonical strings back to the input's type
+    return scorer(df.sort_values("line", kind="stable"))
 
 
 # -- the file driver: spill -> score partitions -> merge ------------------------------------------------------------
@@ -226,9 +244,8 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
         f = work / f"in-{p:05d}.csv"
         df = pd.read_csv(f, dtype={"user_id": str, "item_id": str}, keep_default_na=False, na_values=[""]) \
             if f.is_file() else pd.DataFrame(columns=["user_id", "item_id", "timestamp", "line"])
-        df["user_id"] = df["user_id"].astype(user_dtype)  # canonical strings back to the input's type
         before = dict(scorer.stats)
-        res = scorer(df.sort_values("line", kind="stable")) if len(df) else _empty_output(scorer.id_kind, user_dtype)
+        res = score_partition(scorer, df, user_dtype)
         _write_parquet_atomic(res, part_out)
         atomic_write_json(work / f"out-{p:05d}.json", {k2: scorer.stats[k2] - before[k2] for k2 in scorer.stats})
         finished += 1
