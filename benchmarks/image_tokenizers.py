@@ -1,5 +1,7 @@
 """Image tokenizers at equal bits: FlexTok quality vs tokens kept and decode time vs flow steps, and a rate-distortion
-table (TiTok-VQ, TiTok-FSQ, FlexTok at several k, binary latents, area-downsample baseline) on the same held-out crops.
+table (TiTok-VQ, TiTok-FSQ, FlexTok at several k, binary latents, area-downsample baseline) on the recipes' held-out
+set (`gentok.data.images.default_image_data`: whole photographs and crops of photographs no model trains on), overall
+and per held-out source.
 
     python -m benchmarks.image_tokenizers --flextok outputs/flextok/model --binary outputs/binary/model \\
         --titok outputs/titok/model --titok-fsq outputs/titok-fsq/model
@@ -12,6 +14,7 @@ same batch, in the same process, when a TiTok model is given.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -20,7 +23,8 @@ import gentok
 from benchmarks.common import best_time, parser, pyplot, save_figure, write_json
 from gentok.data.images import default_image_data
 from gentok.metrics import psnr, ssim
-from gentok.tokenizers.image.evaluate import bit_usage, decode_prefixes, equal_bit_baseline, prefix_lengths, reconstruct
+from gentok.tokenizers.image.evaluate import (bit_usage, decode_prefixes, equal_bit_baseline, prefix_lengths,
+                                              quality_by_source, reconstruct)
 
 SIZE = 64  # every CPU preset here works on 64x64 crops
 
@@ -39,12 +43,14 @@ def _load(name: str, path: str | None):
     return model.eval(), str(Path(path).resolve())
 
 
-def _row(method: str, bits: float, recon: torch.Tensor, images: torch.Tensor, source: str) -> dict:
+def _row(method: str, bits: float, recon: torch.Tensor, images: torch.Tensor, source: str, labels) -> dict:
     base, base_cfg = equal_bit_baseline(images, bits)
     row = {"method": method, "bits": float(bits), "psnr": float(psnr(recon, images).mean()),
            "ssim": float(ssim(recon, images).mean()), "baseline_psnr": float(psnr(base, images).mean()),
            "baseline_ssim": float(ssim(base, images).mean()), "baseline": base_cfg, "source": source}
     row["beats_baseline"] = row["psnr"] > row["baseline_psnr"]
+    # per held-out source only (the per-scale rows are in each recipe's eval.json)
+    row["by_source"] = [r for r in quality_by_source(recon, images, bits, *labels) if r["scale"] == "all"]
     return row
 
 
@@ -62,6 +68,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     _, held = default_image_data(SIZE, eval_length=args.eval_images, seed=args.seed)
     images = torch.stack([held[i] for i in range(len(held))])
+    args.labels = (held.sources, held.scales)
     loaded = {"TiTok-VQ": _load("TiTok-VQ", args.titok), "TiTok-FSQ": _load("TiTok-FSQ", args.titok_fsq),
               "binary": _load("binary", args.binary), "FlexTok": _load("FlexTok", args.flextok)}
     models = {k: v for k, v in loaded.items() if v is not None}
@@ -83,7 +90,7 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
         model, source = models[name]
         recon, tokens = reconstruct(model, images, batch_size=64)
         label = f"{name} ({type(model.quantizer).__name__})" if name == "binary" else name
-        rows.append(_row(label, float(tokens.bits_per_item.mean()), recon, images, source))
+        rows.append(_row(label, float(tokens.bits_per_item.mean()), recon, images, source, args.labels))
         if name == "binary":
             extra["binary_bit_usage"] = bit_usage(model.to_bits(tokens))
     by_tokens, timing = [], None
@@ -93,7 +100,7 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
         recons = decode_prefixes(flex, images, ks)
         one_step = decode_prefixes(flex, images, ks, steps=1)  # the decoder's clean-image estimate from the tokens
         for k in ks:
-            row = _row(f"FlexTok k={k}", k * flex.bits_per_token, recons[k], images, flex_source)
+            row = _row(f"FlexTok k={k}", k * flex.bits_per_token, recons[k], images, flex_source, args.labels)
             rows.append(row)
             by_tokens.append({"tokens": k, **{key: row[key] for key in ("bits", "psnr", "ssim", "baseline_psnr")},
                               "one_step_psnr": float(psnr(one_step[k], images).mean()),
@@ -119,10 +126,13 @@ def _measure(models: dict, images: torch.Tensor, args) -> dict:
     if not rows:  # nothing given: the baseline curve alone still tells the reader what the bits buy
         for bits in (16, 64, 128, 320, 512):
             base, base_cfg = equal_bit_baseline(images, bits)
-            rows.append(_row("baseline only", bits, base, images, "area-downsample baseline"))
+            rows.append(_row("baseline only", bits, base, images, "area-downsample baseline", args.labels))
 
     return {
-        "held_out": {"images": len(images), "size": SIZE, "source": "scikit-image coffee + motorcycle crops"},
+        "held_out": {"images": len(images), "size": SIZE,
+                     "source": "whole photographs and native/region crops of scikit-image coffee + motorcycle "
+                               "(held-out photographs) and matplotlib grace_hopper (a held-out source)",
+                     "by_source": dict(Counter(args.labels[0])), "by_scale": dict(Counter(args.labels[1]))},
         "models": {k: v[1] for k, v in models.items()},
         "skipped": [k for k in ("TiTok-VQ", "TiTok-FSQ", "binary", "FlexTok") if k not in models],
         "flow_steps_default": models["FlexTok"][0].config.sample_steps if "FlexTok" in models else None,
@@ -155,13 +165,19 @@ def _plot(rows: list[dict], path: Path, by_tokens: list[dict] | None = None) -> 
 
 
 def _print(result: dict, out: Path) -> None:
-    lines = [f"rate-distortion on {result['held_out']['images']} held-out {SIZE}px crops:",
+    lines = [f"rate-distortion on {result['held_out']['images']} held-out {SIZE}px images (whole photographs and crops):",
              f"{'method':<24} {'bits':>6} {'PSNR':>6} {'SSIM':>6} | {'base PSNR':>9} {'base SSIM':>9}  baseline"]
     for r in result["rate_distortion"]:
         b = r["baseline"]
         lines.append(f"{r['method']:<24} {r['bits']:>6.0f} {r['psnr']:>6.2f} {r['ssim']:>6.3f} | "
                      f"{r['baseline_psnr']:>9.2f} {r['baseline_ssim']:>9.3f}  {b['resolution']}px x "
                      f"{b['bits_per_channel']}b")
+    sources = sorted({s["source"] for r in result["rate_distortion"] for s in r["by_source"]})
+    lines.append(f"\nper held-out source, PSNR (baseline PSNR): {' | '.join(sources)}")
+    for r in result["rate_distortion"]:
+        by = {s["source"]: s for s in r["by_source"]}
+        lines.append(f"{r['method']:<24} " + " | ".join(f"{by[s]['psnr']:6.2f} ({by[s]['baseline_psnr']:5.2f})"
+                                                         for s in sources))
     if result["flextok_by_tokens"]:
         lines.append(f"\nFlexTok held-out quality against tokens kept ({result['flow_steps_default']} flow steps):")
         lines.append(f"{'tokens':>6} {'bits':>6} {'PSNR':>6} {'SSIM':>6} {'1-step PSNR':>11} {'SSIM':>6} "

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from gentok.engines.common import content_key, fault_plan, maybe_fail, runner, write_parquet_atomic
+from gentok.engines.common import fault_plan, maybe_fail, runner, write_parquet_atomic
 from gentok.hub import atomic_write_json
 from recsys import ids as idk
 from recsys.histories import file_user_kind, iter_input, missing

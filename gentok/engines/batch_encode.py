@@ -16,7 +16,6 @@ file. `_manifest.json`, written last, lists the parts of the finished run in inp
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
