@@ -76,6 +76,9 @@ def _bits(tokens) -> str:
     rate = tokens.meta.get("frame_rate")
     if rate:
         text += f", {tokens.bits_per_token * rate:,.0f} bits per second of audio"
+    bases = tokens.extras.get("record_bases")  # DNA: bases per record (zero padding adds nothing)
+    if bases is not None and int(bases.sum()):
+        text += f", {float(per_item.sum()) / int(bases.sum()):.2f} bits per base"
     return text
 
 

@@ -250,13 +250,19 @@ def test_save_load_identity(case, tmp_path):
     assert torch.equal(loaded.encode(x).ids, tok.encode(x).ids)
 
 
-def test_cli_round_trip(case, tmp_path):
-    _, c, tok = case
+def test_cli_round_trip(case, tmp_path, capsys):
+    name, c, tok = case
     tok.save_pretrained(tmp_path / "m")
     files = c.files(tmp_path)
     out = tmp_path / "tokens.safetensors"
     assert cli(["encode", "--model", str(tmp_path / "m"), *map(str, files), "--out", str(out),
                 "--batch-size", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "bits per token" in printed and "bits per file" in printed  # every figure named by its unit
+    unit = {"audio": "bits per second of audio", "mergedna": "bits per base"}
+    for prefix, words in unit.items():
+        if name.startswith(prefix):
+            assert words in printed, printed
     tokens, header = Tokens.load(out)
     assert header["names"] == [f.name for f in files] and header["model_type"] == tok.model_type
     _check_tokens(tok, tokens)
