@@ -3,6 +3,7 @@
     accelerate launch recipes/binary.py                      # tiny preset on the bundled photographs (CPU, <= 15 min)
     accelerate launch recipes/binary.py --preset tiny-lfq    # the LFQ sign quantizer instead of Bernoulli bits
     accelerate launch recipes/binary.py --data DIR --preset B-128x32 --max-steps 100000 --output-dir runs/binary
+    accelerate launch recipes/binary.py --gan-weight 0.1                 # + PatchGAN adversarial loss (2nd half)
 
 Writes OUTPUT_DIR/model, eval.json (held-out PSNR/SSIM beside the equal-bit baseline, per-bit utilisation) and
 reconstructions.png (originals / reconstructions / baseline). Rerunning with the same --output-dir resumes.
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import default_image_data
+from gentok.data.images import add_data_arguments, default_image_data
+from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.training import TrainConfig, fit
@@ -26,11 +28,16 @@ TRAIN = TrainConfig(max_steps=700, batch_size=32, lr=2e-3, warmup_steps=40, min_
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/binary")
+    add_data_arguments(parser)
+    add_adversarial_arguments(parser)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
-    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed)
-    result = fit(BinaryTokenizer(model_cfg), train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
-                 run_config={"model": {"preset": args.preset}})
+    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed,
+                                         scales=args.scales)
+    trained, adversarial = with_adversary(BinaryTokenizer(model_cfg), args, train_cfg)
+    result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
+                 run_config={"model": {"preset": args.preset}, "data": {"scales": list(args.scales)}, **adversarial})
+    result.model = tokenizer_of(result.model)
     if result.is_main_process:
         # the report adds per-bit utilisation (the model has `to_bits`) and its summary prints that, not the share
         # of the 2**B packed patterns hit

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import default_image_data
+from gentok.data.images import add_data_arguments, default_image_data
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
 from gentok.training import TrainConfig, fit
@@ -27,15 +27,16 @@ TRAIN = TrainConfig(max_steps=1000, batch_size=32, lr=1.5e-3, warmup_steps=40, m
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/flextok")
-    parser.add_argument("--eval-images", type=int, default=64, help="held-out crops for the final evaluation")
+    add_data_arguments(parser)  # no --gan-*: the flow decoder's training estimate carries no pixel gradient
+    parser.add_argument("--eval-images", type=int, default=64, help="held-out images (whole photographs and crops) for the final evaluation")
     parser.add_argument("--steps", type=int, default=None, help="flow steps for evaluation (default: the preset's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance for evaluation")
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=args.eval_images,
-                                         seed=train_cfg.seed)
+                                         seed=train_cfg.seed, scales=args.scales)
     result = fit(FlexTok(model_cfg), train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
-                 run_config={"model": {"preset": args.preset}})
+                 run_config={"model": {"preset": args.preset}, "data": {"scales": list(args.scales)}})
     if result.is_main_process:
         report = evaluate_image_tokenizer(result.model, held_out, steps=args.steps, guidance=args.guidance)
         write_report(report, result.model, held_out, train_cfg.output_dir)

@@ -4,6 +4,10 @@
     accelerate launch recipes/titok.py --data DIR --preset B-64 --output-dir runs/b64
     accelerate launch --multi_gpu --num_processes 2 recipes/titok.py   # same thing, two processes
     accelerate launch recipes/titok.py --init-from yucornetto/tokenizer_titok_l32_imagenet --data DIR  # fine-tune
+    accelerate launch recipes/titok.py --gan-weight 0.1 --gan-start 400     # + PatchGAN adversarial loss
+
+Data: the bundled photographs (or --data DIR) as native crops, large regions and whole photographs (--scales), held
+out by source; see gentok/data/images.py.
 
 Rerunning with the same --output-dir resumes from the newest complete checkpoint.
 """
@@ -13,7 +17,8 @@ from __future__ import annotations
 import sys
 
 import gentok
-from gentok.data.images import default_image_data
+from gentok.data.images import add_data_arguments, default_image_data
+from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig, fit
@@ -26,6 +31,8 @@ TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=40, min_
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/titok")
+    add_data_arguments(parser)
+    add_adversarial_arguments(parser)
     parser.add_argument("--perceptual-weights", default=None,
                         help="local transformers vision model dir: adds a feature loss and rFD (never downloaded)")
     parser.add_argument("--perceptual-weight", type=float, default=0.1)
@@ -35,7 +42,8 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     init = _load_init(args.init_from) if args.init_from else None
     model_cfg, train_cfg = apply_overrides(init.config if init else PRESETS[args.preset], TRAIN, args)
-    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed)
+    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed,
+                                         scales=args.scales)
     model = TiTok(model_cfg)
     if init is not None:
         try:
@@ -43,13 +51,16 @@ def main(argv: list[str] | None = None):
         except RuntimeError:
             raise SystemExit(f"--init-from {args.init_from}: --set changed the architecture, its weights no longer "
                              "fit") from None
+    trained, adversarial = with_adversary(model, args, train_cfg)
     loss_fn = None
     if args.perceptual_weights:
         from gentok.losses import perceptual_loss_fn
 
         loss_fn = perceptual_loss_fn(args.perceptual_weights, args.perceptual_weight)
-    result = fit(model, train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
-                 run_config={"model": {"preset": args.preset}}, **({"loss_fn": loss_fn} if loss_fn else {}))
+    result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
+                 run_config={"model": {"preset": args.preset}, "data": {"scales": list(args.scales)}, **adversarial},
+                 **({"loss_fn": loss_fn} if loss_fn else {}))
+    result.model = tokenizer_of(result.model)
     if result.is_main_process:
         report = evaluate_image_tokenizer(result.model, held_out, perceptual_weights=args.perceptual_weights)
         write_report(report, result.model, held_out, train_cfg.output_dir)

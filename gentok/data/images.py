@@ -1,46 +1,67 @@
-"""Image data: scikit-image's bundled photographs (offline, installable) or a user's folder, as random crops.
+"""Image data: every real photograph that installs offline with gentok's dependencies, or a user's folder, sampled
+at several scales.
 
-Crops are a pure function of (seed, index), so an epoch is reproducible and a resumed run sees the same data.
+Users judge a tokenizer on whole photographs it never saw, so training sees each photograph three ways (`SCALES`):
+- `native`: a `size` x `size` crop at the photograph's own resolution (fine texture);
+- `region`: a square of side between 2 x `size` and the short side, area-downsampled to `size` (objects);
+- `whole`: the largest square of the photograph (the full short side), area-downsampled to `size` (layout).
+Training views are flipped horizontally at random. Item i is a pure function of (seed, i), so an epoch is
+reproducible and a resumed run sees the same data.
+
+Hold-out is by **source**, never by crop: a held-out photograph contributes nothing to training.
+- Bundled (the default): training uses scikit-image's real photographs (`SKIMAGE_PHOTOS`) except `coffee` and
+  `motorcycle`, which are held out whole; matplotlib's sample photograph (`grace_hopper.jpg`) is a second source
+  kept entirely out of training. Evaluation reports each source apart ("scikit-image": unseen photographs of a
+  source it trained on; "matplotlib": an unseen source).
+- `--data DIR`: each top-level subfolder is a source (files directly in DIR form a source named after DIR). With two
+  or more sources the last one (sorted by name) is kept entirely out of training; from the others every 5th image
+  (its last image for sources under 5) is held out whole.
+The held-out set is the same whatever scales training uses, so runs and the rate-distortion benchmark compare on
+equal terms: one whole view per held-out photograph, then native and region crops, balanced over sources.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+SCALES = ("native", "region", "whole")
 
-# Colour photographs bundled with scikit-image (no download). The last ones are held out for evaluation.
-# (`cat` is `chelsea` again and `colorwheel` is synthetic, so neither is used.)
-SKIMAGE_TRAIN = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera",
-                 "coins", "brick", "grass", "gravel")
-SKIMAGE_EVAL = ("coffee", "motorcycle")
-
-
-def skimage_photos(names: Sequence[str]) -> list[Tensor]:
-    """Load scikit-image's bundled photographs by name as float (3, H, W) tensors in [0, 1]."""
-    from skimage import data as skdata
-
-    out = []
-    for name in names:
-        if name == "motorcycle":  # the left view of the stereo pair
-            out.append(to_tensor(np.asarray(skdata.stereo_motorcycle()[0])))
-            continue
-        fn = getattr(skdata, name, None)
-        if fn is None:
-            raise ValueError(f"scikit-image has no bundled image {name!r}")
-        out.append(to_tensor(np.asarray(fn())))
-    return out
+# Every real photograph bundled with scikit-image 0.2x (files inside the wheel: no download). Not used: the synthetic
+# images (`logo`, `colorwheel`, `checkerboard`, `binary_blobs`, `shepp_logan_phantom`,
+# `horse` - a silhouette), `cat` (= `chelsea`), `lfw_subset` (25x25 faces, too small to crop), the right view of the
+# stereo motorcycle (a near copy of the left one) and the images scikit-image downloads on first use (`eagle`,
+# `lily`, `kidney`, `cells3d`, `brain`, `skin`, ...). Grey photographs are repeated into three channels.
+SKIMAGE_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "motorcycle", "hubble_deep_field",
+                  "immunohistochemistry", "retina", "coins", "moon", "clock", "cell", "microaneurysms", "text",
+                  "page", "brick", "grass", "gravel")
+SKIMAGE_EVAL = ("coffee", "motorcycle")  # held out whole
+SKIMAGE_TRAIN = tuple(n for n in SKIMAGE_PHOTOS if n not in SKIMAGE_EVAL)
+# matplotlib's mpl-data/sample_data holds one photograph (the other pictures there are clip art, logos or data)
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)  # a whole source kept out of training
 
 
+@dataclass(frozen=True)
+class Photo:
+    """One photograph: where it comes from and its pixels (3, H, W) float in [0, 1]."""
+    name: str
+    source: str
+    image: Tensor
+
+
+# -- loading --------------------------------------------------------------------------------------------------------
 def to_tensor(array: np.ndarray) -> Tensor:
     """HxW, HxWx3 or HxWx4 uint8/float array -> (3, H, W) float32 in [0, 1]."""
     a = np.asarray(array)
@@ -66,19 +87,69 @@ def load_image(path: str | os.PathLike) -> Tensor:
         raise ValueError(f"cannot read image {path}: {e}") from None
 
 
+def skimage_photos(names: Sequence[str]) -> list[Tensor]:
+    """Load scikit-image's bundled photographs by name as float (3, H, W) tensors in [0, 1]."""
+    from skimage import data as skdata
+
+    out = []
+    for name in names:
+        if name == "motorcycle":  # the left view of the stereo pair
+            out.append(to_tensor(np.asarray(skdata.stereo_motorcycle()[0])))
+            continue
+        fn = getattr(skdata, name, None)
+        if fn is None:
+            raise ValueError(f"scikit-image has no bundled image {name!r}")
+        out.append(to_tensor(np.asarray(fn())))
+    return out
+
+
+def matplotlib_photos(names: Sequence[str] = MATPLOTLIB_PHOTOS) -> list[Tensor]:
+    """Load photographs from matplotlib's bundled sample data (mpl-data/sample_data) by file name."""
+    import matplotlib
+
+    root = Path(matplotlib.get_data_path()) / "sample_data"
+    return [load_image(root / name) for name in names]
+
+
+def bundled_photos() -> tuple[list[Photo], list[Photo]]:
+    """(training photographs, held-out photographs) of the bundled data; see the module docstring."""
+    def photos(names, images, source):
+        return [Photo(Path(n).stem, source, im) for n, im in zip(names, images)]
+
+    train = photos(SKIMAGE_TRAIN, skimage_photos(SKIMAGE_TRAIN), "scikit-image")
+    held = (photos(SKIMAGE_EVAL, skimage_photos(SKIMAGE_EVAL), "scikit-image")
+            + photos(MATPLOTLIB_PHOTOS, matplotlib_photos(), "matplotlib"))
+    return train, held
+
+
+def _image_paths(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def image_folder(directory: str | os.PathLike) -> list[Tensor]:
     """All images under `directory` (recursively, sorted by path)."""
+    return [ph.image for ph in folder_photos(directory)]
+
+
+def folder_photos(directory: str | os.PathLike) -> list[Photo]:
+    """All images under `directory` (recursively, sorted by path), each labelled with its source: the top-level
+    subfolder it lies in, or the folder's own name for files directly inside it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"image folder {directory} does not exist")
-    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = _image_paths(directory)
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {directory}")
-    return [load_image(p) for p in paths]
+    out = []
+    for p in paths:
+        rel = p.relative_to(directory)
+        source = rel.parts[0] if len(rel.parts) > 1 else directory.resolve().name
+        out.append(Photo(rel.as_posix(), source, load_image(p)))
+    return out
 
 
-def split_holdout(images: list[Tensor], every: int = 5) -> tuple[list[Tensor], list[Tensor]]:
-    """Deterministic split of a user folder: every `every`-th image is held out (the last one for small folders)."""
+def split_holdout(images: list, every: int = 5) -> tuple[list, list]:
+    """Deterministic split of a list: every `every`-th item is held out (the last one for lists under `every`)."""
     if len(images) < 2:
         raise ValueError("need at least two images to hold one out for evaluation")
     held_idx = set(range(every - 1, len(images), every)) or {len(images) - 1}
@@ -87,21 +158,88 @@ def split_holdout(images: list[Tensor], every: int = 5) -> tuple[list[Tensor], l
     return train, held
 
 
-class RandomCrops(Dataset):
-    """`length` random `size`x`size` crops (random horizontal flips, mild rescaling) of `images`.
+def split_by_source(photos: list[Photo], every: int = 5) -> tuple[list[Photo], list[Photo]]:
+    """(train, held-out) whole photographs: with two or more sources the last (sorted by name) is held out entirely;
+    every `every`-th photograph of each other source with at least two is held out too (module docstring)."""
+    sources = sorted({ph.source for ph in photos})
+    kept_out = sources[-1] if len(sources) > 1 else None
+    train, held = [], []
+    for s in sources:
+        group = [ph for ph in photos if ph.source == s]
+        if s == kept_out:
+            held += group
+        elif len(group) >= 2:
+            t, h = split_holdout(group, every)
+            train, held = train + t, held + h
+        else:
+            train += group
+    if not train or not held:
+        raise ValueError(f"need at least two images to hold one out for evaluation, got {len(photos)} "
+                         f"in {len(sources)} source(s)")
+    return train, held
 
-    A crop covers a square of side `size * z` pixels of the source, z drawn log-uniformly from `zoom`, resized to
-    `size`: (1, 1) gives native-resolution crops. Item i is a deterministic function of (seed, i). Images smaller
-    than `size` are upscaled first.
-    """
 
-    def __init__(self, images: list[Tensor], size: int, length: int = 100_000, seed: int = 0,
-                 zoom: tuple[float, float] = (1.0, 2.0), flip: bool = True):
-        if not images:
-            raise ValueError("RandomCrops needs at least one image")
-        self.images = [_ensure_min_size(im, size) for im in images]
-        self.size, self.length, self.seed = size, length, seed
-        self.zoom, self.flip = zoom, flip
+# -- views ----------------------------------------------------------------------------------------------------------
+def parse_scales(text: str | Sequence[str]) -> tuple[str, ...]:
+    """'native,whole' or ('native', 'whole') -> a validated tuple of scale names (see `SCALES`)."""
+    names = tuple(s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip())
+    bad = [s for s in names if s not in SCALES]
+    if not names or bad:
+        raise ValueError(f"scales must be a comma-separated subset of {', '.join(SCALES)}, got {text!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def view(image: Tensor, size: int, scale: str, g: torch.Generator | None = None) -> Tensor:
+    """A `size` x `size` view of `image` (3, H, W) at `scale` (module docstring). With a generator the view's side
+    and position are drawn from it; without one the view is the centred one (region: the geometric mean side)."""
+    image = _ensure_min_size(image, size)
+    _, h, w = image.shape
+    short = min(h, w)
+
+    def draw() -> float:
+        return 0.5 if g is None else float(torch.rand((), generator=g))
+
+    if scale == "native":
+        side = size
+    elif scale == "region":
+        lo, hi = math.log(min(2 * size, short)), math.log(short)
+        side = int(round(math.exp(lo + (hi - lo) * draw())))
+    elif scale == "whole":
+        side = short
+    else:
+        raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    side = min(max(side, size), short)
+    y, x = int(round((h - side) * draw())), int(round((w - side) * draw()))
+    crop = image[:, y:y + side, x:x + side]
+    if side != size:  # the area filter: each output pixel averages the source pixels it covers
+        crop = F.interpolate(crop[None], size=(size, size), mode="area")[0]
+    return crop.contiguous()
+
+
+def _ensure_min_size(im: Tensor, size: int) -> Tensor:
+    _, h, w = im.shape
+    if min(h, w) >= size:
+        return im
+    f = size / min(h, w)
+    return F.interpolate(im[None], scale_factor=f, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+def _check(photos: list[Photo], size: int, length: int) -> None:
+    if not photos:
+        raise ValueError("need at least one photograph")
+    if size < 1 or length < 1:
+        raise ValueError(f"size and length must be >= 1, got size {size}, length {length}")
+
+
+class MultiScaleCrops(Dataset):
+    """`length` random training views of `photos`: photograph and scale uniform, position random, flipped
+    horizontally half the time. Item i is a deterministic function of (seed, i)."""
+
+    def __init__(self, photos: list[Photo], size: int, length: int = 100_000, seed: int = 0,
+                 scales: Sequence[str] = SCALES, flip: bool = True):
+        _check(photos, size, length)
+        self.photos, self.size, self.length, self.seed = photos, size, length, seed
+        self.scales, self.flip = parse_scales(scales), flip
 
     def __len__(self) -> int:
         return self.length
@@ -110,38 +248,92 @@ class RandomCrops(Dataset):
         if not 0 <= i < self.length:
             raise IndexError(i)
         g = torch.Generator().manual_seed(self.seed * 7_919_993 + i)
-        im = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
-        _, h, w = im.shape
-        lo, hi = math.log(self.zoom[0]), math.log(self.zoom[1])
-        z = math.exp(lo + (hi - lo) * float(torch.rand((), generator=g)))
-        s = min(int(round(self.size * z)), h, w)
-        y = int(torch.randint(h - s + 1, (1,), generator=g))
-        x = int(torch.randint(w - s + 1, (1,), generator=g))
-        crop = im[:, y:y + s, x:x + s]
-        if s != self.size:
-            crop = torch.nn.functional.interpolate(crop[None], size=(self.size, self.size), mode="area")[0]
+        photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=g))]
+        scale = self.scales[int(torch.randint(len(self.scales), (1,), generator=g))]
+        crop = view(photo.image, self.size, scale, g)
         if self.flip and bool(torch.rand((), generator=g) < 0.5):
             crop = crop.flip(-1)
-        return crop.contiguous()
+        return crop
 
 
-def _ensure_min_size(im: Tensor, size: int) -> Tensor:
-    _, h, w = im.shape
-    if min(h, w) >= size:
-        return im
-    f = size / min(h, w)
-    return torch.nn.functional.interpolate(im[None], scale_factor=f, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+class HeldOutViews(Dataset):
+    """A fixed held-out set of `length` views of `photos`, no flips: the centred whole view of every photograph
+    first (while `whole` is among `scales`), then random crops at the other scales, round-robin over
+    (source, scale) and over each source's photographs. `sources[i]`, `scales[i]` and `names[i]` label item i, so an
+    evaluation can report each source and scale apart."""
+
+    def __init__(self, photos: list[Photo], size: int, length: int = 64, seed: int = 0,
+                 scales: Sequence[str] = SCALES):
+        _check(photos, size, length)
+        self.photos, self.size, self.seed = photos, size, seed
+        scales = parse_scales(scales)
+        by_source: dict[str, list[int]] = {}
+        for j, ph in enumerate(photos):
+            by_source.setdefault(ph.source, []).append(j)
+        plan: list[tuple[int, str]] = []  # (photo index, scale)
+        if "whole" in scales:
+            plan = [(j, "whole") for js in zip(*_padded(by_source.values())) for j in js if j is not None][:length]
+        self._centred = len(plan)  # the first views are the centred whole ones; later views are drawn
+        crop_scales = [s for s in scales if s != "whole"] or ["whole"]  # whole only: more whole views, off-centre
+        groups = [(s, js) for s in crop_scales for js in by_source.values()]
+        turn = 0
+        while len(plan) < length:
+            scale, js = groups[turn % len(groups)]
+            plan.append((js[(turn // len(groups)) % len(js)], scale))
+            turn += 1
+        self.plan = plan
+        self.sources = [photos[j].source for j, _ in plan]
+        self.scales = [s for _, s in plan]
+        self.names = [photos[j].name for j, _ in plan]
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> Tensor:
+        if not 0 <= i < len(self.plan):
+            raise IndexError(i)
+        j, scale = self.plan[i]
+        g = None if i < self._centred else torch.Generator().manual_seed(self.seed * 7_919_993 + i)
+        return view(self.photos[j].image, self.size, scale, g)
 
 
+def _padded(groups) -> list[list[int | None]]:
+    """Lists padded with None to one length, so zip interleaves them (one photograph per source in turn)."""
+    groups = [list(g) for g in groups]
+    n = max(len(g) for g in groups)
+    return [g + [None] * (n - len(g)) for g in groups]
+
+
+# -- what recipes call ----------------------------------------------------------------------------------------------
 def default_image_data(size: int, data_dir: str | None = None, train_length: int = 100_000, eval_length: int = 64,
-                       seed: int = 0) -> tuple[RandomCrops, RandomCrops]:
-    """(train, eval) crop datasets: a user folder (with a deterministic hold-out), or the bundled photographs with
-    `SKIMAGE_EVAL` held out entirely (eval crops come from photographs the model never trains on)."""
-    if data_dir:
-        train_images, eval_images = split_holdout(image_folder(data_dir))
-    else:
-        train_images, eval_images = skimage_photos(SKIMAGE_TRAIN), skimage_photos(SKIMAGE_EVAL)
-    train = RandomCrops(train_images, size, train_length, seed=seed, zoom=(1.0, 2.0))
-    # held-out crops at native resolution: what "a 64x64 crop of a photo" means to a user
-    held = RandomCrops(eval_images, size, eval_length, seed=seed + 1_000_003, flip=False, zoom=(1.0, 1.0))
+                       seed: int = 0, scales: Sequence[str] | str = SCALES,
+                       eval_scales: Sequence[str] | str = SCALES) -> tuple[MultiScaleCrops, HeldOutViews]:
+    """(train, held-out) datasets of (3, size, size) images in [0, 1], held out by source (module docstring).
+
+    Args:
+        size: the model's image size.
+        data_dir: a user folder (subfolders are sources), or None for the bundled photographs.
+        train_length / eval_length: number of items.
+        seed: the data seed; the held-out set uses its own stream derived from it.
+        scales: the training views' scales (a subset of `SCALES`, or 'native,whole').
+        eval_scales: the held-out views' scales; keep the default so every run is measured on the same set.
+    """
+    train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
+    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scales(scales))
+    held = HeldOutViews(held_photos, size, eval_length, seed=seed + 1_000_003, scales=parse_scales(eval_scales))
     return train, held
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The image recipes' `--scales` flag (the recipe parser already has `--data`)."""
+    def scales_type(text: str) -> tuple[str, ...]:
+        try:
+            return parse_scales(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parser.add_argument("--scales", type=scales_type, default=SCALES, metavar="SCALES",
+                        help=f"training views, comma separated from {','.join(SCALES)} (default: all): native-"
+                             "resolution crops, large regions and whole photographs area-downsampled to the model "
+                             "size; the held-out set always has all three")
+    return parser

@@ -11,6 +11,9 @@ is adds parts of the report, read from its properties, never from its class:
   from the tokens alone, the mean of what sampling draws from, so the highest-PSNR decode.
 - `model.to_bits` (binary latents): per-bit utilisation (`bit_usage`); for bit tokens it, not the share of the 2**B
   patterns hit, says whether the rate is used.
+What the dataset is adds parts too: a held-out set that labels its items (`dataset.sources`, `dataset.scales`, as
+`gentok.data.images.HeldOutViews` does) gets the same figures per source, and per source and scale (`by_source`), and
+a grid that starts with whole photographs before the crops.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from gentok.hub import atomic_write_json
 from gentok.metrics import CodebookStats, perceptual_metrics_or_skip, psnr, ssim
@@ -115,6 +118,43 @@ def equal_bit_baseline(images: Tensor, bits: float) -> tuple[Tensor, dict]:
     return best[1], best[2]
 
 
+def _labels(dataset, n: int) -> tuple[list[str], list[str]] | None:
+    """(sources, scales) of the first n items when the dataset labels them, else None."""
+    sources, scales = getattr(dataset, "sources", None), getattr(dataset, "scales", None)
+    if sources is None:
+        return None
+    return list(sources[:n]), list(scales[:n]) if scales is not None else ["all"] * n
+
+
+def quality_by_source(recon: Tensor, images: Tensor, bits: float, sources: list[str], scales: list[str],
+                      ids: Tensor | None = None, vocab_size: int = 0, num_codebooks: int = 1) -> list[dict]:
+    """Rows of PSNR/SSIM beside the equal-bit baseline (chosen on each group's own images), per source (`scale`
+    "all") and per (source, scale), for images (b, 3, S, S) labelled by `sources` / `scales`; with `ids` (b, ...)
+    also each group's codebook usage."""
+    if not len(sources) == len(scales) == len(images):
+        raise ValueError(f"expected one source and scale per image, got {len(sources)} and {len(scales)} for "
+                         f"{len(images)} images")
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (src, sc) in enumerate(zip(sources, scales)):
+        groups.setdefault((src, "all"), []).append(i)
+        groups.setdefault((src, sc), []).append(i)
+    order = {"all": 0, "native": 1, "region": 2, "whole": 3}
+    rows = []
+    for (src, sc), idx in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9), kv[0][1])):
+        if sc != "all" and len(idx) == len(groups[(src, "all")]):
+            continue  # a source seen at one scale only: its "all" row says it
+        x, y = images[idx], recon[idx]
+        base, base_cfg = equal_bit_baseline(x, bits)
+        row = {"source": src, "scale": sc, "images": len(idx), **_quality(y, x), **_quality(base, x, "baseline_"),
+               "baseline": base_cfg}
+        if ids is not None:
+            stats = CodebookStats(vocab_size, num_codebooks)
+            stats.update(ids[idx])
+            row.update({f"code_{k}": v for k, v in stats.compute().items()})
+        rows.append(row)
+    return rows
+
+
 def _quality(recon: Tensor, images: Tensor, prefix: str = "") -> dict:
     return {f"{prefix}psnr": float(psnr(recon, images).mean()), f"{prefix}ssim": float(ssim(recon, images).mean())}
 
@@ -126,17 +166,25 @@ def image_eval_fn(model, loader: DataLoader) -> dict:
     stats = CodebookStats(model.vocab_size, model.num_codebooks)
     prefixes, has_bits = getattr(model, "decodes_prefixes", False), _has_bits(model)
     total, total_k1, n, bits = 0.0, 0.0, 0, []
+    # a held-out set that labels its items and is read in order (fit's eval loader does not shuffle): PSNR per source
+    sources = getattr(loader.dataset, "sources", None) if isinstance(loader.sampler, SequentialSampler) else None
+    per_source: dict[str, list[float]] = {}
     with torch.no_grad():
         for batch in loader:
             tokens = model.encode(batch)
             stats.update(tokens.ids)
-            total += float(psnr(model.decode(tokens), batch).sum())
+            item_psnr = psnr(model.decode(tokens), batch)
+            total += float(item_psnr.sum())
+            if sources is not None:
+                for src, v in zip(sources[n:n + len(batch)], item_psnr.tolist()):
+                    per_source.setdefault(src, []).append(v)
             if prefixes:
                 total_k1 += float(psnr(model.decode(tokens.ids[:, :1]), batch).sum())
             if has_bits:
                 bits.append(model.to_bits(tokens))
             n += len(batch)
     out = {"psnr": total / max(n, 1), **{f"code_{k}": v for k, v in stats.compute().items()}}
+    out.update({f"psnr_{src}": sum(v) / len(v) for src, v in per_source.items()})
     if prefixes:
         out["psnr_k1"] = total_k1 / max(n, 1)
     if bits:
@@ -156,7 +204,8 @@ def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, 
     Returns:
         the report: images, tokens/bits per image, PSNR/SSIM, the equal-bit baseline, `code_*` usage, the decode
         options used, and the parts the model's properties call for (module docstring): `by_tokens` rows, `bit_*`
-        utilisation. `_tensors` holds the pictures' tensors for `write_report`.
+        utilisation; `by_source` rows (`quality_by_source`) when the dataset labels its items. `_tensors` holds the
+        pictures' tensors for `write_report`.
     """
     images = _collect(dataset, limit)
     model.eval()
@@ -171,7 +220,13 @@ def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, 
               **_quality(recon, images), **_quality(base, images, "baseline_"), "baseline": base_cfg,
               **{f"code_{k}": v for k, v in stats.compute().items()}}
     report.update(perceptual_metrics_or_skip(perceptual_weights, images, recon))
+    labels = _labels(dataset, len(images))
+    if labels is not None:
+        report["by_source"] = quality_by_source(recon, images, bits_per_image, *labels, ids=tokens.ids,
+                                                vocab_size=model.vocab_size, num_codebooks=model.num_codebooks)
     tensors = {"images": images, "recon": recon, "baseline": base}
+    if labels is not None:
+        tensors["scales"] = labels[1]
     if getattr(model, "decodes_prefixes", False):
         report["by_tokens"], tensors["prefixes"] = _by_prefix(model, images, tokens.ids, recon, batch_size, options)
     if _has_bits(model):
@@ -198,22 +253,34 @@ def _by_prefix(model, images: Tensor, ids: Tensor, full: Tensor, batch_size: int
 
 # -- write ----------------------------------------------------------------------------------------------------------
 def write_report(report: dict, model, dataset, output_dir: str, n_show: int = 8) -> dict:
-    """Write eval.json, reconstructions.png (rows: originals, reconstructions, equal-bit baseline) and, where prefixes
-    decode, prefixes.png (each row one image: original, then decoded from 1, 2, 4, ..., K tokens); print a one-screen
-    summary. `model` and `dataset` are what `report` measured (the summary names the model). Returns the JSON-able
-    report."""
+    """Write eval.json, reconstructions.png (rows: originals, reconstructions, equal-bit baseline; the first columns
+    are whole photographs when the set labels its scales, then crops) and, where prefixes decode, prefixes.png (each
+    row one image: original, then decoded from 1, 2, 4, ..., K tokens); print a one-screen summary. `model` and
+    `dataset` are what `report` measured (the summary names the model). Returns the JSON-able report."""
     out = Path(output_dir)
     tensors = report.pop("_tensors")
-    images = tensors["images"][:n_show]
-    report["grid"] = str(save_grid([images, tensors["recon"][:n_show], tensors["baseline"][:n_show]],
+    show = grid_indices(tensors.get("scales"), len(tensors["images"]), n_show)
+    report["grid_scales"] = [tensors["scales"][i] for i in show] if "scales" in tensors else None
+    images = tensors["images"][show]
+    report["grid"] = str(save_grid([images, tensors["recon"][show], tensors["baseline"][show]],
                                    out / "reconstructions.png"))
     if "prefixes" in tensors:
-        recons = tensors["prefixes"]
+        recons = {k: v[show] for k, v in tensors["prefixes"].items()}
         rows = [torch.stack([images[i]] + [recons[k][i] for k in sorted(recons)]) for i in range(len(images))]
         report["prefix_grid"] = str(save_grid(rows, out / "prefixes.png"))
     atomic_write_json(out / "eval.json", report)
     print(_summary(report, getattr(model, "model_type", None) or type(model).__name__, out))
     return report
+
+
+def grid_indices(scales: list[str] | None, n: int, n_show: int) -> list[int]:
+    """Which of n images a grid shows: up to half whole photographs first (when `scales` labels them), then the
+    other images in order."""
+    if scales is None:
+        return list(range(min(n, n_show)))
+    whole = [i for i in range(n) if scales[i] == "whole"][:n_show // 2]
+    rest = [i for i in range(n) if i not in set(whole)]
+    return whole + rest[:n_show - len(whole)]
 
 
 def _summary(r: dict, name: str, out: Path) -> str:
@@ -223,10 +290,17 @@ def _summary(r: dict, name: str, out: Path) -> str:
     else:
         usage = f"codebook usage {r['code_usage']:.1%}"
     options = {k: r[k] for k in ("steps", "guidance") if k in r}
-    lines = [f"{name} held-out ({r['images']} crops, {r['bits_per_image']:.0f} bits/image"
+    lines = [f"{name} held-out ({r['images']} images, {r['bits_per_image']:.0f} bits/image"
              + "".join(f", {k} {v}" for k, v in options.items()) + f"): PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}"
              f" | equal-bit baseline PSNR {r['baseline_psnr']:.2f} dB, SSIM {r['baseline_ssim']:.3f} "
              f"({base['resolution']}px x {base['bits_per_channel']} bits) | {usage}"]
+    if "by_source" in r:
+        lines.append(f"{'held-out source':<16} {'scale':<7} {'images':>6} {'PSNR':>7} {'SSIM':>6} | "
+                     f"{'baseline PSNR':>13} {'SSIM':>6} | {'codes used':>10}")
+        for row in r["by_source"]:
+            lines.append(f"{row['source'][:16]:<16} {row['scale']:<7} {row['images']:>6} {row['psnr']:>7.2f} "
+                         f"{row['ssim']:>6.3f} | {row['baseline_psnr']:>13.2f} {row['baseline_ssim']:>6.3f} | "
+                         f"{row.get('code_usage', float('nan')):>10.1%}")
     if "rfd" in r:  # --perceptual-weights: reconstruction Frechet distance and feature error of a vision model
         lines.append(f"perceptual (features of the given vision model): rFD {r['rfd']:.3f}, "
                      f"feature L2 {r['feature_l2']:.3f}")
@@ -239,5 +313,7 @@ def _summary(r: dict, name: str, out: Path) -> str:
                          + (f"{row['one_step_psnr']:>11.2f} {row['one_step_ssim']:>6.3f} | " if one else "")
                          + f"{row['baseline_psnr']:>13.2f} {row['baseline_ssim']:>6.3f}")
         lines.append(f"prefixes (original, then 1, 2, 4, ..., K tokens): {r['prefix_grid']}")
-    lines.append(f"grid (originals / reconstructions / baseline): {r['grid']}\nreport: {out / 'eval.json'}")
+    whole = (r.get("grid_scales") or []).count("whole")
+    cols = f"; the first {whole} columns whole photographs, then crops" if whole else ""
+    lines.append(f"grid (originals / reconstructions / baseline{cols}): {r['grid']}\nreport: {out / 'eval.json'}")
     return "\n".join(lines)
