@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None):
                                         run_config={"model": {"preset": args.preset}}, eval_users=300)
     model = result.model
     if result.is_main_process:
-        save_recommender(model, f"{train_cfg.output_dir}/model", data)
+        save_recommender(model, f"{train_cfg.output_dir}/model", data, text_encoder=args.text_encoder)
         return report(model, split, train_cfg.output_dir, "RecGPT",
                       extra={"item_tokens": stats, "best_valid_ndcg@10_subset": selector.best})
     return None

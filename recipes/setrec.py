@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None):
         chosen = choose_cf_weight(model, split)  # validation cases only
         print(f"CF weight chosen on validation: {chosen['weight']}  (NDCG@10 by weight: "
               f"{ {w: round(v, 4) for w, v in chosen['ndcg'].items()} })")
-        save_recommender(model, f"{train_cfg.output_dir}/model", data)
+        save_recommender(model, f"{train_cfg.output_dir}/model", data, text_encoder=args.text_encoder)
         return report(model, split, train_cfg.output_dir, "SETRec",
                       extra={"cf_weight": chosen, "best_valid_ndcg@10_subset": selector.best})
     return None

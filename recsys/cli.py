@@ -4,6 +4,12 @@
     accelerate launch --multi_gpu --num_processes 2 -m recsys.cli score ...     # sharded, merged by rank 0
     recsys score --engine ray|spark --model DIR --input h.csv --out recs/       # on Ray Data / Spark: Parquet dir
     recsys evaluate --model DIR [--data PATH] [--split test]                    # full-ranking metrics with CIs
+    recsys evaluate --model DIR --data OTHER --catalog                          # zero-shot on OTHER's catalog
+    recsys score --model DIR --input h.csv --out recs.parquet --catalog items.csv   # recommend from another catalog
+
+Data is matched to the model's items by identity (id *and* text, `recsys.catalog`): ids that the model uses for
+other items stop with an error. `--catalog` makes a text-based model (RecGPT, SETRec) rank another catalog's items
+instead, adding those it never saw from their text, without retraining.
 """
 
 from __future__ import annotations
@@ -11,10 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
+DATA_CATALOG = ":data"  # `evaluate --catalog` without a value: the catalog of --data
+TEXT_ENCODER_HELP = "with --catalog: local text encoder for new items (default: the one the model was trained with)"
 
 
 def _score(args) -> int:
+    if args.engine != "local" and (args.catalog or args.text_encoder):
+        raise ValueError(f"--catalog and --text-encoder are not supported with --engine {args.engine} yet: score "
+                         f"with --engine local (optionally under accelerate launch)")
     if args.engine != "local":
         from recsys.engines import score_on_engine
 
@@ -27,32 +37,31 @@ def _score(args) -> int:
 
     score_file(args.model, args.input, args.out, k=args.k, exclude_seen=not args.include_seen,
                partitions=args.partitions, chunk_rows=args.chunk_rows, batch_users=args.batch_users,
-               progress=not args.quiet)
+               progress=not args.quiet, catalog=args.catalog, text_encoder=args.text_encoder)
     return 0
 
 
 def _evaluate(args) -> int:
     from gentok.hub import atomic_write_json
+    from recsys.catalog import remap_to_catalog
     from recsys.data import leave_one_out, load_data
     from recsys.evaluation import evaluate
     from recsys.metrics import format_table
-    from recsys.pipeline import load_recommender
+    from recsys.pipeline import open_recommender
 
-    model, item_ids, _ = load_recommender(args.model)
+    source = args.data or "the demo data"
     data = load_data(args.data)
-    lookup = {s: i for i, s in enumerate(item_ids)}
-    remap = np.asarray([lookup.get(s, -1) for s in data.item_ids], dtype=np.int64)
-    items = remap[data.items]
-    unknown = int((items < 0).sum())
-    keep = items >= 0
-    data.users, data.items, data.timestamps = data.users[keep], items[keep], data.timestamps[keep]
-    data.item_ids, data.item_text = list(item_ids), [""] * len(item_ids)
+    catalog = data if args.catalog == DATA_CATALOG else args.catalog
+    model, cat = open_recommender(args.model, catalog, args.text_encoder, progress=True)
+    data, unknown = remap_to_catalog(data, cat, source)
     split = leave_one_out(data, seed=args.seed)
     result = evaluate(model, split, args.split, exclude_seen=not args.include_seen, progress=True)
     out = {"split": split.summary(), "which": args.split, "metrics": result["summary"],
-           "interactions_with_unknown_items": unknown}
+           "interactions_with_unknown_items": unknown, "catalog": "model" if args.catalog is None else
+           ("data" if args.catalog == DATA_CATALOG else str(args.catalog)), "catalog_items": len(cat.ids)}
     print(format_table({f"{args.split}": result["summary"]}))
-    print(f"split: {split.summary()}; interactions with items unknown to the model (dropped): {unknown}")
+    print(f"split: {split.summary()}; catalog: {len(cat.ids)} items; interactions with items not in the catalog "
+          f"(dropped): {unknown}")
     if args.out:
         atomic_write_json(args.out, out)
     return 0
@@ -75,12 +84,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to score: this process (default), Ray Data or Spark (recsys/engines.py)")
     s.add_argument("--concurrency", type=int, default=None, help="Ray actors (default: one per CPU)")
     s.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor")
+    s.add_argument("--catalog", default=None, metavar="ITEMS",
+                   help="recommend from this catalog (an items file: item id + text columns); the input's item ids "
+                        "are its ids, and items the model does not know are added from their text (RecGPT, SETRec)")
+    s.add_argument("--text-encoder", default=None, help=TEXT_ENCODER_HELP)
     e = sub.add_parser("evaluate", help="leave-one-out full-ranking metrics on a dataset")
     e.add_argument("--model", required=True)
     e.add_argument("--data", default=None, help="dataset (default: the demo MovieLens data)")
     e.add_argument("--split", default="test", choices=["valid", "test"])
     e.add_argument("--seed", type=int, default=0, help="tie-breaking seed of the split (use the recipe's)")
     e.add_argument("--include-seen", action="store_true")
+    e.add_argument("--catalog", nargs="?", const=DATA_CATALOG, default=None, metavar="ITEMS",
+                   help="rank this catalog's items instead of the model's (text-based models add the items they "
+                        "do not know from their text): an items file (item id + text columns) or, given alone, "
+                        "the catalog of --data")
+    e.add_argument("--text-encoder", default=None, help=TEXT_ENCODER_HELP)
     e.add_argument("--out", default=None, help="write the metrics JSON here")
     args = p.parse_args(argv)
     try:

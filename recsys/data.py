@@ -198,6 +198,46 @@ def load_data(path: str | None) -> RecData:
     return from_frames(read_table(p), source=str(path), typed=_typed_format(p))
 
 
+def load_items(path: str | Path) -> RecData:
+    """The item catalog (ids + text) of `path`, for adding a new catalog to a text-based model: an items table
+    (item id + text columns, as CSV/TSV/Parquet or a RecBole `.item` file), a directory holding `items.*` or
+    `x.item`, or anything `load_data` reads (then the interactions come along). Ids and text are read exactly as
+    `load_data` reads them, so the same items get the same text."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"catalog path {path} does not exist")
+    typed = False
+    if p.is_dir():
+        found = {f.stem: f for f in p.iterdir() if f.suffix in (".csv", ".parquet", ".tsv")}
+        atomic = sorted(p.glob("*.item"))
+        if "items" in found:
+            frame, typed = read_table(found["items"]), _typed_format(found["items"])
+        elif atomic:
+            frame = _read_atomic(atomic[0])
+        else:
+            return load_data(path)
+    elif p.suffix == ".item":
+        frame = _read_atomic(p)
+    else:
+        frame, typed = read_table(p), _typed_format(p)
+        if _find(frame, _USER_COLS, None, str(path)) is not None:
+            return load_data(path)  # interactions with text columns: their catalog
+    icol = _find(frame, _ITEM_COLS, "item id", str(path))
+    if not len(frame):
+        raise DataError(f"{path} lists no items")
+    if frame[icol].isna().any():
+        raise DataError(f"{path}: row {int(frame[icol].isna().to_numpy().argmax())} has an empty item id")
+    raw = idk.id_strings(frame[icol])
+    dup = pd.Series(raw).duplicated().to_numpy()
+    if dup.any():
+        raise DataError(f"{path}: item id {raw[int(dup.argmax())]!r} is listed more than once")
+    text = dict(zip(raw, _join_text(frame, exclude=(icol,))))
+    kind = _id_kind(frame[icol], typed)
+    ids = sorted(text, key=int) if kind == idk.INT else sorted(text)
+    empty = np.zeros(0, dtype=np.int64)
+    return RecData(empty, empty.copy(), empty.copy(), [], [str(i) for i in ids], [text[i] for i in ids], kind)
+
+
 def _typed_format(path: Path) -> bool:
     return Path(path).suffix == ".parquet"
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from gentok.config import config, replace
 from gentok.hub import PretrainedMixin, register
 from gentok.quantizers import FSQ, FSQConfig
+from gentok.validate import check_ids
 
 
 @config
@@ -141,6 +142,15 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
         start = self.num_items
         self._append(self.encode(emb))
         return torch.arange(start, self.num_items)
+
+    def keep_items(self, rows: Tensor) -> None:
+        """Keep the table rows of items `rows` (m,) distinct indices, in that order: codes stay unique and new items
+        are appended after them as usual."""
+        rows = check_ids(torch.as_tensor(rows), self.num_items, shape=(None,), what="items to keep")
+        if len(torch.unique(rows)) != len(rows):
+            raise ValueError("items to keep must be distinct")
+        self.codes = self.codes[rows.to(self.codes.device)]
+        self.config = replace(self.config, num_items=self.codes.shape[0])
 
     def _append(self, prefix: Tensor) -> None:
         """Give each new prefix the next free suffix among items already sharing it (catalog order)."""

@@ -5,7 +5,6 @@ not fit the model (the training data format is described in `recsys.data`)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,13 +13,12 @@ from torch.utils.data import Dataset
 
 from gentok import hub
 from gentok.training import TrainConfig, fit
+from recsys.catalog import ITEMS_FILE, Catalog
 from recsys.data import TEXT_COLUMNS, DataError, RecData, Split, leave_one_out, load_data
 from recsys.evaluation import SelectOnValidation, evaluate
 from recsys.metrics import format_table
 from recsys.models.base import Recommender
 from recsys.train import NextItemWindows
-
-ITEMS_FILE = "items.json"
 
 
 class _Rows(Dataset):
@@ -96,17 +94,24 @@ def train_recommender(model, split: Split, train_cfg: TrainConfig, max_len: int,
     return result, selector
 
 
-def save_recommender(model, directory: str | Path, data: RecData) -> Path:
-    """`save_pretrained` plus `items.json` (internal index -> original item id, id kind) so scoring speaks
-    original ids."""
+def save_recommender(model, directory: str | Path, data: RecData | Catalog, text_encoder: str | None = None) -> Path:
+    """`save_pretrained` plus `items.json`: the catalog (`recsys.catalog.Catalog`: internal index -> original item
+    id, id kind, a fingerprint of each item's text, and `text_encoder`, the text encoder the item text was embedded
+    with, None for the default) so scoring speaks original ids and other data is matched to items by identity."""
     directory = Path(directory)
     model.save_pretrained(directory)
-    hub.atomic_write_json(directory / ITEMS_FILE, {"item_ids": list(data.item_ids), "id_kind": data.id_kind})
+    if text_encoder is not None and Path(text_encoder).is_dir():
+        text_encoder = str(Path(text_encoder).resolve())  # the model directory may be used from another cwd
+    catalog = data if isinstance(data, Catalog) else Catalog.from_data(data, text_encoder)
+    if len(catalog.ids) != model.num_items:
+        raise ValueError(f"the catalog lists {len(catalog.ids)} items but the model has {model.num_items}")
+    catalog.save(directory)
     return directory
 
 
 def load_recommender(directory: str | Path):
-    """(model, item_ids, id_kind) from a directory written by `save_recommender`.
+    """(model, item_ids, id_kind) from a directory written by `save_recommender` (its whole catalog, with text
+    fingerprints: `load_catalog`).
 
     The class comes from gentok's registry (`gentok.hub.model_class` imports only the module that registered the
     checkpoint's type, so scoring workers start fast); a checkpoint of any other kind of model raises
@@ -117,14 +122,33 @@ def load_recommender(directory: str | Path):
     if not issubclass(cls, Recommender):
         raise hub.CheckpointError(f"{directory} holds a {kind!r} model ({cls.__name__}), not a recommender")
     model = cls.from_pretrained(directory)
-    path = directory / ITEMS_FILE
-    if not path.is_file():
-        raise hub.CheckpointError(f"{directory} has no {ITEMS_FILE}: not a recsys model directory (use recsys recipes)")
-    meta = json.loads(path.read_text())
-    ids = [str(i) for i in meta["item_ids"]]
-    if len(ids) != model.num_items:
-        raise hub.CheckpointError(f"{path} lists {len(ids)} items but the model has {model.num_items}")
-    return model, ids, meta.get("id_kind", "str")
+    catalog = load_catalog(directory)
+    if len(catalog.ids) != model.num_items:
+        raise hub.CheckpointError(f"{directory / ITEMS_FILE} lists {len(catalog.ids)} items but the model has "
+                                  f"{model.num_items}")
+    return model, catalog.ids, catalog.id_kind
+
+
+def load_catalog(directory: str | Path) -> Catalog:
+    """The catalog (`recsys.catalog.Catalog`) of a model directory written by `save_recommender`."""
+    return Catalog.load(directory)
+
+
+def open_recommender(directory: str | Path, catalog: str | Path | RecData | None = None,
+                     text_encoder: str | None = None, progress: bool = False):
+    """(model, `Catalog`) of a model directory; with `catalog` (a path `recsys.data.load_items` reads, or its
+    result) the model ranks exactly that catalog's items, those it does not know added from their text
+    (`recsys.catalog.with_catalog`; `text_encoder` overrides the one the model directory records)."""
+    from recsys.catalog import with_catalog
+    from recsys.data import load_items
+
+    model, _, _ = load_recommender(directory)
+    cat = load_catalog(directory)
+    if catalog is None:
+        return model, cat
+    items = load_items(catalog) if isinstance(catalog, (str, Path)) else catalog
+    source = f"the catalog {catalog}" if isinstance(catalog, (str, Path)) else "the catalog"
+    return with_catalog(model, cat, items, text_encoder=text_encoder, source=source, progress=progress)
 
 
 def report(model, split: Split, output_dir: str | Path, name: str, extra: dict | None = None) -> dict:

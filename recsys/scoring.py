@@ -52,14 +52,20 @@ class BatchScorer:
         item_ids: internal index -> original item id (given with `model`).
         k: recommendations per user. exclude_seen: never recommend an item of the history.
         batch_users: users per model call.
+        catalog: with a model directory, an items file (ids + text, `recsys.data.load_items`): the histories and
+            recommendations speak that catalog's ids, its items unknown to the model added from their text
+            (`recsys.catalog.with_catalog`; text-based models only). text_encoder: overrides the recorded one.
     """
 
     def __init__(self, model, item_ids=None, id_kind: str = "str", k: int = 10, exclude_seen: bool = True,
-                 batch_users: int = 256):
+                 batch_users: int = 256, catalog=None, text_encoder: str | None = None):
         if isinstance(model, (str, os.PathLike)):
-            from recsys.pipeline import load_recommender
+            from recsys.pipeline import open_recommender
 
-            model, item_ids, id_kind = load_recommender(model)
+            model, cat = open_recommender(model, catalog, text_encoder)
+            item_ids, id_kind = cat.ids, cat.id_kind
+        elif catalog is not None:
+            raise ValueError("catalog needs a model directory (its items.json says which items the model knows)")
         if item_ids is None:
             raise ValueError("pass item_ids (internal index -> original id) with the model")
         if k < 1:
@@ -180,8 +186,10 @@ def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
 
 def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool = True,
                partitions: int | None = None, chunk_rows: int = 100_000, batch_users: int = 256,
-               work_dir=None, progress: bool = True, _crash_after: int | None = None) -> dict:
+               work_dir=None, progress: bool = True, catalog=None, text_encoder: str | None = None,
+               _crash_after: int | None = None) -> dict:
     """Score every user of `input_path` and write `out_path` (.parquet or .csv); returns the summary dict.
+    `catalog` / `text_encoder`: recommend on another catalog (see `BatchScorer`).
 
     `partitions` defaults to one per ~32 MB of input. `work_dir` (default `<out>.work`) holds the spill and finished
     partitions; it is removed after a successful merge. `_crash_after` stops after that many partitions (tests)."""
@@ -197,7 +205,8 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
     work = Path(work_dir) if work_dir else out_path.with_name(out_path.name + ".work")
     plan = {"input": str(input_path.resolve()), "size": input_path.stat().st_size,
             "mtime": int(input_path.stat().st_mtime), "partitions": P, "world": world, "k": k,
-            "exclude_seen": exclude_seen, "model": str(Path(model_dir).resolve())}
+            "exclude_seen": exclude_seen, "model": str(Path(model_dir).resolve()),
+            "catalog": None if catalog is None else str(Path(catalog).resolve()), "text_encoder": text_encoder}
     if rank == 0:
         old = json.loads((work / "plan.json").read_text()) if (work / "plan.json").is_file() else None
         if old != plan and work.exists():
@@ -235,7 +244,8 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
     user_dtype = _user_dtype(user_kind)
 
     # pass 2: score each unfinished partition, atomically
-    scorer = BatchScorer(model_dir, k=k, exclude_seen=exclude_seen, batch_users=batch_users)
+    scorer = BatchScorer(model_dir, k=k, exclude_seen=exclude_seen, batch_users=batch_users, catalog=catalog,
+                         text_encoder=text_encoder)
     finished = 0
     for p in tqdm(mine, disable=not (progress and rank == 0), desc="score partitions"):
         part_out = work / f"out-{p:05d}.parquet"

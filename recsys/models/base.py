@@ -4,6 +4,10 @@ Histories are lists of internal item indices in time order (most recent last). E
 `score_all(histories) -> (b, N)` scores over the whole catalog (full ranking, used by evaluation) and
 `recommend(histories, k, exclude_seen) -> (items (b, k), scores (b, k))` (used by batch scoring; generative models
 override it with their own decoding). Item slots that could not be filled come back as item -1 with score -inf.
+
+The catalog can change after training (`recsys.catalog.with_catalog`): `keep_items(rows)` narrows it to items
+`rows` in that order, and models that know items by their text (`text_dim` is not None) add new ones from text
+embeddings alone with `add_items`.
 """
 
 from __future__ import annotations
@@ -58,6 +62,28 @@ class Recommender(abc.ABC):
     @abc.abstractmethod
     def score_all(self, histories: Sequence) -> Tensor:
         """(b, N) float scores of every catalog item for each history (higher is better)."""
+
+    @property
+    def text_dim(self) -> int | None:
+        """Width of the item text embeddings `add_items` takes; None for models that know items by id only."""
+        return None
+
+    def add_items(self, text: Tensor) -> Tensor:
+        """Add items from their text embeddings (m, text_dim) alone; returns their indices (m,)."""
+        raise ValueError(f"{type(self).__name__} knows items by the ids it was trained on: it cannot add items "
+                         f"from their text")
+
+    def keep_items(self, rows: Tensor) -> None:
+        """Make the catalog exactly items `rows` (m,) distinct indices, in that order (item i becomes rows[i])."""
+        raise ValueError(f"{type(self).__name__} cannot change its catalog")
+
+    def check_rows(self, rows) -> Tensor:
+        """`rows` as distinct int64 item indices in [0, N), for `keep_items`; `ValueError` otherwise."""
+        rows = check_ids(torch.as_tensor(rows), self.num_items, shape=(None,), what="items to keep")
+        if len(rows) == 0 or len(torch.unique(rows)) != len(rows):
+            raise ValueError(f"items to keep must be distinct and at least one, got {len(rows)} "
+                             f"({len(rows) - len(torch.unique(rows))} repeated)")
+        return rows
 
     def check_histories(self, histories: Sequence) -> None:
         """Raise `ValueError` unless every history is a non-empty 1-d sequence of item indices in [0, N)."""

@@ -114,6 +114,18 @@ class RecGPT(PretrainedMixin, Recommender, nn.Module):
         return idx
 
     @property
+    def text_dim(self) -> int:
+        return self.config.tokenizer.embed_dim
+
+    def keep_items(self, rows: Tensor) -> None:
+        """Narrow the catalog to items `rows` in that order (their codes stay unique: a subset of unique codes)."""
+        rows = self.check_rows(rows)
+        self.items.keep_items(rows)
+        self.text = self.text[rows.to(self.text.device)]
+        self.config = replace(self.config, tokenizer=self.items.config)
+        self._index = None
+
+    @property
     def index(self) -> CatalogIndex:
         if self._index is None or self._index.num_items != self.num_items:
             self._index = CatalogIndex(self.items.codes, self.vocab)

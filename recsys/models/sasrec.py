@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gentok.config import config
+from gentok.config import config, replace
 from gentok.hub import PretrainedMixin, register
 from gentok.nn import Transformer, init_weights
 from recsys.models.base import Recommender, RecOutput, pad_histories
@@ -73,6 +73,13 @@ class SASRec(PretrainedMixin, Recommender, nn.Module):
     def item_vectors(self) -> Tensor:
         """(N, d) the catalog's item embeddings (also used as SETRec's CF signal)."""
         return self.item_emb.weight[: self.num_items]
+
+    def keep_items(self, rows: Tensor) -> None:
+        """Narrow the catalog to items `rows` in that order (a subset of the items it was trained on)."""
+        rows = self.check_rows(rows).to(self.item_emb.weight.device)
+        w = self.item_emb.weight.detach()
+        self.item_emb = nn.Embedding.from_pretrained(torch.cat([w[rows], w[-1:]]), freeze=False)
+        self.config = replace(self.config, num_items=len(rows))
 
     def forward(self, window: Tensor) -> RecOutput:
         """Full-softmax next-item loss on windows (b, T + 1) left-padded with -1."""

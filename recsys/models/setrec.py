@@ -194,6 +194,17 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         self._reset_cache()
         return torch.arange(start, start + m)
 
+    @property
+    def text_dim(self) -> int:
+        return self.config.embed_dim
+
+    def keep_items(self, rows: Tensor) -> None:
+        """Narrow the catalog to items `rows` in that order (each keeps its text, CF signal and cold flag)."""
+        rows = self.check_rows(rows).to(self.text.device)
+        self.text, self.cf, self.has_cf = self.text[rows], self.cf[rows], self.has_cf[rows]
+        self.config = replace(self.config, num_items=len(rows))
+        self._reset_cache()
+
     def item_tokens(self, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Set tokens (m, n+1, tok_dim) of `items` (all when None; slot 0 = CF, zero for cold items) and the text
         reconstruction loss of the semantic autoencoder on them."""
