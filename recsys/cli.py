@@ -74,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", required=True, help="model directory written by a recsys recipe")
     s.add_argument("--input", required=True, help="CSV/Parquet/JSONL with user_id, item_id[, timestamp]")
     s.add_argument("--out", required=True, help="output .parquet or .csv (a directory of Parquet files with --engine)")
-    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--k", type=int, default=10, help="recommendations per user")
     s.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     s.add_argument("--partitions", type=int, default=None, help="hash partitions (default: one per 32 MB)")
-    s.add_argument("--chunk-rows", type=int, default=100_000)
-    s.add_argument("--batch-users", type=int, default=256)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--chunk-rows", type=int, default=100_000, help="input rows read at a time (memory bound)")
+    s.add_argument("--batch-users", type=int, default=256, help="users per model call")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--engine", default="local", choices=["local", "ray", "spark"],
                    help="where to score: this process (default), Ray Data or Spark (recsys/engines.py)")
     s.add_argument("--concurrency", type=int, default=None, help="Ray actors (default: one per CPU)")
@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                         "are its ids, and items the model does not know are added from their text (RecGPT, SETRec)")
     s.add_argument("--text-encoder", default=None, help=TEXT_ENCODER_HELP)
     e = sub.add_parser("evaluate", help="leave-one-out full-ranking metrics on a dataset")
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", required=True, help="model directory written by a recsys recipe")
     e.add_argument("--data", default=None, help="dataset (default: the demo MovieLens data)")
-    e.add_argument("--split", default="test", choices=["valid", "test"])
+    e.add_argument("--split", default="test", choices=["valid", "test"], help="which held-out interaction to rank")
     e.add_argument("--seed", type=int, default=0, help="tie-breaking seed of the split (use the recipe's)")
-    e.add_argument("--include-seen", action="store_true")
+    e.add_argument("--include-seen", action="store_true", help="allow items already in the history")
     e.add_argument("--catalog", nargs="?", const=DATA_CATALOG, default=None, metavar="ITEMS",
                    help="rank this catalog's items instead of the model's (text-based models add the items they "
                         "do not know from their text): an items file (item id + text columns) or, given alone, "
