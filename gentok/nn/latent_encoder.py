@@ -74,7 +74,8 @@ class LatentEncoder(nn.Module):
         if self.mix is not None:
             latents = latents + torch.einsum("kp,bpd->bkd", self.mix, patches)
         tokens = [patches, latents] if self.cls is None else [self.cls.expand(len(images), -1, -1), patches, latents]
-        h = self.transformer(self.norm_in(torch.cat(tokens, dim=1)), mask=self.mask)[:, -self.num_tokens:]
+        # only the latents are read: the last block computes them alone (patches still give keys and values)
+        h = self.transformer(self.norm_in(torch.cat(tokens, dim=1)), mask=self.mask, keep_last=self.num_tokens)
         if self.legacy_latent_layout:
             h = h.reshape(h.shape[0], h.shape[2], h.shape[1]).transpose(1, 2)
         return self.to_code(h)  # (b, K, code_dim)

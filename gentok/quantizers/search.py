@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-DEFAULT_MAX_ELEMENTS = 1 << 16  # distances held at once (256 KiB of float32): a chunk that stays in a core's cache
+DEFAULT_MAX_ELEMENTS = 1 << 22  # 16 MiB of float32 distances: few chunks (small matmuls stall threads), bounded memory
 _CDIST_EPS = 1e-8  # vector-quantize-pytorch's `cdist` clamps squared distances here before the square root
 
 
