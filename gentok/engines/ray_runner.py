@@ -27,8 +27,9 @@ def session(num_cpus: int | None = None):
 
     if not ray.is_initialized():
         local = not os.environ.get("RAY_ADDRESS")
+        extra = {"_node_ip_address": "127.0.0.1"} if local else {}  # a local cluster talks over loopback only
         ray.init(num_cpus=num_cpus if local else None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, **extra)
     return ray
 
 

@@ -31,7 +31,9 @@ def session(master: str | None = None, shuffle_partitions: int = 8):
     builder = SparkSession.builder.appName("gentok")
     if master or not SparkConf().contains("spark.master"):
         builder = builder.master(master or f"local[{os.cpu_count() or 1},4]")
-        builder = (builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.ui.enabled", "false")
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session talks over loopback only
+        builder = (builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+                   .config("spark.ui.enabled", "false")
                    .config("spark.pyspark.python", sys.executable)
                    .config("spark.pyspark.driver.python", sys.executable))
     spark = (builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
