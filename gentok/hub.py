@@ -230,7 +230,10 @@ def load(source: str | os.PathLike, map_location: str | torch.device = "cpu"):
 
         if not is_hub_id(str(source)):
             raise CheckpointError(f"checkpoint directory {directory} does not exist")
-        directory = snapshot(str(source))
+        try:
+            directory = snapshot(str(source))
+        except CheckpointError as e:  # a mistyped local path looks like a hub id too: say both
+            raise CheckpointError(f"no local directory {source!r}, and as a hub id: {e}") from None
     if directory.is_dir() and (directory / CONFIG_NAME).is_file() and not is_gentok_checkpoint(directory):
         from gentok.hub_convert import convert
 
