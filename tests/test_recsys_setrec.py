@@ -4,12 +4,14 @@ selected on validation only, cold items from text alone, save/load identity, lea
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from gentok import load
-from gentok.config import replace
+from gentok.config import from_dict, replace, to_dict
 from recsys.data import Split
-from recsys.models.setrec import (SETRec, SETRecConfig, brute_topk, choose_cf_weight, faiss_topk, select_cf_weight,
-                                  set_mask)
+from recsys.models.base import seen_mask
+from recsys.models.setrec import (SETRec, SETRecConfig, brute_topk, build_index, choose_cf_weight, faiss_topk,
+                                  resolve_index, select_cf_weight, set_mask)
 
 E, C, N = 24, 16, 30
 
@@ -199,3 +201,76 @@ def test_cold_items_are_not_trained_as_negatives():
     m(window).loss.backward()
     assert table.grad[cold].abs().max() == 0  # no push-down of items without interactions
     assert table.grad[[0, 9, 20]].abs().sum() > 0  # warm negatives still get one
+
+
+@pytest.fixture(scope="module")
+def big():
+    """A 20k-item catalog (fixed seed) and 100 users with histories of 1-8 items."""
+    m = _model(n=20_000)
+    g = torch.Generator().manual_seed(3)
+    hists = [torch.randint(0, 20_000, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+             for _ in range(100)]
+    return m, hists
+
+
+def _recall(approx: Tensor, exact: Tensor) -> float:
+    return float(np.mean([len(set(a.tolist()) & set(e.tolist())) / len(e) for a, e in zip(approx, exact)]))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_recall_and_seen_items(big, kind):
+    m, hists = big
+    exact, _ = m.recommend(hists, k=10, use_faiss=False)
+    items, scores = m.recommend(hists, k=10, use_faiss=True, index=kind)
+    assert _recall(items, exact) >= 0.95
+    assert (items >= 0).all() and all(len(set(r.tolist())) == 10 for r in items)
+    assert not any(set(r.tolist()) & set(h) for r, h in zip(items, hists))  # seen items never come back
+    torch.testing.assert_close(scores, m.score_all(hists).gather(1, items), atol=1e-5, rtol=1e-5)  # true scores
+    # exclusion of the very best items: faiss must search k + excluded deep, or they would crowd out the top-10
+    q, keys = m.queries_and_keys(hists)
+    exclude = seen_mask(hists, m.num_items)
+    exclude.scatter_(1, exact[:, :5], True)
+    want, _ = brute_topk(q, keys, 10, exclude)
+    got, _ = faiss_topk(q, keys, 10, exclude, index=m._faiss[kind])
+    assert _recall(got, want) >= 0.95 and not exclude.gather(1, got.clamp(min=0)).any() and (got >= 0).all()
+
+
+def test_approximate_index_is_cached_and_follows_the_catalog(big):
+    m, hists = big
+    m.recommend(hists[:2], use_faiss=True, index="hnsw")
+    first = m._faiss["hnsw"]
+    m.recommend(hists[2:4], use_faiss=True, index="hnsw")
+    assert m._faiss["hnsw"] is first  # built once in eval mode
+    m.recommend(hists[:2], use_faiss=True)  # "auto" at 20k items is the exact flat index, cached beside it
+    assert {"flat", "hnsw"} <= set(m._faiss) and m._faiss["hnsw"] is first
+    new = m.add_items(torch.nn.functional.normalize(torch.randn(2, E), dim=-1))
+    assert m._faiss == {}  # invalidated with the catalog table
+    top, _ = m.recommend([[int(new[0])]], k=5, use_faiss=True, index="ivf")
+    keys = m.catalog_keys()  # cold items add a key block: the rebuilt index has the new rows and the new width
+    assert m._faiss["ivf"].ntotal == m.num_items == len(keys) and m._faiss["ivf"].d == keys.shape[1] > 32
+    m.keep_items(torch.arange(20_000))  # restore the fixture's catalog for the other tests
+    assert m._faiss == {}
+
+
+def test_index_choice_by_config_and_size():
+    assert resolve_index("auto", 199_999) == "flat" and resolve_index("auto", 200_000) == "hnsw"
+    assert resolve_index("auto", 50, approx_min_items=10) == "hnsw" and resolve_index("ivf", 5) == "ivf"
+    m = _model(n=60)
+    hists = [[1, 2, 3], [5]]
+    m.config = replace(m.config, index="ivf", nprobe=10_000)  # every list scanned: IVF is exact
+    exact = m.recommend(hists, k=10, use_faiss=False)[0]
+    torch.testing.assert_close(m.recommend(hists, k=10, use_faiss=True)[0], exact)
+    assert "ivf" in m._faiss and m._faiss["ivf"].nprobe == m._faiss["ivf"].nlist
+    assert build_index(torch.randn(50, 4), "ivf").nprobe >= 1
+    for bad in (dict(index="lsh"), dict(nprobe=-1), dict(hnsw_ef=0), dict(approx_min_items=0)):
+        with pytest.raises(ValueError):
+            SETRecConfig(**bad)
+    with pytest.raises(ValueError, match="index"):
+        m.recommend(hists, use_faiss=True, index="annoy")
+    with pytest.raises(ValueError, match="keys"):
+        build_index(torch.zeros(0, 4), "hnsw")
+    # a config saved before the index fields existed loads with exact search as before
+    old = {key: v for key, v in to_dict(SETRecConfig.tiny()).items()
+           if key not in ("index", "approx_min_items", "nprobe", "hnsw_ef")}
+    cfg = from_dict(old, SETRecConfig)
+    assert cfg.index == "auto" and resolve_index(cfg.index, 1000, cfg.approx_min_items) == "flat"
