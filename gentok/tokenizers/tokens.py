@@ -108,7 +108,7 @@ class Tokens:
         if not rows:
             raise ValueError("Tokens.from_rows needs at least one row")
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        ids = _pad_stack([r.long() for r in rows], PAD_ID)
+        ids = pad_stack([r.long() for r in rows], PAD_ID)
         return cls(ids, lengths, dict(meta or {}), dict(extras or {}))
 
     @classmethod
@@ -164,8 +164,9 @@ class Tokens:
         return cls(tensors["ids"], tensors["lengths"], meta, extras), header
 
 
-def _pad_stack(rows: list[torch.Tensor], fill: int) -> torch.Tensor:
-    width = max([len(r) for r in rows] + [0])
+def pad_stack(rows: list[torch.Tensor], fill: int, min_width: int = 0) -> torch.Tensor:
+    """Stack (n_i, ...) tensors into (b, max n_i, ...) filled with `fill` past each row (at least `min_width` wide)."""
+    width = max([len(r) for r in rows] + [min_width])
     out = torch.full((len(rows), width) + tuple(rows[0].shape[1:]), fill, dtype=rows[0].dtype)
     for i, r in enumerate(rows):
         out[i, : len(r)] = r

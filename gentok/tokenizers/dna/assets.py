@@ -19,7 +19,7 @@ from torch import Tensor
 
 from gentok.tokenizers.dna.fasta import (RUN_LOWER, RUN_N, DNARecord, parse_fasta, parse_sequence, read_fasta,
                                          record_runs, runs_to_mask, write_fasta)
-from gentok.tokenizers.tokens import Tokens
+from gentok.tokenizers.tokens import Tokens, pad_stack
 
 FILE_EXTRAS = ("num_records", "record_tokens", "record_bases", "headers", "header_bytes", "runs", "num_runs")
 
@@ -57,11 +57,7 @@ def to_records(x) -> list[DNARecord]:
 
 def _pad_stack(rows: list[Tensor]) -> Tensor:
     """Zero-padded stack of (n_i, ...) tensors; at least one column so every file has the table."""
-    width = max([len(r) for r in rows] + [1])
-    out = torch.zeros((len(rows), width) + tuple(rows[0].shape[1:]), dtype=rows[0].dtype)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out
+    return pad_stack(rows, 0, min_width=1)
 
 
 def _file_tables(records: list[DNARecord]) -> dict[str, Tensor]:
