@@ -6,7 +6,8 @@
     gentok info DIR
 
 The CLI is modality-blind: each tokenizer reads and writes its own files (`encode_files` / `decode_to_files`), and
-the token file is the same `Tokens` file for every family (`gentok/tokenizers/tokens.py`).
+the token file is the same `Tokens` file for every family (`gentok/tokenizers/tokens.py`); a VAE tokenizer's file
+holds its continuous `Latents` in that format instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from gentok.hub import CheckpointError, load, read_config
+from gentok.hub import CheckpointError, is_gentok_checkpoint, load, read_config
 
 
 def _options(pairs: list[str]) -> dict:
@@ -50,10 +51,13 @@ def _encode(args) -> int:
     starts = range(0, len(args.inputs), args.batch_size)
     for start in tqdm(starts, desc="encode", unit="batch", disable=len(starts) < 2):
         parts.append(tok.encode_files(args.inputs[start:start + args.batch_size], **options))
-    tokens = Tokens.cat(parts)
+    tokens = type(parts[0]).cat(parts)  # Tokens, or Latents for a VAE tokenizer
     names = [Path(p).name for p in args.inputs]
     tokens.save(args.out, {"model_type": tok.model_type, "names": names, "model": str(Path(args.model).resolve())})
-    print(f"encoded {len(names)} file(s) -> {args.out}: ids {tuple(tokens.ids.shape)}, {_bits(tokens)}")
+    if isinstance(tokens, Tokens):
+        print(f"encoded {len(names)} file(s) -> {args.out}: ids {tuple(tokens.ids.shape)}, {_bits(tokens)}")
+    else:
+        print(f"encoded {len(names)} file(s) -> {args.out}: continuous latents {tuple(tokens.values.shape)}")
     return 0
 
 
@@ -85,11 +89,11 @@ def _bits(tokens) -> str:
 def _decode(args) -> int:
     from tqdm.auto import tqdm
 
-    from gentok.tokenizers.tokens import Tokens
+    from gentok.tokenizers.tokens import read_token_file
 
     tok = load(args.model)
     options = _options(args.option)
-    tokens, header = Tokens.load(args.tokens)
+    tokens, header = read_token_file(args.tokens)  # Tokens, or Latents for a VAE tokenizer
     if header.get("model_type") and header["model_type"] != tok.model_type:
         raise ValueError(f"{args.tokens} was encoded by a {header['model_type']!r} model, not {tok.model_type!r}")
     n = len(tokens)
@@ -108,15 +112,23 @@ def _decode(args) -> int:
 
 
 def _info(args) -> int:
-    meta = read_config(args.model)
+    from gentok.config import to_dict
+
     tok = load(args.model)
+    if is_gentok_checkpoint(args.model):
+        meta = read_config(args.model)
+        print(f"type: {meta['type']}  (format_version {meta['format_version']})")
+    else:  # an official checkpoint of another project (a snapshot or hub id), converted on load
+        meta = {"config": to_dict(tok.config)}
+        print(f"type: {tok.model_type}  (converted from an official checkpoint)")
     n_params = sum(p.numel() for p in tok.parameters())
-    print(f"type: {meta['type']}  (format_version {meta['format_version']})")
     print(f"parameters: {n_params / 1e6:.2f} M")
     for attr in ("vocab_size", "num_codebooks", "bits_per_token", "tokens_per_item"):
         value = getattr(tok, attr, None)
         if value is not None:
             print(f"{attr}: {value:g}" if isinstance(value, float) else f"{attr}: {value}")
+        elif attr == "vocab_size" and hasattr(tok, attr):
+            print("vocab_size: none (continuous tokens: encode gives Latents)")
     print(json.dumps(meta["config"], indent=2))
     return 0
 

@@ -1,11 +1,14 @@
 """Write tests/fixtures/official/titok_*: small random-weight instances of every supported official TiTok variant,
 built and run by the official code, so the converter's exactness is tested in CI without that code.
 
-    python tools/make_official_fixtures.py --checkout /path/to/1d-tokenizer [--out tests/fixtures/official]
+    python tools/make_official_fixtures.py --checkout /path/to/1d-tokenizer [--out tests/fixtures/official] \
+        [--only titok_bl64_vae_c16 ...]
 
 Needs a checkout of https://github.com/bytedance/1d-tokenizer (the fixtures in this repository were made from commit
-942a96fbdd873780179d1b78d5462911528bf8c8) and the packages its model code imports (omegaconf, einops, accelerate,
-huggingface_hub); none of them is a gentok dependency, and none of its code is copied here: this script only calls it.
+942a96fbdd873780179d1b78d5462911528bf8c8, the VAE ones too) and the packages its model code imports (omegaconf,
+einops, accelerate, huggingface_hub); none of them is a gentok dependency, and none of its code is copied here: this
+script only calls it. Its package also imports its training losses, which need torchvision; where torchvision is not
+installed an empty stand-in module is registered, since no tokenizer code path touches it.
 
 For each variant it reads the official inference config (`configs/infer/TiTok/<name>.yaml`) and shrinks it so the
 fixture stays small: 16 px crops with 4 px patches, codebooks of at most 1024 codes, and "tiny" ViTs. The official
@@ -20,6 +23,10 @@ constant, which would test little).
 Each fixture directory holds `config.json` (the official format), `model.safetensors` (official key layout) and
 `reference/outputs.safetensors`: `images` (2, 3, 16, 16) in [0, 1], `ids` (2, K) from the official `encode`, and `decoded`
 (2, 3, 16, 16), the official `decode_tokens(ids)` (unclamped).
+
+The VAE variants (`quantize_mode: vae`, continuous tokens) store instead of `ids`: `mean` (2, C, 1, K), the official
+posterior's mean in its own layout; `sample` (2, C, 1, K), what the official `encode` draws after
+`torch.manual_seed(seed)`, with `seed` (a 0-d int64 tensor); and `decoded`, the official `decode_tokens(mean)`.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ VARIANTS = {
     "titok_bl64_vq8k": ("TiTok/titok_bl64_vq8k.yaml", BASE, LARGE),
     "titok_bl128_vq8k": ("TiTok/titok_bl128_vq8k.yaml", BASE, LARGE),
     "titok_sl256_vq8k": ("TiTok/titok_sl256_vq8k.yaml", SMALL, LARGE),
+    "titok_bl64_vae_c16": ("TiTok/titok_bl64_vae_c16.yaml", BASE, LARGE),
+    "titok_ll32_vae_c16": ("TiTok/titok_ll32_vae_c16.yaml", LARGE, LARGE),
 }
+SAMPLE_SEED = 1234  # the global seed the VAE fixtures' reference sample is drawn under
 CROP, PATCH = 16, 4
 MAX_CODES = 1024
 # MaskGIT-VQGAN decoder: 3 levels (4x upsampling = PATCH); the finest level is wider so one block changes width
@@ -117,10 +127,46 @@ def code_margin(model, images: torch.Tensor) -> float:
     return float((two[:, 1] - two[:, 0]).min())
 
 
+def make_vae(cfg: dict, name: str, out: Path, seed: int) -> dict:
+    """A VAE variant: continuous tokens, so the reference is the posterior (mean, one seeded sample) and the decode
+    of the mean."""
+    import modeling.titok as modeling_titok
+
+    torch.manual_seed(seed)
+    model = modeling_titok.TiTok(cfg).eval()
+    gen = torch.Generator().manual_seed(seed)
+    randomise(model, gen)
+    images = torch.rand(2, 3, CROP, CROP, generator=gen)
+    with torch.no_grad():
+        torch.manual_seed(SAMPLE_SEED)
+        sample, posterior = model.encode(images)
+        mean = posterior.mean
+        decoded = model.decode_tokens(mean)
+    reference = {"images": images, "mean": mean.contiguous(), "sample": sample.contiguous(),
+                 "seed": torch.tensor(SAMPLE_SEED), "decoded": decoded.contiguous()}
+    size = _write(out / name, cfg, model, reference)
+    return {"variant": name, "tokens": mean.shape[-1], "token_size": mean.shape[1], "bytes": size,
+            "mean_std": float(mean.std()), "posterior_std_mean": float(posterior.std.mean()),
+            "decoded_std": float(decoded.std()),
+            "in_unit_range": float(((decoded >= 0) & (decoded <= 1)).float().mean())}
+
+
+def _write(d: Path, cfg: dict, model, reference: dict) -> int:
+    """The fixture directory: official config and weights, and the reference outputs; returns its size in bytes."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    (d / "reference").mkdir(exist_ok=True)  # apart from the weights: a snapshot's *.safetensors are all weights
+    save_file(reference, str(d / "reference" / "outputs.safetensors"))
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+
+
 def make(checkout: Path, name: str, out: Path, seed: int) -> dict:
     import modeling.titok as modeling_titok
 
     cfg = tiny_config(checkout, name)
+    if cfg["model"]["vq_model"].get("quantize_mode", "vq") == "vae":
+        return make_vae(cfg, name, out, seed)
     for attempt in range(20):
         torch.manual_seed(seed + attempt)
         model = modeling_titok.TiTok(cfg).eval()
@@ -135,14 +181,7 @@ def make(checkout: Path, name: str, out: Path, seed: int) -> dict:
         _, result = model.encode(images)
         ids = result["min_encoding_indices"].reshape(len(images), -1).long()
         decoded = model.decode_tokens(ids)
-    d = out / name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
-    (d / "reference").mkdir(exist_ok=True)  # apart from the weights: a snapshot's *.safetensors are all weights
-    save_file({"images": images, "ids": ids, "decoded": decoded.contiguous()},
-              str(d / "reference" / "outputs.safetensors"))
-    size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    size = _write(out / name, cfg, model, {"images": images, "ids": ids, "decoded": decoded.contiguous()})
     return {"variant": name, "tokens": ids.shape[1], "distinct_ids": int(ids.unique().numel()), "bytes": size,
             "decoded_std": float(decoded.std()), "in_unit_range": float(((decoded >= 0) & (decoded <= 1)).float().mean())}
 
@@ -152,16 +191,31 @@ def main(argv=None):
     p.add_argument("--checkout", required=True, help="a checkout of bytedance/1d-tokenizer")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="write these variants only (default: all)")
     args = p.parse_args(argv)
     checkout = Path(args.checkout).resolve()
     if not (checkout / "modeling" / "titok.py").is_file():
         raise SystemExit(f"{checkout} is not a checkout of bytedance/1d-tokenizer (no modeling/titok.py)")
     sys.path.insert(0, str(checkout))
+    _stand_in_for_torchvision()
     import modeling.titok as modeling_titok
 
     patch_official_sizes(modeling_titok)
-    for name in VARIANTS:
+    for name in args.only or VARIANTS:
         print(make(checkout, name, Path(args.out), args.seed))
+
+
+def _stand_in_for_torchvision() -> None:
+    """The official `modeling` package imports its perceptual losses (torchvision models) on import; the tokenizer
+    never calls them, so without torchvision an empty module stands in (building those losses would fail loudly)."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        import types
+
+        stub = types.ModuleType("torchvision")
+        stub.models = types.ModuleType("torchvision.models")
+        sys.modules["torchvision"], sys.modules["torchvision.models"] = stub, stub.models
 
 
 if __name__ == "__main__":

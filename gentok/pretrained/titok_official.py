@@ -2,10 +2,12 @@
 gentok `TiTok` models.
 
 Supported: the VQ models l32/b64/s128 (4096 x 12 l2-normalised codes, legacy latent layout, ViT decoder predicting
-MaskGIT-VQGAN proxy codes decoded by its conv decoder) and the vq8k models bl64/bl128/sl256 (8192 x 64 Euclidean
-codes, direct pixel head). Not supported: the VAE models (their tokens are continuous, gentok tokens are ids) and
-stage-1 checkpoints (their decoder stops at proxy-code logits). Images go in and come out in [0, 1], as in the
-official code.
+MaskGIT-VQGAN proxy codes decoded by its conv decoder), the vq8k models bl64/bl128/sl256 (8192 x 64 Euclidean
+codes, direct pixel head) and the VAE models bl64/bl128/ll32 (`quantize_mode: vae`, direct pixel head): their
+encoder gives 2 x token_size channels per token, the means and log-variances of a diagonal Gaussian posterior,
+and they become TiToks with `quantizer=None, vae_dim=token_size` whose `encode` returns continuous `Latents` (the
+posterior mean; `sample=True` draws) and whose `vocab_size` is None. Not supported: stage-1 checkpoints (their
+decoder stops at proxy-code logits). Images go in and come out in [0, 1], as in the official code.
 
 The weights map one to one onto gentok's blocks: PyTorch's fused `in_proj` attention layout is the layout of
 `gentok.nn.Attention.qkv`; the patch-embedding conv becomes the equivalent linear map over (p1 p2 c) patches; a
@@ -60,11 +62,10 @@ def titok_config(config: dict, state: dict):
     mode = vq.get("quantize_mode", "vq")
     legacy = bool(vq.get("is_legacy", True))
     finetune = bool(vq.get("finetune_decoder", True))
-    if mode == "vae":
-        raise CheckpointError("TiTok VAE checkpoints (quantize_mode 'vae') give continuous tokens; gentok tokens are "
-                              "discrete ids, so they are not supported (use a VQ or vq8k checkpoint)")
-    if mode != "vq":
+    if mode not in ("vq", "vae"):
         raise CheckpointError(f"unknown TiTok quantize_mode {mode!r}")
+    if mode == "vae" and finetune:
+        raise CheckpointError("a TiTok VAE with finetune_decoder is not a layout the official code builds")
     if legacy != finetune:
         raise CheckpointError(
             "this TiTok checkpoint is a stage-1 model (its decoder predicts proxy-code logits, not pixels)"
@@ -73,14 +74,18 @@ def titok_config(config: dict, state: dict):
         raise CheckpointError("TiTok with different encoder and decoder patch sizes is not supported")
     crop = int(config.get("dataset", {}).get("preprocessing", {}).get("crop_size", 256))
     (w, enc_depth, heads), (dec_w, dec_depth, dec_heads) = _vit_size(vq, "enc"), _vit_size(vq, "dec")
-    quantizer = VQConfig(dim=int(vq["token_size"]), codebook_size=int(vq["codebook_size"]),
-                         cosine=bool(vq.get("use_l2_norm", False)), kmeans_init=False, dead_code_threshold=0.0,
-                         commitment_weight=float(vq.get("commitment_cost", 0.25)))
+    if mode == "vae":  # continuous tokens: no codebook; the encoder's 2 x token_size channels are mean, log-variance
+        bottleneck = {"quantizer": None, "vae_dim": int(vq["token_size"])}
+    else:
+        bottleneck = {"quantizer": VQConfig(dim=int(vq["token_size"]), codebook_size=int(vq["codebook_size"]),
+                                            cosine=bool(vq.get("use_l2_norm", False)), kmeans_init=False,
+                                            dead_code_threshold=0.0,
+                                            commitment_weight=float(vq.get("commitment_cost", 0.25)))}
     try:
         return TiTokConfig(image_size=crop, patch_size=int(vq["vit_enc_patch_size"]),
                            num_tokens=int(vq["num_latent_tokens"]), width=w, enc_depth=enc_depth,
                            dec_depth=dec_depth, heads=heads, dec_width=dec_w, dec_heads=dec_heads, mlp_ratio=4.0,
-                           quantizer=quantizer, class_token=True, norm_in=True, legacy_latent_layout=legacy,
+                           **bottleneck, class_token=True, norm_in=True, legacy_latent_layout=legacy,
                            pixel_range="unit", out_conv=not legacy,
                            proxy_decoder=_pixel_decoder_config(state) if legacy else None)
     except (TypeError, ValueError) as e:
@@ -108,7 +113,7 @@ def _pixel_decoder_config(state: dict):
 
 def official_keys(c) -> set[str]:
     """Every tensor name of the official state dict of the model `c` (a TiTokConfig) describes."""
-    keys = {"latent_tokens", "quantize.embedding.weight"}
+    keys = {"latent_tokens"} | ({"quantize.embedding.weight"} if c.quantizer is not None else set())
     for part in ("encoder", "decoder"):
         depth = c.enc_depth if part == "encoder" else c.dec_depth
         keys |= {f"{part}.transformer.{i}.{k}" for i in range(depth) for k in _BLOCK_KEYS}
@@ -176,6 +181,8 @@ def to_gentok(state: dict[str, torch.Tensor], c) -> dict[str, torch.Tensor]:
     for i, ours in heads.items():
         out[f"{ours}.weight"] = state[f"decoder.ffn.{i}.weight"].flatten(1)
         out[f"{ours}.bias"] = state[f"decoder.ffn.{i}.bias"]
+    if c.quantizer is None:
+        return out  # a VAE: no codebook
     codes = state["quantize.embedding.weight"].float()
     if c.quantizer.cosine:
         codes = F.normalize(codes, dim=-1)  # the official lookup normalises its codes; ours stores them normalised

@@ -10,6 +10,9 @@
   `n_quantizers` to all levels; FlexTok: `steps`, `guidance`, `seed`; MergeDNA: `tokens_per_window`).
 - `vocab_size` is the number of ids of one codebook; `num_codebooks` is q at full depth; `bits_per_token =
   num_codebooks x log2(vocab_size)`; an item's bits are `Tokens.bits_per_item`.
+- A VAE tokenizer (continuous tokens) returns `Latents` (float `(b, n, d)`) from `encode` and takes them (or a
+  float tensor in that layout) in `decode`; its `vocab_size`, `bits_per_code` and `bits_per_token` are None, and
+  `as_tokens` refuses its latents with a `ValueError`, so code that needs ids fails with a message, not garbage.
 - Every tokenizer validates its input and raises a `ValueError` naming the problem: wrong shape, dtype or range,
   NaN, empty input, ids outside the vocabulary.
 
@@ -31,14 +34,14 @@ import torch
 from torch import Tensor, nn
 
 from gentok.hub import PretrainedMixin
-from gentok.tokenizers.tokens import Tokens
+from gentok.tokenizers.tokens import Latents, Tokens
 from gentok.validate import PAD_ID, check_ids
 
 
 @dataclass
 class TokenizerOutput:
     recon: Tensor  # reconstruction, same layout as the input
-    ids: Tensor  # token ids, the layout of Tokens.ids
+    ids: Tensor  # token ids, the layout of Tokens.ids (a VAE tokenizer: its sampled latents (b, n, d))
     loss: Tensor  # scalar training loss (reconstruction + quantizer terms)
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
@@ -48,8 +51,8 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
 
     @property
     @abc.abstractmethod
-    def vocab_size(self) -> int:
-        """Number of distinct ids of one codebook."""
+    def vocab_size(self) -> int | None:
+        """Number of distinct ids of one codebook; None for continuous tokens (`Latents`)."""
 
     @property
     def num_codebooks(self) -> int:
@@ -57,13 +60,13 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         return 1
 
     @property
-    def bits_per_code(self) -> float:
-        return math.log2(self.vocab_size)
+    def bits_per_code(self) -> float | None:
+        return None if self.vocab_size is None else math.log2(self.vocab_size)
 
     @property
-    def bits_per_token(self) -> float:
-        """Bits of one token position at full depth."""
-        return self.num_codebooks * self.bits_per_code
+    def bits_per_token(self) -> float | None:
+        """Bits of one token position at full depth (None for continuous tokens)."""
+        return None if self.bits_per_code is None else self.num_codebooks * self.bits_per_code
 
     @property
     def tokens_per_item(self) -> int | None:
@@ -106,6 +109,9 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         fixed-length family (`length` given) `n == length` and no padding; ids in [0, vocab_size) on real positions and `PAD_ID` exactly on padding (a whole
         position, only after the real ones). Bare ids get their lengths from where the padding starts.
         """
+        if isinstance(tokens, Latents):
+            raise ValueError(f"expected {what} (Tokens or an integer tensor), got continuous Latents "
+                             f"{tuple(tokens.values.shape)}: they come from a VAE tokenizer and have no ids")
         if isinstance(tokens, Tokens):
             ids, lengths = tokens.ids, tokens.lengths
         else:
@@ -133,6 +139,22 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         meta = tokens.meta if isinstance(tokens, Tokens) else {"bits_per_code": self.bits_per_code}
         extras = tokens.extras if isinstance(tokens, Tokens) else {}
         return Tokens(ids, lengths, meta, extras).to(self._device())
+
+    def as_latents(self, latents, length: int, dim: int) -> Latents:
+        """Validate `Latents` or a float tensor (b, length, dim) against this tokenizer; return `Latents` on its device.
+
+        Checks: floating dtype, finite values, shape (b, length, dim) with b >= 1; integer ids are refused with a
+        message saying this tokenizer's tokens are continuous.
+        """
+        if isinstance(latents, Tokens) or (isinstance(latents, Tensor) and not latents.dtype.is_floating_point):
+            raise ValueError("this tokenizer's tokens are continuous (a VAE): decode takes Latents or a float tensor "
+                             f"(b, {length}, {dim}), not integer ids")
+        if not isinstance(latents, Latents):
+            latents = Latents(latents)
+        v = latents.values
+        if v.shape[0] == 0 or v.shape[1:] != (length, dim):
+            raise ValueError(f"expected latents of shape (b, {length}, {dim}) with b >= 1, got {tuple(v.shape)}")
+        return latents.to(self._device())
 
     def check_ids(self, ids: Tensor, shape_tail: tuple[int, ...], what: str = "ids") -> Tensor:
         """Integer ids (b, *shape_tail) in [0, vocab_size), as int64; raises `ValueError` otherwise."""

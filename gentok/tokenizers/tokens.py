@@ -12,6 +12,10 @@ Layout, the same for every family:
 Bits: `bits_per_code` = log2(vocab) for one id; `bits_per_token` = bits_per_code x the codebooks kept (q); an
 item's bits are `bits_per_token x lengths`. Those three are the only bit counts gentok reports; per-second or
 per-base figures are derived from them with the unit named.
+
+`Latents` are the continuous tokens of a VAE tokenizer (e.g. an official TiTok VAE): float `values` `(b, n, d)`,
+fixed-length, with `meta` like `Tokens`; they have no ids and no bit count, and asking them for `ids` raises a
+`ValueError`. They save to the same token-file format, marked `kind: latents` (`read_token_file` reads either).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ class Tokens:
     def __post_init__(self):
         ids = self.ids
         if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise ValueError(f"Tokens.ids must be an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+            raise ValueError(f"Tokens.ids must be an integer tensor (continuous tokens belong in Latents), got "
+                             f"{getattr(ids, 'dtype', type(ids).__name__)}")
         if ids.ndim not in (2, 3):
             raise ValueError(f"Tokens.ids must have shape (b, n) or (b, n, q), got {tuple(ids.shape)}")
         self.ids = ids.long()
@@ -127,11 +132,7 @@ class Tokens:
     def to_bytes(self, header: dict | None = None) -> bytes:
         """The token file: safetensors with `ids`, `lengths`, `extra.<name>`; `meta` and `header` as JSON metadata."""
         tensors = {"ids": self.ids, "lengths": self.lengths, **{_EXTRA + k: v for k, v in self.extras.items()}}
-        metadata = {"format": FILE_FORMAT, "format_version": str(FILE_VERSION), "meta": json.dumps(self.meta),
-                    "header": json.dumps(header or {})}
-        from gentok.hub import safetensors_bytes
-
-        return safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata)
+        return _file_bytes(tensors, "ids", self.meta, header)
 
     def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
         """Write the token file atomically (see `to_bytes`)."""
@@ -142,26 +143,130 @@ class Tokens:
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[Tokens, dict]:
         """Read a token file written by `save`; returns the tokens and the header (e.g. file names, model type)."""
-        try:
-            with safe_open(os.fspath(path), "pt") as f:
-                metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"cannot read token file {path}: {e}") from None
-        if metadata.get("format") != FILE_FORMAT:
-            raise ValueError(f"{path} is not a gentok token file (written by gentok < 0.2 or another program); "
-                             "encode the assets again with `gentok encode`")
-        if metadata.get("format_version") != str(FILE_VERSION):
-            raise ValueError(f"{path}: token file version {metadata.get('format_version')}, this gentok reads "
-                             f"{FILE_VERSION}")
+        tensors, meta, header = _read_file(path, "ids")
         if "ids" not in tensors or "lengths" not in tensors:
             raise ValueError(f"{path}: token file has no 'ids'/'lengths' tensors (found {sorted(tensors)})")
-        try:
-            meta, header = json.loads(metadata.get("meta", "{}")), json.loads(metadata.get("header", "{}"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: corrupt token file metadata ({e})") from None
         extras = {k[len(_EXTRA):]: v for k, v in tensors.items() if k.startswith(_EXTRA)}
         return cls(tensors["ids"], tensors["lengths"], meta, extras), header
+
+
+@dataclass
+class Latents:
+    """Continuous tokens: float `values` (b, n, d), n positions of d-dim vectors per item, every item all n.
+
+    What a VAE tokenizer's `encode` returns and its `decode` takes. There is no vocabulary, so no ids and no bit
+    count; code that needs ids gets a `ValueError` saying so (`Latents.ids`, `Tokenizer.as_tokens`).
+    """
+
+    values: torch.Tensor  # (b, n, d) float, finite
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        v = self.values
+        if not isinstance(v, torch.Tensor) or not v.dtype.is_floating_point:
+            raise ValueError(f"Latents.values must be a floating-point tensor (continuous tokens; integer ids belong "
+                             f"in Tokens), got {getattr(v, 'dtype', type(v).__name__)}")
+        if v.ndim != 3:
+            raise ValueError(f"Latents.values must have shape (b, n, d), got {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("Latents.values must be finite, found NaN or inf")
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """d: the width of one continuous token."""
+        return self.values.shape[2]
+
+    @property
+    def ids(self):
+        raise ValueError(f"these are continuous tokens (Latents {tuple(self.values.shape)}) from a VAE tokenizer: they "
+                         "have no ids; use a tokenizer with a codebook (discrete ids) where ids are needed")
+
+    def __getitem__(self, index) -> Latents:
+        """Items `index` (an int, slice, list or index tensor) as a new `Latents`."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return replace(self, values=self.values[index])
+
+    def to(self, device) -> Latents:
+        return replace(self, values=self.values.to(device))
+
+    @classmethod
+    def cat(cls, parts: list[Latents]) -> Latents:
+        """Concatenate batches along b (same n and d)."""
+        if not parts:
+            raise ValueError("Latents.cat needs at least one batch")
+        if any(p.values.shape[1:] != parts[0].values.shape[1:] for p in parts):
+            raise ValueError(f"Latents.cat: batches differ in shape {[tuple(p.values.shape) for p in parts]}")
+        return cls(torch.cat([p.values for p in parts]), dict(parts[0].meta))
+
+    def to_bytes(self, header: dict | None = None) -> bytes:
+        """The token file with `values` instead of ids, marked `kind: latents`."""
+        return _file_bytes({"values": self.values}, "latents", self.meta, header)
+
+    def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
+        """Write the latents file atomically (see `to_bytes`)."""
+        from gentok.hub import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_bytes(header))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> tuple[Latents, dict]:
+        """Read a latents file written by `save`; returns the latents and the header."""
+        tensors, meta, header = _read_file(path, "latents")
+        if "values" not in tensors:
+            raise ValueError(f"{path}: latents file has no 'values' tensor (found {sorted(tensors)})")
+        return cls(tensors["values"], meta), header
+
+
+def read_token_file(path: str | os.PathLike) -> tuple[Tokens | Latents, dict]:
+    """Read a token file of either kind: `Tokens` (ids) or `Latents` (continuous), and its header."""
+    return (Latents if _file_kind(path) == "latents" else Tokens).load(path)
+
+
+def _file_bytes(tensors: dict[str, torch.Tensor], kind: str, meta: dict, header: dict | None) -> bytes:
+    from gentok.hub import safetensors_bytes
+
+    metadata = {"format": FILE_FORMAT, "format_version": str(FILE_VERSION), "kind": kind, "meta": json.dumps(meta),
+                "header": json.dumps(header or {})}
+    return safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata)
+
+
+def _file_kind(path) -> str:
+    try:
+        with safe_open(os.fspath(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read token file {path}: {e}") from None
+    return metadata.get("kind", "ids")  # files written before Latents existed hold ids
+
+
+def _read_file(path, kind: str) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(tensors, meta, header) of a token file of `kind` ("ids" or "latents"); `ValueError` for anything else."""
+    try:
+        with safe_open(os.fspath(path), "pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read token file {path}: {e}") from None
+    if metadata.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path} is not a gentok token file (written by gentok < 0.2 or another program); "
+                         "encode the assets again with `gentok encode`")
+    if metadata.get("format_version") != str(FILE_VERSION):
+        raise ValueError(f"{path}: token file version {metadata.get('format_version')}, this gentok reads "
+                         f"{FILE_VERSION}")
+    found = metadata.get("kind", "ids")  # files written before Latents existed hold ids
+    if found != kind:
+        names = {"ids": "token ids (Tokens)", "latents": "continuous latents (Latents)"}
+        raise ValueError(f"{path} holds {names.get(found, repr(found))}, not {names[kind]}; "
+                         "read it with gentok.tokenizers.tokens.read_token_file")
+    try:
+        meta, header = json.loads(metadata.get("meta", "{}")), json.loads(metadata.get("header", "{}"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt token file metadata ({e})") from None
+    return tensors, meta, header
 
 
 def pad_stack(rows: list[torch.Tensor], fill: int, min_width: int = 0) -> torch.Tensor:

@@ -11,6 +11,11 @@ The same class runs the official TiTok checkpoints (bytedance/1d-tokenizer, conv
 in both transformers, separate decoder width/heads, their legacy latent layout, [0, 1] pixels in and out, and either
 a plain 3x3 output conv (vq8k models) or a head that predicts MaskGIT-VQGAN proxy codes decoded by that VQGAN's conv
 decoder (l32/b64/s128, see `maskgit_vqgan.py`).
+
+With `quantizer=None` and `vae_dim=C` the bottleneck is a VAE's instead (the official TiTok VAE models): the encoder
+gives 2C channels per token, the means and log-variances of a diagonal Gaussian posterior, and the tokens are
+continuous, C floats each. `encode` then returns `Latents` (the posterior mean, or a draw with `sample=True`),
+`decode` takes them, and `vocab_size` is None. Training adds the KL term to N(0, I) (`kl_weight`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quanti
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
 from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
 from gentok.tokenizers.image.maskgit_vqgan import MaskGitVQGANConfig, ProxyCodeHead
-from gentok.tokenizers.tokens import Tokens
+from gentok.tokenizers.tokens import Latents, Tokens
 
 
 @config
@@ -39,7 +44,10 @@ class TiTokConfig:
     dec_depth: int = 24
     heads: int = 16
     mlp_ratio: float = 4.0
-    quantizer: QuantizerConfig = VQConfig(dim=12, codebook_size=4096)  # paper: 4096 codes x 12-d, l2-normalised
+    quantizer: QuantizerConfig | None = VQConfig(dim=12, codebook_size=4096)  # paper: 4096 x 12-d, l2-normalised
+    # None with vae_dim > 0: a VAE bottleneck, continuous tokens (the official TiTok VAE models; see the docstring)
+    vae_dim: int = 0  # C: floats per continuous token (official VAE models: 16)
+    kl_weight: float = 1e-6  # VAE training: weight of KL(posterior || N(0, I)), summed per image (official value)
     refine_channels: int = 0  # >0 adds a residual 3x3-conv refiner on the decoded pixels
     token_mixing: bool = False  # learned linear patch<->latent mixing, initialised as spatial pooling (see below)
     recon_loss: str = "mse"  # "mse", "l1" or "mse+l1"
@@ -60,6 +68,11 @@ class TiTokConfig:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.num_tokens < 1:
             raise ValueError("num_tokens must be >= 1")
+        if (self.quantizer is None) != (self.vae_dim > 0):
+            raise ValueError(f"set one bottleneck: a quantizer, or quantizer=None with vae_dim > 0 for continuous "
+                             f"tokens; got quantizer={type(self.quantizer).__name__}, vae_dim={self.vae_dim}")
+        if self.kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
         if self.recon_loss not in ("mse", "l1", "mse+l1"):
             raise ValueError(f"recon_loss must be 'mse', 'l1' or 'mse+l1', got {self.recon_loss!r}")
         if self.decoder_width % self.decoder_heads:
@@ -77,6 +90,11 @@ class TiTokConfig:
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def token_dim(self) -> int:
+        """Width of one token's vector as the decoder reads it: the quantizer's dim, or vae_dim."""
+        return self.quantizer.dim if self.quantizer is not None else self.vae_dim
 
     @property
     def decoder_width(self) -> int:
@@ -152,15 +170,15 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         pool = _band_matrix(c.num_tokens, c.num_patches) if c.token_mixing else None
         # encoder: patches + K latent tokens
         self.encoder = LatentEncoder(c.image_size, c.patch_size, c.width, c.enc_depth, c.heads, c.mlp_ratio,
-                                     c.num_tokens, c.quantizer.dim,
+                                     c.num_tokens, c.token_dim if c.quantizer is not None else 2 * c.vae_dim,
                                      mix=pool / pool.sum(1, keepdim=True) if pool is not None else None,
                                      class_token=c.class_token, norm_in=c.norm_in,
                                      legacy_latent_layout=c.legacy_latent_layout)
-        self.quantizer = build_quantizer(c.quantizer)
+        self.quantizer = build_quantizer(c.quantizer) if c.quantizer is not None else None  # None: a VAE
         # decoder: K quantized latents + one mask token per patch
         w = c.decoder_width
         scale = w**-0.5
-        self.from_code = nn.Linear(c.quantizer.dim, w)
+        self.from_code = nn.Linear(c.token_dim, w)
         self.dec_latent_pos = nn.Parameter(torch.randn(c.num_tokens, w) * scale)
         self.mask_token = nn.Parameter(torch.randn(w) * scale)
         self.dec_pos = nn.Parameter(torch.randn(c.num_patches, w) * scale)
@@ -185,8 +203,9 @@ class TiTok(ImageAssetsMixin, Tokenizer):
 
     # -- contract -------------------------------------------------------------------------------------------------
     @property
-    def vocab_size(self) -> int:
-        return self.quantizer.codebook_size
+    def vocab_size(self) -> int | None:
+        """Codes of the quantizer; None for a VAE TiTok (continuous tokens, no ids)."""
+        return self.quantizer.codebook_size if self.quantizer is not None else None
 
     @property
     def tokens_per_item(self) -> int:
@@ -195,31 +214,60 @@ class TiTok(ImageAssetsMixin, Tokenizer):
     def forward(self, images: Tensor) -> TokenizerOutput:
         """Training pass on images (b, 3, S, S) in [0, 1]."""
         x = to_image_batch(images, self.config.image_size)
-        q = self.quantizer(self._encode_latents(x))
-        recon = self._decode_latents(q.quantized)
+        z = self._encode_latents(x)
+        if self.quantizer is not None:
+            q = self.quantizer(z)
+            codes, ids, extra_loss = q.quantized, q.indices, q.loss
+            extra = {"quantizer_loss": q.loss.detach(), **{f"code_{k}": v for k, v in q.metrics.items()}}
+        else:  # VAE: a reparameterised draw from the posterior, and its KL to N(0, I) summed per image
+            mean, logvar = _posterior(z)
+            codes = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum((1, 2)).mean()
+            ids, extra_loss, extra = codes.detach(), self.config.kl_weight * kl, {"kl": kl.detach()}
+        recon = self._decode_latents(codes)
         target = x * 2 - 1
         pred = recon * 2 - 1
         mse = F.mse_loss(pred, target)
         l1 = F.l1_loss(pred, target)
         rec = {"mse": mse, "l1": l1, "mse+l1": mse + l1}[self.config.recon_loss]
-        loss = rec + q.loss
+        loss = rec + extra_loss
         with torch.no_grad():
             psnr = 10 * torch.log10(1.0 / F.mse_loss(recon.clamp(0, 1), x).clamp_min(1e-10))
-        metrics = {"recon_loss": rec.detach(), "quantizer_loss": q.loss.detach(), "psnr": psnr,
-                   **{f"code_{k}": v for k, v in q.metrics.items()}}
-        return TokenizerOutput(recon.clamp(0, 1) if not self.training else recon, q.indices, loss, metrics)
+        metrics = {"recon_loss": rec.detach(), "psnr": psnr, **extra}
+        return TokenizerOutput(recon.clamp(0, 1) if not self.training else recon, ids, loss, metrics)
 
     @torch.no_grad()
-    def encode(self, images) -> Tokens:
-        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> `Tokens` with ids (b, K)."""
+    def encode(self, images, sample: bool = False, generator: torch.Generator | None = None) -> Tokens | Latents:
+        """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> `Tokens` with ids (b, K).
+
+        A VAE TiTok (`vae_dim` C) returns `Latents` (b, K, C) instead: the posterior mean (its mode), or with
+        `sample=True` a draw mean + std * noise. The noise is drawn as (b, C, K) on `generator`'s device (the CPU
+        without one), the official code's order, so a CPU seed gives the official sample. Both options are for VAEs.
+        """
         x = to_image_batch(images, self.config.image_size)
-        return self.make_tokens(self.quantizer.encode(self._encode_latents(x)))
+        z = self._encode_latents(x)
+        if self.quantizer is not None:
+            if sample or generator is not None:
+                raise ValueError("sample and generator are options of a VAE TiTok; this one has discrete tokens")
+            return self.make_tokens(self.quantizer.encode(z))
+        mean, logvar = _posterior(z)
+        if not sample:
+            return Latents(mean, {"posterior": "mode"})
+        b, k, d = mean.shape
+        device = generator.device if generator is not None else "cpu"
+        noise = torch.randn(b, d, k, generator=generator, device=device).transpose(1, 2).to(mean.device)
+        return Latents(mean + torch.exp(0.5 * logvar) * noise, {"posterior": "sample"})
 
     @torch.no_grad()
     def decode(self, tokens) -> Tensor:
-        """`Tokens` or ids (b, K), every item all K tokens -> images (b, 3, S, S) in [0, 1]."""
-        ids = self.as_tokens(tokens, length=self.config.num_tokens).ids
-        return self._decode_latents(self.quantizer.decode(ids)).clamp(0, 1)
+        """`Tokens` or ids (b, K), every item all K tokens -> images (b, 3, S, S) in [0, 1]. A VAE TiTok takes
+        `Latents` or a float tensor (b, K, vae_dim)."""
+        c = self.config
+        if self.quantizer is None:
+            codes = self.as_latents(tokens, c.num_tokens, c.vae_dim).values.to(self.from_code.weight.dtype)
+        else:
+            codes = self.quantizer.decode(self.as_tokens(tokens, length=c.num_tokens).ids)
+        return self._decode_latents(codes).clamp(0, 1)
 
     def compile(self, *args, freeze: bool = False, **kwargs) -> None:
         """`torch.compile` the two transformers (`encoder`, `decoder`) in place; `encode`, `decode` and `forward` then
@@ -262,6 +310,15 @@ class TiTok(ImageAssetsMixin, Tokenizer):
             pixels = unpatchify(self.to_pixels(h), c.patch_size, c.image_size, c.image_size)
         pixels = self.refiner(pixels)
         return (pixels + 1) / 2 if c.pixel_range == "signed" else pixels
+
+
+def _posterior(params: Tensor) -> tuple[Tensor, Tensor]:
+    """Encoder outputs (b, K, 2C) -> the diagonal Gaussian posterior's mean and log-variance (b, K, C), in float32.
+
+    The first C channels are the means, the last C the log-variances, clamped to [-30, 20] (as the official VAE does,
+    so exp never overflows)."""
+    mean, logvar = params.float().chunk(2, dim=-1)
+    return mean, logvar.clamp(-30.0, 20.0)
 
 
 def _band_matrix(tokens: int, patches: int) -> Tensor:
