@@ -253,8 +253,8 @@ def test_approximate_index_is_cached_and_follows_the_catalog(big):
 
 
 def test_index_choice_by_config_and_size():
-    assert resolve_index("auto", 199_999) == "flat" and resolve_index("auto", 200_000) == "hnsw"
-    assert resolve_index("auto", 50, approx_min_items=10) == "hnsw" and resolve_index("ivf", 5) == "ivf"
+    assert resolve_index("auto", 199_999) == "flat" and resolve_index("auto", 200_000) == "ivf"
+    assert resolve_index("auto", 50, approx_min_items=10) == "ivf" and resolve_index("hnsw", 5) == "hnsw"
     m = _model(n=60)
     hists = [[1, 2, 3], [5]]
     m.config = replace(m.config, index="ivf", nprobe=10_000)  # every list scanned: IVF is exact
@@ -262,7 +262,8 @@ def test_index_choice_by_config_and_size():
     torch.testing.assert_close(m.recommend(hists, k=10, use_faiss=True)[0], exact)
     assert "ivf" in m._faiss and m._faiss["ivf"].nprobe == m._faiss["ivf"].nlist
     assert build_index(torch.randn(50, 4), "ivf").nprobe >= 1
-    for bad in (dict(index="lsh"), dict(nprobe=-1), dict(hnsw_ef=0), dict(approx_min_items=0)):
+    for bad in (dict(index="lsh"), dict(nprobe=-1), dict(hnsw_ef=-1), dict(approx_min_items=0),
+                dict(recall_target=0.0), dict(recall_target=1.5)):
         with pytest.raises(ValueError):
             SETRecConfig(**bad)
     with pytest.raises(ValueError, match="index"):
@@ -271,6 +272,35 @@ def test_index_choice_by_config_and_size():
         build_index(torch.zeros(0, 4), "hnsw")
     # a config saved before the index fields existed loads with exact search as before
     old = {key: v for key, v in to_dict(SETRecConfig.tiny()).items()
-           if key not in ("index", "approx_min_items", "nprobe", "hnsw_ef")}
+           if key not in ("index", "approx_min_items", "nprobe", "hnsw_ef", "recall_target")}
     cfg = from_dict(old, SETRecConfig)
     assert cfg.index == "auto" and resolve_index(cfg.index, 1000, cfg.approx_min_items) == "flat"
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_index_breadth_is_calibrated_to_the_recall_target(big, kind):
+    """nprobe / efSearch 0 (the default): the first search picks the fewest lists / candidates that reach the recall
+    target on its probe queries against exact search; recall on other users then holds too, and a set value is kept."""
+    m, hists = big
+    m._reset_cache()
+    m.recommend(hists[:1], k=10, use_faiss=True, index=kind)  # one user: the probe is topped up with catalog keys
+    cal = m.index_calibration[kind]
+    assert cal["kind"] == kind and cal["probe_queries"] == 64 and cal["real_queries"] == 1 and cal["recall@k"] >= 0.95
+    width = cal["nprobe" if kind == "ivf" else "efSearch"]
+    index = m._faiss[kind]
+    assert (index.nprobe if kind == "ivf" else index.hnsw.efSearch) == width
+    if kind == "ivf":
+        assert width < index.nlist  # calibration found a cheaper breadth than a full scan on this catalog
+    exact, _ = m.recommend(hists, k=10, use_faiss=False)
+    approx = m.recommend(hists, k=10, use_faiss=True, index=kind)[0]  # 100 real queries: calibrated again on 64
+    assert m.index_calibration[kind]["real_queries"] == 64 and m._faiss[kind] is index
+    assert _recall(approx, exact) >= 0.9
+    m._reset_cache()
+    m.config = replace(m.config, nprobe=3, hnsw_ef=7)
+    try:
+        m.recommend(hists[:2], k=10, use_faiss=True, index=kind)
+        assert m.index_calibration == {}
+        assert (m._faiss[kind].nprobe if kind == "ivf" else m._faiss[kind].hnsw.efSearch) == (3 if kind == "ivf" else 7)
+    finally:
+        m.config = replace(m.config, nprobe=0, hnsw_ef=0)
+        m._reset_cache()
