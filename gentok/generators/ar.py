@@ -88,7 +88,7 @@ class ARTransformer(TransformerGenerator):
         pos = self.pos_emb[step.start:step.span] if step.start is not None else self.pos_emb[step.slots]
         x = self.cached_blocks(x + pos, cache, step)
         cache.advance(step)
-        return self.logits(x, cache.weights)
+        return self.logits(x)
 
     def _full(self, ids: Tensor, cond: Tensor | None) -> Tensor:
         x = torch.cat([self._start(cond, ids.shape[0])[:, None], self.tok_emb(ids)], dim=1)

@@ -40,12 +40,10 @@ class KVCache:
         num_layers: transformer blocks of the model.
         capacity: most positions a row can hold (the model's `new_cache` passes its maximum). Required before the
             first pass; `KVCache(num_layers)` alone is the old call form and fails there with a message.
-        weights: the model's linear weights laid out for decoding (`TransformerGenerator.decode_weights`), made
-            once per cache, i.e. once per sampling run; None: the model reads its parameters.
     """
 
-    def __init__(self, num_layers: int, capacity: int | None = None, weights: list[Tensor] | None = None):
-        self.num_layers, self.capacity, self.weights = num_layers, capacity, weights
+    def __init__(self, num_layers: int, capacity: int | None = None):
+        self.num_layers, self.capacity = num_layers, capacity
         self.k: Tensor | None = None  # (layers, b, heads, capacity, d_head)
         self.v: Tensor | None = None
         self._lengths: list[int] = []  # per row, on the host: every slicing decision is made without a device sync
@@ -89,7 +87,7 @@ class KVCache:
 
     def select(self, rows: Tensor) -> "KVCache":
         """A new cache holding only batch rows `rows` (a 1-d index tensor), copied."""
-        out = KVCache(self.num_layers, self.capacity, self.weights)
+        out = KVCache(self.num_layers, self.capacity)
         idx = rows.tolist()
         out._lengths = [self._lengths[i] for i in idx]
         if self.k is not None:

@@ -85,7 +85,7 @@ class TransformerGenerator(Generator):
 
     def new_cache(self, extra: int = 0) -> KVCache:
         """An empty static cache for this model: room for every position (+ `extra` transient slots)."""
-        return KVCache(len(self.blocks), self.pos_emb.shape[0] + extra, weights=self.decode_weights())
+        return KVCache(len(self.blocks), self.pos_emb.shape[0] + extra)
 
     def begin(self, cache: KVCache, x: Tensor, rows: Tensor | None = None, causal: bool = True) -> Step:
         """`cache.begin` for a pass of embeddings x (n, m, dim)."""
@@ -98,51 +98,20 @@ class TransformerGenerator(Generator):
         The same math as `Block.forward` (tests hold it equal to the uncached pass within 1e-5), written out with
         functional calls because a decoding step is tiny: module calls, the identity adaLN multiplies of the shared
         block, einops pattern parsing and the key/value concatenation cost more than the step's kernels at batch 1.
-        The matrix products read the cache's transposed weights when it has them (`decode_weights`).
         """
         n, m, d = x.shape
         heads = self.config.heads
-        w = cache.weights
-        x = x.reshape(n * m, d)
         for i, blk in enumerate(self.blocks):
             a, fc1, fc2 = blk.attn, blk.mlp.net[0], blk.mlp.net[3]
             h = F.layer_norm(x, (d,), blk.norm1.weight, blk.norm1.bias, blk.norm1.eps)
-            q, k, v = _linear(h, a.qkv, w, 4 * i).view(n, m, 3, heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = F.linear(h, a.qkv.weight, a.qkv.bias).view(n, m, 3, heads, -1).permute(2, 0, 3, 1, 4)
             keys, values = cache.write(i, k, v, step)
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=step.mask)
-            x = x + _linear(o.transpose(1, 2).reshape(n * m, d), a.proj, w, 4 * i + 1)
+            x = x + F.linear(o.transpose(1, 2).reshape(n, m, d), a.proj.weight, a.proj.bias)
             h = F.layer_norm(x, (d,), blk.norm2.weight, blk.norm2.bias, blk.norm2.eps)
-            x = x + _linear(F.gelu(_linear(h, fc1, w, 4 * i + 2)), fc2, w, 4 * i + 3)
-        return x.view(n, m, d)
+            x = x + F.linear(F.gelu(F.linear(h, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+        return x
 
-    def decode_weights(self) -> list[Tensor] | None:
-        """The linear weights of the blocks (qkv, proj, fc1, fc2 per block) and of the head, transposed to
-        (in, out) and contiguous: a fresh copy for one decoding run (`new_cache` stores it in the cache). None while
-        autograd records: a pass that trains reads the parameters themselves.
-
-        Why a transposed copy: a decoding step multiplies 1-8 rows by each weight, and BLAS runs that product
-        markedly faster on an (in, out) matrix than through `F.linear`'s transposed view of the (out, in) parameter
-        (measured on a 2-core CPU: ~x1.25 per token at batch 1, ids identical). It is made per cache, not kept on the
-        model, because nothing reliably says when a weight changed (a fused optimizer step does not bump tensor
-        version counters); one copy costs about what one decoding step does.
-        """
-        if torch.is_grad_enabled():
-            return None
-        params = [p for blk in self.blocks for p in (blk.attn.qkv.weight, blk.attn.proj.weight,
-                                                   blk.mlp.net[0].weight, blk.mlp.net[3].weight)]
-        return [p.detach().t().contiguous() for p in params + [self.head.weight]]
-
-    def logits(self, x: Tensor, weights: list[Tensor] | None = None) -> Tensor:
-        """(b, m, dim) hidden states -> (b, m, vocab) logits (through `decode_weights` when given)."""
-        if weights is None:
-            return self.head(self.norm(x))
-        h = self.norm(x)
-        return torch.mm(h.reshape(-1, h.shape[-1]), weights[-1]).view(*h.shape[:-1], -1)
-
-
-
-def _linear(x: Tensor, layer: nn.Linear, weights: list[Tensor] | None, i: int) -> Tensor:
-    """layer(x) for x (rows, in), through the transposed decoding copy `weights[i]` when there is one."""
-    if weights is None:
-        return F.linear(x, layer.weight, layer.bias)
-    return torch.addmm(layer.bias, x, weights[i]) if layer.bias is not None else torch.mm(x, weights[i])
+    def logits(self, x: Tensor) -> Tensor:
+        """(b, m, dim) hidden states -> (b, m, vocab) logits."""
+        return self.head(self.norm(x))
