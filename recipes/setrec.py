@@ -20,42 +20,26 @@ import sys
 from gentok.config import replace
 from gentok.training import TrainConfig
 from gentok.training.recipe import apply_overrides, recipe_parser
-from recsys.data import DataError
-from recsys.models.sasrec import PRESETS as SASREC_PRESETS, SASRec
 from recsys.models.setrec import PRESETS, SETRec, choose_cf_weight
-from recsys.pipeline import (data_help, item_embeddings, load_recommender, prepare, report, run_recipe,
+from recsys.pipeline import (SASREC_CF_TRAIN, cf_source, data_help, item_embeddings, prepare, report, run_recipe,
                              save_recommender, train_recommender)
 
 TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
-SASREC_TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1,
-                           weight_decay=0.01, eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
-
-
-def cf_source(args, data, split, train_cfg: TrainConfig) -> SASRec:
-    """The SASRec whose item embeddings become CF tokens: loaded from --sasrec, else trained here."""
-    if args.sasrec:
-        model, ids, _ = load_recommender(args.sasrec)
-        if not isinstance(model, SASRec) or ids != list(data.item_ids):
-            raise DataError(f"{args.sasrec} must be a SASRec model trained on this data's catalog")
-        return model
-    cfg = replace(SASREC_PRESETS["small"], num_items=data.num_items)
-    tcfg = replace(SASREC_TRAIN, output_dir=f"{train_cfg.output_dir}/sasrec", seed=train_cfg.seed,
-                   max_steps=args.sasrec_steps, progress=train_cfg.progress)
-    return train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=300)[0].model
 
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/setrec", data_help=data_help(True))
     parser.add_argument("--text-encoder", default=None, help="local transformers model dir (default all-MiniLM-L6-v2)")
     parser.add_argument("--sasrec", default=None, help="trained SASRec model dir (default: train one first)")
-    parser.add_argument("--sasrec-steps", type=int, default=SASREC_TRAIN.max_steps)
+    parser.add_argument("--sasrec-steps", type=int, default=SASREC_CF_TRAIN.max_steps)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = prepare(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
     emb = item_embeddings(data, args.text_encoder, model="SETRec")
-    sasrec = cf_source(args, data, split, train_cfg)
+    sasrec = cf_source(data, split, args.sasrec, f"{train_cfg.output_dir}/sasrec", args.sasrec_steps,
+                       seed=train_cfg.seed, progress=train_cfg.progress)
     model = SETRec(replace(model_cfg, embed_dim=emb.shape[1], cf_dim=sasrec.config.dim))
     model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
     result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,

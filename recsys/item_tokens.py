@@ -5,6 +5,13 @@ quantized by the core `FSQ` (one token per chunk); a decoder maps the codes back
 trained as a small autoencoder. After training, `build_table` freezes the item -> codes table: items whose chunk
 codes coincide get suffix 0, 1, 2, ... (in catalog order), so every item has a unique code sequence of length
 `n_chunks + 1`. New items are encoded from their embedding alone (`add_items`) without retraining.
+
+**Collaborative codes** (`cf_dim > 0`, semantic IDs from fused text + CF embeddings): every chunk encoder also sees
+the item's collaborative (CF) vector, e.g. a trained SASRec's item embedding, L2-normalised and scaled by
+`cf_weight`, and the autoencoder reconstructs it too (loss weighted by `cf_weight`), so items that are consumed
+together get nearby codes even when their text differs. Items without interactions (cold or new items) have no CF
+vector: theirs is predicted from their text by a ridge map fit on the warm items (`fit_cf_map`, saved with the
+tokenizer), so they get codes from their text alone, exactly the codes `encode(text)` gives.
 """
 
 from __future__ import annotations
@@ -30,22 +37,34 @@ class ItemTokenizerConfig:
     hidden: int = 256  # per-chunk encoder/decoder MLP width
     max_suffix: int = 256  # most items allowed to share the same chunk codes (an under-trained tokenizer collides a lot)
     num_items: int = 0  # rows of the frozen table (set by build_table / add_items)
+    cf_dim: int = 0  # width of the collaborative item vectors fused with the text; 0: codes from text alone
+    cf_weight: float = 1.0  # scale of the normalised CF vector in the input, and weight of its reconstruction loss
 
     def __post_init__(self):
         if self.embed_dim < 1 or self.n_chunks < 1 or self.embed_dim % self.n_chunks:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be a positive multiple of n_chunks ({self.n_chunks})")
         if self.max_suffix < 1 or self.hidden < 1 or self.num_items < 0:
             raise ValueError("max_suffix and hidden must be >= 1 and num_items >= 0")
+        if self.cf_dim < 0 or not self.cf_weight > 0:
+            raise ValueError(f"cf_dim must be >= 0 and cf_weight > 0, got {self.cf_dim}, {self.cf_weight}")
         FSQConfig(dim=len(self.levels), levels=self.levels)  # validates the levels
 
     @classmethod
-    def tiny(cls, embed_dim: int = 24):
-        return cls(embed_dim=embed_dim, n_chunks=3, levels=(4, 3), hidden=32, max_suffix=16)
+    def tiny(cls, embed_dim: int = 24, cf_dim: int = 0):
+        return cls(embed_dim=embed_dim, n_chunks=3, levels=(4, 3), hidden=32, max_suffix=16, cf_dim=cf_dim)
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the vectors the autoencoder trains on (`ItemTokenizer.fuse`): text, then the CF part."""
+        return self.embed_dim + self.cf_dim
+
+
+CF_RIDGE = 1.0  # ridge penalty of the text -> CF map (text embeddings are unit vectors; ~9k warm items on the demo)
 
 
 @dataclass
 class ItemTokenizerOutput:
-    recon: Tensor  # (b, embed_dim)
+    recon: Tensor  # (b, input_dim)
     codes: Tensor  # (b, n_chunks)
     loss: Tensor
     metrics: dict = field(default_factory=dict)
@@ -58,9 +77,9 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
     def __init__(self, config: ItemTokenizerConfig):
         super().__init__()
         self.config = config
-        c, q = config.embed_dim // config.n_chunks, len(config.levels)
-        self.encoders = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(c), nn.Linear(c, config.hidden), nn.GELU(), nn.Linear(config.hidden, q))
+        c, q, f = config.embed_dim // config.n_chunks, len(config.levels), config.cf_dim
+        self.encoders = nn.ModuleList(  # chunk i's text (+ the whole CF vector) -> token i
+            nn.Sequential(nn.LayerNorm(c + f), nn.Linear(c + f, config.hidden), nn.GELU(), nn.Linear(config.hidden, q))
             for _ in range(config.n_chunks)
         )
         self.fsq = FSQ(FSQConfig(dim=q, levels=config.levels))
@@ -68,6 +87,11 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
             nn.Sequential(nn.Linear(q, config.hidden), nn.GELU(), nn.Linear(config.hidden, c))
             for _ in range(config.n_chunks)
         )
+        if f:
+            self.cf_decoder = nn.Sequential(nn.Linear(q * config.n_chunks, config.hidden), nn.GELU(),
+                                            nn.Linear(config.hidden, f))
+            # text -> CF ridge map (rows: text dims, then the bias), used for items without interactions
+            self.register_buffer("cf_map", torch.zeros(config.embed_dim + 1, f))
         self.register_buffer("codes", torch.zeros(config.num_items, config.n_chunks + 1, dtype=torch.long))
 
     # -- sizes ---------------------------------------------------------------------------------------------------
@@ -89,46 +113,116 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
         return self.codes.shape[0]
 
     # -- autoencoder -------------------------------------------------------------------------------------------
-    def _check(self, emb: Tensor) -> None:
-        if not isinstance(emb, Tensor) or not emb.dtype.is_floating_point or emb.ndim != 2 \
-                or emb.shape[1] != self.config.embed_dim:
-            raise ValueError(f"expected float embeddings (b, {self.config.embed_dim}), got "
+    def _check(self, emb: Tensor, width: int | None = None, what: str = "embeddings") -> None:
+        width = self.config.embed_dim if width is None else width
+        if not isinstance(emb, Tensor) or not emb.dtype.is_floating_point or emb.ndim != 2 or emb.shape[1] != width:
+            raise ValueError(f"expected float {what} (b, {width}), got "
                              f"{getattr(emb, 'dtype', type(emb))} {tuple(getattr(emb, 'shape', ()))}")
         if not torch.isfinite(emb).all():
-            raise ValueError("item embeddings contain NaN or infinite values")
+            raise ValueError(f"item {what} contain NaN or infinite values")
 
     def chunks(self, emb: Tensor) -> Tensor:
         """(b, embed_dim) -> (b, n_chunks, embed_dim / n_chunks)."""
         return rearrange(emb, "b (n c) -> b n c", n=self.config.n_chunks)
 
-    def _latent(self, emb: Tensor) -> Tensor:
-        parts = self.chunks(emb)
-        return torch.stack([enc(parts[:, i]) for i, enc in enumerate(self.encoders)], 1)  # (b, n_chunks, q)
+    # -- collaborative signal ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_cf_map(self, text: Tensor, cf: Tensor, ridge: float = CF_RIDGE) -> float:
+        """Fit the ridge map text (m, embed_dim) -> normalised CF (m, cf_dim) on items *with* interactions; it gives
+        items without any their CF part. Returns the mean cosine between predicted and true CF on those items."""
+        if not self.config.cf_dim:
+            raise ValueError("this item tokenizer has cf_dim=0: it builds codes from text alone")
+        self._check(text)
+        self._check(cf, self.config.cf_dim, "CF vectors")
+        if len(text) != len(cf) or not len(text):
+            raise ValueError(f"need the same, non-zero number of text ({len(text)}) and CF ({len(cf)}) rows")
+        x = torch.cat([text.double(), text.new_ones(len(text), 1, dtype=torch.float64)], 1)
+        y = F.normalize(cf.double(), dim=-1)
+        reg = ridge * torch.eye(x.shape[1], dtype=torch.float64)
+        reg[-1, -1] = 0.0  # the bias is not shrunk
+        w = torch.linalg.solve(x.T @ x + reg, x.T @ y)
+        self.cf_map = w.float().to(self.cf_map.device)
+        return float(F.cosine_similarity(x @ w, y, dim=-1).mean())
 
-    def forward(self, emb: Tensor) -> ItemTokenizerOutput:
-        """Reconstruct `emb` (b, embed_dim) through the FSQ bottleneck; loss = MSE + (1 - cosine)."""
-        self._check(emb)
-        q = self.fsq(self._latent(emb))
+    def predict_cf(self, text: Tensor) -> Tensor:
+        """(b, cf_dim) the CF vectors `fit_cf_map` predicts from text (b, embed_dim), L2-normalised."""
+        return F.normalize(text @ self.cf_map[:-1] + self.cf_map[-1], dim=-1)
+
+    def fuse(self, text: Tensor, cf: Tensor | None = None, has_cf: Tensor | None = None) -> Tensor:
+        """The autoencoder's input (b, input_dim): the text embedding, then (with `cf_dim > 0`) the CF vector
+        L2-normalised and scaled by `cf_weight`. Rows without CF (`cf` None, or `has_cf` (b,) False) use the CF vector
+        predicted from their text (`predict_cf`), so a cold item's input depends on its text alone."""
+        self._check(text)
+        f = self.config.cf_dim
+        if not f:
+            if cf is not None:
+                raise ValueError("this item tokenizer has cf_dim=0: it takes no CF vectors")
+            return text
+        part = self.predict_cf(text)
+        if cf is not None:
+            self._check(cf, f, "CF vectors")
+            if len(cf) != len(text):
+                raise ValueError(f"{len(text)} text rows but {len(cf)} CF rows")
+            warm = torch.ones(len(cf), dtype=torch.bool, device=cf.device) if has_cf is None \
+                else torch.as_tensor(has_cf, dtype=torch.bool, device=cf.device)
+            if warm.shape != (len(cf),):
+                raise ValueError(f"has_cf must be ({len(cf)},) bool, got {tuple(warm.shape)}")
+            part = torch.where(warm[:, None], F.normalize(cf.float(), dim=-1), part)
+        return torch.cat([text, self.config.cf_weight * part], 1)
+
+    def _latent(self, x: Tensor) -> Tensor:
+        """Fused inputs (b, input_dim) -> FSQ latents (b, n_chunks, q)."""
+        e = self.config.embed_dim
+        parts, cf = self.chunks(x[:, :e]), x[:, e:]
+        if cf.shape[1]:
+            parts = torch.cat([parts, cf[:, None].expand(-1, parts.shape[1], -1)], 2)
+        return torch.stack([enc(parts[:, i]) for i, enc in enumerate(self.encoders)], 1)
+
+    def forward(self, x: Tensor) -> ItemTokenizerOutput:
+        """Reconstruct `x` (b, input_dim) (text embeddings, or `fuse` outputs when `cf_dim > 0`) through the FSQ
+        bottleneck; loss = MSE + (1 - cosine) on the text, plus `cf_weight` times the same on the unit CF vector."""
+        self._check(x, self.config.input_dim, "tokenizer inputs")
+        e, w = self.config.embed_dim, self.config.cf_weight
+        emb = x[:, :e]
+        q = self.fsq(self._latent(x))
         recon = rearrange(torch.stack([dec(q.quantized[:, i]) for i, dec in enumerate(self.decoders)], 1),
                           "b n c -> b (n c)")
         mse = F.mse_loss(recon, emb) * emb.shape[1]  # per-vector squared error, comparable to the cosine term
         cos = 1 - F.cosine_similarity(recon, emb, dim=-1).mean()
-        return ItemTokenizerOutput(recon, q.indices, mse + cos, {"cosine": 1 - cos.detach(), **q.metrics})
+        loss, metrics = mse + cos, {"cosine": 1 - cos.detach(), **q.metrics}
+        if self.config.cf_dim:
+            target = x[:, e:] / w
+            cf_recon = self.cf_decoder(rearrange(q.quantized, "b n q -> b (n q)"))
+            cf_cos = 1 - F.cosine_similarity(cf_recon, target, dim=-1).mean()
+            loss = loss + w * (F.mse_loss(cf_recon, target) * target.shape[1] + cf_cos)
+            recon = torch.cat([recon, w * cf_recon], 1)
+            metrics["cf_cosine"] = 1 - cf_cos.detach()
+        return ItemTokenizerOutput(recon, q.indices, loss, metrics)
 
     @torch.no_grad()
-    def encode(self, emb: Tensor) -> Tensor:
-        """Chunk codes (b, n_chunks) of embeddings (b, embed_dim), without the suffix."""
-        self._check(emb)
-        return self.fsq.encode(self._latent(emb))
+    def encode(self, emb: Tensor, cf: Tensor | None = None, has_cf: Tensor | None = None) -> Tensor:
+        """Chunk codes (b, n_chunks) of text embeddings (b, embed_dim), without the suffix; with `cf_dim > 0` fused
+        with CF vectors `cf` (b, cf_dim) where given (see `fuse`), else with the CF vectors predicted from text."""
+        return self.fsq.encode(self._latent(self.fuse(emb, cf, has_cf)))
 
     # -- the frozen table --------------------------------------------------------------------------------------
     @torch.no_grad()
-    def build_table(self, emb: Tensor, batch_size: int = 8192) -> dict:
-        """Freeze the item -> codes table from all item embeddings (N, embed_dim); returns `table_stats()`."""
+    def build_table(self, emb: Tensor, cf: Tensor | None = None, has_cf: Tensor | None = None,
+                    batch_size: int = 8192) -> dict:
+        """Freeze the item -> codes table from all item text embeddings (N, embed_dim) and, with `cf_dim > 0`, their
+        CF vectors (N, cf_dim) with `has_cf` (N,) bool marking the items that have them (default: all); returns
+        `table_stats()`."""
         self._check(emb)
+        if self.config.cf_dim and cf is None:
+            raise ValueError("this item tokenizer fuses CF vectors (cf_dim > 0): pass cf (and has_cf) to build_table")
         was = self.training
         self.eval()
-        codes = torch.cat([self.encode(emb[s: s + batch_size]) for s in range(0, len(emb), batch_size)]) \
+
+        def part(t, s):
+            return None if t is None else torch.as_tensor(t)[s: s + batch_size]
+
+        codes = torch.cat([self.encode(emb[s: s + batch_size], part(cf, s), part(has_cf, s))
+                           for s in range(0, len(emb), batch_size)]) \
             if len(emb) else torch.zeros(0, self.config.n_chunks, dtype=torch.long)
         self.train(was)
         self.codes = torch.zeros(0, self.code_length, dtype=torch.long)
@@ -138,7 +232,8 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def add_items(self, emb: Tensor) -> Tensor:
-        """Append new items from their embeddings alone; returns their new item indices (m,)."""
+        """Append new items from their text embeddings (m, embed_dim) alone (with `cf_dim > 0`, their CF part is
+        predicted from the text); returns their new item indices (m,)."""
         start = self.num_items
         self._append(self.encode(emb))
         return torch.arange(start, self.num_items)

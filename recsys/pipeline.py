@@ -56,23 +56,50 @@ def item_embeddings(data: RecData, text_encoder: str | None = None, progress: bo
     return encode_texts(data.item_text, text_encoder, progress=progress)
 
 
+def warm_items(split: Split) -> torch.Tensor:
+    """(N,) bool: items with at least one training interaction (the items a CF model such as SASRec learned)."""
+    warm = torch.zeros(split.num_items, dtype=torch.bool)
+    for seq in split.train_sequences():
+        warm[torch.as_tensor(seq, dtype=torch.long)] = True
+    return warm
+
+
 def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: int = 300, seed: int = 0,
-                         batch_size: int = 256, progress: bool = True):
-    """Train the FSQ item autoencoder with `fit` (or load it when `output_dir/model` exists), then freeze its table."""
+                         batch_size: int = 256, progress: bool = True, cf: torch.Tensor | None = None,
+                         has_cf: torch.Tensor | None = None):
+    """Train the FSQ item autoencoder with `fit` (or load it when `output_dir/model` exists), then freeze its table.
+
+    With collaborative codes (`cfg.cf_dim > 0`) pass the items' CF vectors `cf` (N, cf_dim), e.g. a trained SASRec's
+    item embeddings, and `has_cf` (N,) bool, the items that have interactions (`warm_items`; default all): the text ->
+    CF map is fit on those items, and the others (cold items) get codes from their text alone."""
     from recsys.item_tokens import ItemTokenizer
 
+    if cfg.cf_dim:
+        if cf is None or cf.ndim != 2 or cf.shape != (len(emb), cfg.cf_dim):
+            raise ValueError(f"collaborative item codes (cf_dim={cfg.cf_dim}) need CF vectors ({len(emb)}, "
+                             f"{cfg.cf_dim}), got {None if cf is None else tuple(cf.shape)}")
+        has_cf = torch.ones(len(emb), dtype=torch.bool) if has_cf is None else torch.as_tensor(has_cf, dtype=torch.bool)
+        if not bool(has_cf.any()):
+            raise DataError("no item has interactions to take a collaborative signal from")
+        cf = cf.detach().float().cpu()
+    elif cf is not None:
+        raise ValueError("CF vectors were given but the tokenizer config has cf_dim=0 (text-only codes)")
     out = Path(output_dir)
     if (out / "model" / hub.CONFIG_NAME).is_file():
         tok = ItemTokenizer.from_pretrained(out / "model")
-        if tok.num_items == len(emb):
+        if tok.num_items == len(emb) and tok.config.cf_dim == cfg.cf_dim:
             return tok
     tok = ItemTokenizer(cfg)
+    rows = emb.float()
+    if cfg.cf_dim:
+        tok.fit_cf_map(rows[has_cf], cf[has_cf])
+        rows = tok.fuse(rows, cf, has_cf)  # cold items train on their text + predicted CF, as they will be coded
     tcfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=min(batch_size, len(emb)), lr=3e-3,
                        warmup_steps=min(20, steps // 5), eval_every=0, checkpoint_every=0, seed=seed,
                        weight_decay=0.0, progress=progress)
-    result = fit(tok, _Rows(emb.float()), tcfg)
+    result = fit(tok, _Rows(rows), tcfg)
     tok = result.model
-    tok.build_table(emb.float())
+    tok.build_table(emb.float(), cf, has_cf)
     if result.is_main_process:
         tok.save_pretrained(out / "model")
     return tok
@@ -92,6 +119,29 @@ def train_recommender(model, split: Split, train_cfg: TrainConfig, max_len: int,
     selector.restore(result.model)
     result.model.eval()
     return result, selector
+
+
+# how recipes train the SASRec whose item table supplies collaborative signal (SETRec's CF tokens, RecGPT's
+# collaborative item codes) when no trained one is given
+SASREC_CF_TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1,
+                              weight_decay=0.01, eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
+
+
+def cf_source(data: RecData, split: Split, sasrec_dir: str | None, output_dir: str | Path, steps: int, seed: int = 0,
+              progress: bool = True):
+    """The SASRec whose item embeddings carry the collaborative signal: loaded from `sasrec_dir` (it must be trained
+    on this data's catalog), else trained here for `steps` steps into `output_dir` (validation-selected)."""
+    from gentok.config import replace
+    from recsys.models.sasrec import PRESETS as SASREC_PRESETS, SASRec
+
+    if sasrec_dir:
+        model, ids, _ = load_recommender(sasrec_dir)
+        if not isinstance(model, SASRec) or ids != list(data.item_ids):
+            raise DataError(f"{sasrec_dir} must be a SASRec model trained on this data's catalog")
+        return model
+    cfg = replace(SASREC_PRESETS["small"], num_items=data.num_items)
+    tcfg = replace(SASREC_CF_TRAIN, output_dir=str(output_dir), seed=seed, max_steps=steps, progress=progress)
+    return train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=300)[0].model
 
 
 def save_recommender(model, directory: str | Path, data: RecData | Catalog, text_encoder: str | None = None) -> Path:
