@@ -349,3 +349,11 @@ def test_titok_recipe_fine_tunes_from_a_converted_checkpoint(tmp_path):
     moved = [k for k, v in start.state_dict().items() if not torch.equal(v, tuned.state_dict()[k])]
     assert moved  # it trained ...
     assert (tuned.encoder.pos - start.encoder.pos).abs().max() < 0.05  # ... starting from the converted weights
+
+
+def test_titok_recipe_refuses_to_fine_tune_a_vae(tmp_path):
+    r = subprocess.run([sys.executable, "recipes/titok.py", "--init-from", str(FIXTURES / "titok_bl64_vae_c16"),
+                        "--output-dir", str(tmp_path / "ft"), *SHORT], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode != 0 and "VAE TiTok" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "ft" / "model").exists()
