@@ -405,11 +405,12 @@ def flat_ip_index(keys: Tensor):
 def resolve_index(kind: str, num_items: int, approx_min_items: int = 200_000) -> str:
     """The index kind "auto" stands for: exact "flat" below `approx_min_items`, "ivf" from there on.
 
-    Why IVF rather than HNSW, measured (`python -m benchmarks.recsys_index`, 1M-item catalog of topic-clustered
-    items, 512 users): IVF with 64 of 4,000 lists is x18.8 faster than exact search at recall@10 0.9996, while HNSW
-    (M 32) reaches only 0.18-0.40 at efSearch 64-256 (x21-24): items of one topic are near-ties that a graph walk
-    misses but an IVF list holds together, and the IVF build (66 s) is a third of the graph's (174 s). Recall depends
-    on the catalog, so the lists scanned are calibrated on real queries (`calibrate_index`) unless `nprobe` is set."""
+    Why IVF rather than HNSW, measured (`python -m benchmarks.recsys_index`, `benchmarks/results/recsys_index.json`:
+    1M items of 2,000 topics, 256 users): IVF calibrated to 8 of 4,000 lists is x29.9 faster than exact search at
+    recall@10 0.992 (64 lists: x15.9 at 0.9996), while HNSW (M 32) reaches only 0.19-0.40 at efSearch 64-256: items of
+    one topic are near-ties that a graph walk misses but an IVF list holds together; the IVF build (48 s) is also a
+    third of the graph's (157 s). Recall depends on the catalog, so the lists scanned are calibrated on real queries
+    (`calibrate_index`) unless `nprobe` is set."""
     if kind not in INDEX_KINDS + ("auto",):
         raise ValueError(f"index must be one of {INDEX_KINDS + ('auto',)}, got {kind!r}")
     if kind != "auto":
@@ -429,9 +430,10 @@ PROBE_QUERIES = 64  # queries calibration checks against exact search
 def calibrate_index(index, kind: str, q: Tensor, keys: Tensor, k: int, target: float = 0.95) -> dict:
     """Set the search breadth of an approximate `index` (IVF nprobe, HNSW efSearch) to the smallest power of two
     whose top-k reaches `target` recall against exact search on `PROBE_QUERIES` probe queries: the queries `q` the
-    index is asked (`SETRec.recommend` calibrates again while it has seen fewer than `PROBE_QUERIES` real ones) (the catalog and query distribution at hand), topped up when there are fewer with the sums
-    of random pairs of catalog keys (fixed seed): a taste between two items, harder than an item's own key. A full scan is the fallback. Seen-item exclusion is left out: it removes items from
-    both lists alike. Returns what was chosen and the recall reached."""
+    index is asked (the catalog and query distribution at hand; `SETRec.recommend` calibrates again while it has seen
+    fewer than `PROBE_QUERIES` real ones), topped up when there are fewer with sums of random pairs of catalog keys
+    (fixed seed): a taste between two items, harder than an item's own key. A full scan is the fallback. Seen-item
+    exclusion is left out: it removes items from both lists alike. Returns what was chosen and the recall reached."""
     probe = q[:PROBE_QUERIES].float()
     if len(probe) < PROBE_QUERIES:
         g = torch.Generator().manual_seed(0)
