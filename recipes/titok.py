@@ -1,6 +1,6 @@
 """Train a TiTok 1D image tokenizer.
 
-    accelerate launch recipes/titok.py                      # tiny preset on the bundled photographs (CPU, <= 10 min)
+    accelerate launch recipes/titok.py                      # tiny preset on the bundled photographs (CPU, 9-14 min)
     accelerate launch recipes/titok.py --data DIR --preset B-64 --output-dir runs/b64
     accelerate launch --multi_gpu --num_processes 2 recipes/titok.py   # same thing, two processes
     accelerate launch recipes/titok.py --init-from yucornetto/tokenizer_titok_l32_imagenet --data DIR  # fine-tune
@@ -24,8 +24,8 @@ from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
-# The CPU default: ~9 minutes on 2 idle cores (about 3.3 steps/s at batch 32 with 2 threads, plus four held-out
-# evaluations). 1600 steps, not 800: on the multi-scale data the 800-step model was still improving and sat just under
+# The CPU default: 9-14 minutes on 2 idle cores (3.3 or 1.9 steps/s at batch 32 with 2 threads on two machines,
+# plus four held-out evaluations). 1600 steps, not 800: on the multi-scale data the 800-step model was still improving and sat just under
 # the equal-bit baseline on the held-out photographs. GPU presets get their own schedule through --max-steps / --set.
 TRAIN = TrainConfig(max_steps=1600, batch_size=32, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.0, eval_every=400, checkpoint_every=100, log_every=10, clip_grad=1.0)
