@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import machine, parser, print_table, write_json
+from benchmarks.common import best_time, machine, parser, print_table, write_json
 from gentok.config import replace
 from recsys.models.setrec import SETRec, SETRecConfig, build_index, ivf_nlist
 
@@ -68,7 +68,7 @@ def run_catalog(kind: str, args) -> list[dict]:
     flat = build_index(keys, "flat")
     build_flat = time.perf_counter() - t
     model._faiss["flat"] = flat
-    exact, t_exact = _timed(lambda: model.recommend(hists, k=args.k, index="flat")[0], args.repeats)
+    t_exact, exact = best_time(lambda: model.recommend(hists, k=args.k, index="flat")[0], args.repeats, warmup=0)
     rows.append({"catalog": kind, "index": "flat (exact)", "param": "", "build_s": build_flat,
                  "users_per_s": len(hists) / t_exact, "speedup": 1.0, "recall@10": 1.0})
     params = {"ivf": args.nprobe, "hnsw": args.hnsw_ef}
@@ -87,7 +87,8 @@ def run_catalog(kind: str, args) -> list[dict]:
             t = time.perf_counter()
             model.recommend(hists, k=args.k, index=kind_ix)  # warm-up; with param 0 it calibrates (timed apart)
             first_s = time.perf_counter() - t
-            approx, t_ix = _timed(lambda: model.recommend(hists, k=args.k, index=kind_ix)[0], args.repeats)
+            t_ix, approx = best_time(lambda: model.recommend(hists, k=args.k, index=kind_ix)[0], args.repeats,
+                                     warmup=0)
             breadth = index.nprobe if kind_ix == "ivf" else index.hnsw.efSearch
             name = "nprobe" if kind_ix == "ivf" else "efSearch"
             row = {"catalog": kind, "index": kind_ix,
@@ -101,16 +102,6 @@ def run_catalog(kind: str, args) -> list[dict]:
             rows.append(row)
             print_table(rows[-1:], [c for c in rows[-1] if c != "calibration"])
     return rows
-
-
-def _timed(fn, repeats: int):
-    """(result, best seconds of `repeats` calls)."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
 
 
 def main(argv=None):
