@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import add_data_arguments, default_image_data
+from gentok.data.images import add_data_arguments, default_image_data, format_scales
 from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None):
                                          scales=args.scales)
     trained, adversarial = with_adversary(BinaryTokenizer(model_cfg), args, train_cfg)
     result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
-                 run_config={"model": {"preset": args.preset}, "data": {"scales": list(args.scales)}, **adversarial})
+                 run_config={"model": {"preset": args.preset}, "data": {"scales": format_scales(args.scales)}, **adversarial})
     result.model = tokenizer_of(result.model)
     if result.is_main_process:
         # the report adds per-bit utilisation (the model has `to_bits`) and its summary prints that, not the share

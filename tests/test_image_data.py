@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gentok.data.images import (MATPLOTLIB_PHOTOS, SCALES, SKIMAGE_EVAL, SKIMAGE_TRAIN, HeldOutViews, MultiScaleCrops,
-                                Photo, bundled_photos, default_image_data, parse_scales, split_by_source, view)
+                                Photo, bundled_photos, default_image_data, format_scales, parse_scale_weights,
+                                parse_scales, split_by_source, view)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,27 @@ def test_parse_scales():
     for bad in ("", "native,tiny"):
         with pytest.raises(ValueError, match="subset of native, region, whole"):
             parse_scales(bad)
+
+
+def test_scale_weights_parse_and_steer_sampling():
+    assert parse_scale_weights("native:2, region:2,whole") == {"native": 2.0, "region": 2.0, "whole": 1.0}
+    assert parse_scale_weights(SCALES) == dict.fromkeys(SCALES, 1.0)
+    assert parse_scales("native:3,whole:1") == ("native", "whole")
+    assert format_scales({"native": 4.5, "whole": 1.0}) == "native:4.5,whole:1"
+    assert format_scales(dict.fromkeys(SCALES, 1.0)) == "native,region,whole"
+    for bad in ("native:0", "native:-1", "native:x", "native:nan", "native:inf"):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            parse_scale_weights(bad)
+    with pytest.raises(ValueError, match="subset of native, region, whole"):
+        parse_scale_weights("tiny:2")
+    train, _ = bundled_photos()
+    photo = [p for p in train if p.name == "astronaut"]  # square: its whole view is one fixed image
+    whole = view(photo[0].image, 64, "whole")
+    ds = MultiScaleCrops(photo, 64, length=400, seed=0, scales="native:9,whole:1", flip=False)
+    n_whole = sum(torch.equal(ds[i], whole) for i in range(400))
+    assert 20 <= n_whole <= 65  # ~10% whole views (binomial sd 6), against ~50% unweighted
+    uniform = MultiScaleCrops(photo, 64, length=400, seed=0, scales="native,whole", flip=False)
+    assert 160 <= sum(torch.equal(uniform[i], whole) for i in range(400)) <= 240
 
 
 def _write(path, value, size=(40, 48)):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,12 +181,42 @@ def split_by_source(photos: list[Photo], every: int = 5) -> tuple[list[Photo], l
 
 # -- views ----------------------------------------------------------------------------------------------------------
 def parse_scales(text: str | Sequence[str]) -> tuple[str, ...]:
-    """'native,whole' or ('native', 'whole') -> a validated tuple of scale names (see `SCALES`)."""
-    names = tuple(s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip())
-    bad = [s for s in names if s not in SCALES]
-    if not names or bad:
-        raise ValueError(f"scales must be a comma-separated subset of {', '.join(SCALES)}, got {text!r}")
-    return tuple(dict.fromkeys(names))
+    """'native,whole' or ('native', 'whole') -> a validated tuple of scale names (see `SCALES`); weights written as
+    'native:2' are accepted and dropped (`parse_scale_weights` keeps them)."""
+    return tuple(parse_scale_weights(text))
+
+
+def parse_scale_weights(text: str | Sequence[str] | Mapping[str, float]) -> dict[str, float]:
+    """'native:2,region:2,whole:1', 'native,whole' (weight 1 each), a sequence of names or a {name: weight} mapping
+    -> a validated {scale: weight} dict in the given order: how often training draws each scale."""
+    if isinstance(text, Mapping):
+        items = [(str(k), v) for k, v in text.items()]
+    else:
+        items = []
+        for part in (text.split(",") if isinstance(text, str) else text):
+            name, _, weight = str(part).strip().partition(":")
+            if name.strip():
+                items.append((name.strip(), weight.strip() or 1.0))
+    bad = [n for n, _ in items if n not in SCALES]
+    if not items or bad:
+        raise ValueError(f"scales must be a comma-separated subset of {', '.join(SCALES)} (optionally weighted, "
+                         f"'native:2,region:2,whole:1'), got {text!r}")
+    weights: dict[str, float] = {}
+    for name, weight in items:
+        try:
+            w = float(weight)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if not (math.isfinite(w) and w > 0):
+            raise ValueError(f"scale weight for {name!r} must be a positive number, got {weight!r}")
+        weights.setdefault(name, w)
+    return weights
+
+
+def format_scales(weights: Mapping[str, float]) -> str:
+    """{scale: weight} -> 'native:2,region:2,whole:1' ('native,region,whole' when the weights are all equal)."""
+    equal = len(set(weights.values())) == 1
+    return ",".join(n if equal else f"{n}:{w:g}" for n, w in weights.items())
 
 
 def view(image: Tensor, size: int, scale: str, g: torch.Generator | None = None) -> Tensor:
@@ -232,14 +262,18 @@ def _check(photos: list[Photo], size: int, length: int) -> None:
 
 
 class MultiScaleCrops(Dataset):
-    """`length` random training views of `photos`: photograph and scale uniform, position random, flipped
-    horizontally half the time. Item i is a deterministic function of (seed, i)."""
+    """`length` random training views of `photos`: photograph uniform, scale drawn by its weight (`scales` as
+    `parse_scale_weights` reads it; names alone: uniform), position random, flipped horizontally half the time.
+    Item i is a deterministic function of (seed, i)."""
 
     def __init__(self, photos: list[Photo], size: int, length: int = 100_000, seed: int = 0,
-                 scales: Sequence[str] = SCALES, flip: bool = True):
+                 scales: Sequence[str] | Mapping[str, float] | str = SCALES, flip: bool = True):
         _check(photos, size, length)
         self.photos, self.size, self.length, self.seed = photos, size, length, seed
-        self.scales, self.flip = parse_scales(scales), flip
+        self.weights = parse_scale_weights(scales)
+        self.scales, self.flip = tuple(self.weights), flip
+        total = sum(self.weights.values())
+        self._cumulative = torch.tensor(list(self.weights.values()), dtype=torch.float64).cumsum(0) / total
 
     def __len__(self) -> int:
         return self.length
@@ -249,7 +283,11 @@ class MultiScaleCrops(Dataset):
             raise IndexError(i)
         g = torch.Generator().manual_seed(self.seed * 7_919_993 + i)
         photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=g))]
-        scale = self.scales[int(torch.randint(len(self.scales), (1,), generator=g))]
+        if len(set(self.weights.values())) == 1:  # uniform: the same stream as before weights existed
+            scale = self.scales[int(torch.randint(len(self.scales), (1,), generator=g))]
+        else:
+            u = torch.rand((), generator=g, dtype=torch.float64)
+            scale = self.scales[min(int(torch.searchsorted(self._cumulative, u, right=True)), len(self.scales) - 1)]
         crop = view(photo.image, self.size, scale, g)
         if self.flip and bool(torch.rand((), generator=g) < 0.5):
             crop = crop.flip(-1)
@@ -306,7 +344,7 @@ def _padded(groups) -> list[list[int | None]]:
 
 # -- what recipes call ----------------------------------------------------------------------------------------------
 def default_image_data(size: int, data_dir: str | None = None, train_length: int = 100_000, eval_length: int = 64,
-                       seed: int = 0, scales: Sequence[str] | str = SCALES,
+                       seed: int = 0, scales: Sequence[str] | Mapping[str, float] | str = SCALES,
                        eval_scales: Sequence[str] | str = SCALES) -> tuple[MultiScaleCrops, HeldOutViews]:
     """(train, held-out) datasets of (3, size, size) images in [0, 1], held out by source (module docstring).
 
@@ -315,25 +353,30 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
         data_dir: a user folder (subfolders are sources), or None for the bundled photographs.
         train_length / eval_length: number of items.
         seed: the data seed; the held-out set uses its own stream derived from it.
-        scales: the training views' scales (a subset of `SCALES`, or 'native,whole').
+        scales: the training views' scales and how often each is drawn ('native:2,region:2,whole:1', a subset of
+            `SCALES` such as 'native,whole' for equal weights, or a {scale: weight} mapping).
         eval_scales: the held-out views' scales; keep the default so every run is measured on the same set.
     """
     train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
-    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scales(scales))
+    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scale_weights(scales))
     held = HeldOutViews(held_photos, size, eval_length, seed=seed + 1_000_003, scales=parse_scales(eval_scales))
     return train, held
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The image recipes' `--scales` flag (the recipe parser already has `--data`)."""
-    def scales_type(text: str) -> tuple[str, ...]:
+def add_data_arguments(parser: argparse.ArgumentParser,
+                       default: str | Sequence[str] | Mapping[str, float] = SCALES) -> argparse.ArgumentParser:
+    """The image recipes' `--scales` flag (the recipe parser already has `--data`); `args.scales` is a
+    {scale: weight} dict."""
+    def scales_type(text: str) -> dict[str, float]:
         try:
-            return parse_scales(text)
+            return parse_scale_weights(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
-    parser.add_argument("--scales", type=scales_type, default=SCALES, metavar="SCALES",
-                        help=f"training views, comma separated from {','.join(SCALES)} (default: all): native-"
-                             "resolution crops, large regions and whole photographs area-downsampled to the model "
-                             "size; the held-out set always has all three")
+    default = parse_scale_weights(default)
+    parser.add_argument("--scales", type=scales_type, default=default, metavar="SCALES",
+                        help=f"training views, comma separated from {','.join(SCALES)}, each optionally weighted by "
+                             f"how often it is drawn (default: {format_scales(default)}): native-resolution crops, "
+                             "large regions and whole photographs area-downsampled to the model size; the held-out "
+                             "set always has all three")
     return parser
