@@ -6,8 +6,8 @@
     accelerate launch recipes/titok.py --init-from yucornetto/tokenizer_titok_l32_imagenet --data DIR  # fine-tune
     accelerate launch recipes/titok.py --gan-weight 0.1 --gan-start 400     # + PatchGAN adversarial loss
 
-Data: the bundled photographs (or --data DIR) as native crops, large regions and whole photographs (--scales), held
-out by source; see gentok/data/images.py.
+Data: the bundled photographs (or --data DIR) as native crops, large regions and whole photographs, drawn 45% / 45% /
+10% (--scales native:0.45,region:0.45,whole:0.1), held out by source; see gentok/data/images.py.
 
 Rerunning with the same --output-dir resumes from the newest complete checkpoint.
 """
