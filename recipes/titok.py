@@ -17,17 +17,18 @@ from __future__ import annotations
 import sys
 
 import gentok
+from gentok.config import replace
 from gentok.data.images import add_data_arguments, default_image_data, format_scales
 from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
-from gentok.config import replace
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
 # The CPU default, chosen on the held-out scikit-image photographs (validation; the matplotlib source is the test):
-# batch 16, not 32 (1650 steps of 16 reached 18.56 dB, 1600 steps of 32, 1.8x the time, 18.57; 3300 of 8 18.42), and training views drawn 45% native, 45% region, 10% whole (a third whole
-# views repeats 17 photographs over and over: 18.78 against 18.56 dB uniform).
+# batch 16, not 32 (1650 steps of 16 reached 18.56 dB; 1600 steps of 32, 1.8x the time, 18.57; 3300 of 8, 18.42), and
+# training views drawn 45% native, 45% region, 10% whole (a third whole views repeats 17 photographs over and over:
+# 18.78 against 18.56 dB uniform).
 # 1650 steps: 7.8 minutes wall for the whole command on this idle 2-core CPU (titok_multiscale.json).
 # GPU presets get their own schedule through --max-steps / --set.
 TRAIN = TrainConfig(max_steps=1650, batch_size=16, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
