@@ -272,6 +272,7 @@ class MultiScaleCrops(Dataset):
         self.photos, self.size, self.length, self.seed = photos, size, length, seed
         self.weights = parse_scale_weights(scales)
         self.scales, self.flip = tuple(self.weights), flip
+        self._uniform = len(set(self.weights.values())) == 1  # names alone: the same stream as before weights existed
         total = sum(self.weights.values())
         self._cumulative = torch.tensor(list(self.weights.values()), dtype=torch.float64).cumsum(0) / total
 
@@ -283,7 +284,7 @@ class MultiScaleCrops(Dataset):
             raise IndexError(i)
         g = torch.Generator().manual_seed(self.seed * 7_919_993 + i)
         photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=g))]
-        if len(set(self.weights.values())) == 1:  # uniform: the same stream as before weights existed
+        if self._uniform:
             scale = self.scales[int(torch.randint(len(self.scales), (1,), generator=g))]
         else:
             u = torch.rand((), generator=g, dtype=torch.float64)
