@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import add_data_arguments, default_image_data, format_scales
+from gentok.data.images import add_data_arguments, data_options, default_image_data, describe_data
 from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed,
-                                         scales=args.scales)
+                                         **data_options(args))
     trained, adversarial = with_adversary(BinaryTokenizer(model_cfg), args, train_cfg)
     result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
-                 run_config={"model": {"preset": args.preset}, "data": {"scales": format_scales(args.scales)}, **adversarial})
+                 run_config={"model": {"preset": args.preset}, "data": describe_data(args), **adversarial})
     result.model = tokenizer_of(result.model)
     if result.is_main_process:
         # the report adds per-bit utilisation (the model has `to_bits`) and its summary prints that, not the share

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import add_data_arguments, default_image_data, format_scales
+from gentok.data.images import add_data_arguments, data_options, default_image_data, describe_data
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
 from gentok.training import TrainConfig, fit
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=args.eval_images,
-                                         seed=train_cfg.seed, scales=args.scales)
+                                         seed=train_cfg.seed, **data_options(args))
     result = fit(FlexTok(model_cfg), train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
-                 run_config={"model": {"preset": args.preset}, "data": {"scales": format_scales(args.scales)}})
+                 run_config={"model": {"preset": args.preset}, "data": describe_data(args)})
     if result.is_main_process:
         report = evaluate_image_tokenizer(result.model, held_out, steps=args.steps, guidance=args.guidance)
         write_report(report, result.model, held_out, train_cfg.output_dir)

@@ -18,7 +18,7 @@ import sys
 
 import gentok
 from gentok.config import replace
-from gentok.data.images import add_data_arguments, default_image_data, format_scales
+from gentok.data.images import add_data_arguments, data_options, default_image_data, describe_data
 from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None):
     model_cfg, train_cfg = apply_overrides(init.config if init else PRESETS[args.preset],
                                            PRESET_TRAIN.get(args.preset, TRAIN), args)
     train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed,
-                                         scales=args.scales)
+                                         **data_options(args))
     model = TiTok(model_cfg)
     if init is not None:
         try:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None):
 
         loss_fn = perceptual_loss_fn(args.perceptual_weights, args.perceptual_weight)
     result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
-                 run_config={"model": {"preset": args.preset}, "data": {"scales": format_scales(args.scales)}, **adversarial},
+                 run_config={"model": {"preset": args.preset}, "data": describe_data(args), **adversarial},
                  **({"loss_fn": loss_fn} if loss_fn else {}))
     result.model = tokenizer_of(result.model)
     if result.is_main_process:

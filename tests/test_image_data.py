@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gentok.data.images import (MATPLOTLIB_PHOTOS, SCALES, SKIMAGE_EVAL, SKIMAGE_TRAIN, HeldOutViews, MultiScaleCrops,
-                                Photo, bundled_photos, default_image_data, format_scales, parse_scale_weights,
-                                parse_scales, split_by_source, view)
+                                Photo, add_data_arguments, bundled_photos, data_options, default_image_data,
+                                describe_data, format_scales, parse_scale_weights, parse_scales, split_by_source,
+                                view)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,57 @@ def test_training_uses_only_the_chosen_scales(bundled):
     flipped = MultiScaleCrops(train[:1], 64, length=20, seed=0, scales=("whole",))
     seen = {torch.equal(flipped[i], whole.flip(-1)) for i in range(20)}
     assert seen == {True, False}  # flips happen, sometimes
+
+
+def test_colour_augmentation(bundled):
+    train, _ = bundled
+    photo = [p for p in train if p.name == "astronaut"]  # a colour photograph, square: one whole view
+    whole = view(photo[0].image, 64, "whole")
+    plain = MultiScaleCrops(photo, 64, length=30, seed=0, scales="whole", flip=False)
+    assert all(torch.equal(plain[i], whole) for i in range(30))  # off by default
+    shuffled = MultiScaleCrops(photo, 64, length=60, seed=0, scales="whole", flip=False, channel_shuffle=1.0)
+    perms = set()
+    for i in range(60):
+        x = shuffled[i]
+        match = [p for p in itertools.permutations(range(3)) if torch.equal(x, whole[list(p)])]
+        assert len(match) == 1  # a permutation of the view's channels, nothing else changed
+        perms.add(match[0])
+    assert len(perms) == 6
+    half = MultiScaleCrops(photo, 64, length=200, seed=0, scales="whole", flip=False, channel_shuffle=0.5)
+    assert 95 <= sum(torch.equal(half[i], whole) for i in range(200)) <= 145  # 1/2 + 1/2 * 1/6 = 58% untouched
+    jit = MultiScaleCrops(photo, 64, length=40, seed=0, scales="whole", flip=False, color_jitter=0.2)
+    assert torch.equal(jit[7], jit[7]) and not torch.equal(jit[7], jit[8])  # a pure function of (seed, i)
+    ratios = []
+    for i in range(40):
+        x = jit[i]
+        assert x.min() >= 0 and x.max() <= 1
+        inside = (whole > 0.05) & (whole < 0.6)  # away from clamping: each channel is scaled by one gain
+        gains = [float((x[c][inside[c]] / whole[c][inside[c]]).median()) for c in range(3)]
+        assert max(float((x[c][inside[c]] / whole[c][inside[c]]).std()) for c in range(3)) < 0.02
+        ratios.append(np.log(gains))
+    assert 0.12 < float(np.std(ratios)) < 0.28
+    for bad in ({"channel_shuffle": 1.5}, {"channel_shuffle": -0.1}, {"color_jitter": -1.0},
+                {"color_jitter": float("nan")}):
+        with pytest.raises(ValueError, match="channel_shuffle|color_jitter"):
+            MultiScaleCrops(photo, 64, length=4, **bad)
+
+
+def test_data_flags(capsys):
+    parser = add_data_arguments(argparse.ArgumentParser(), default="native:2,whole:1", color_jitter=0.1)
+    args = parser.parse_args([])
+    assert data_options(args) == {"scales": {"native": 2.0, "whole": 1.0}, "channel_shuffle": 0.0,
+                                  "color_jitter": 0.1}
+    assert describe_data(args)["scales"] == "native:2,whole:1"
+    args = parser.parse_args(["--scales", "region", "--channel-shuffle", "0.25", "--color-jitter", "0"])
+    assert data_options(args) == {"scales": {"region": 1.0}, "channel_shuffle": 0.25, "color_jitter": 0.0}
+    train, _ = default_image_data(32, train_length=4, eval_length=2, **data_options(args))
+    assert train.channel_shuffle == 0.25 and train.color_jitter == 0.0 and train.scales == ("region",)
+    for bad in (["--channel-shuffle", "2"], ["--channel-shuffle", "x"], ["--color-jitter", "-0.1"],
+                ["--color-jitter", "nan"], ["--scales", "native:0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+        err = capsys.readouterr().err
+        assert "expected" in err or "must be a positive number" in err
 
 
 def test_parse_scales():

@@ -267,9 +267,15 @@ class MultiScaleCrops(Dataset):
     Item i is a deterministic function of (seed, i)."""
 
     def __init__(self, photos: list[Photo], size: int, length: int = 100_000, seed: int = 0,
-                 scales: Sequence[str] | Mapping[str, float] | str = SCALES, flip: bool = True):
+                 scales: Sequence[str] | Mapping[str, float] | str = SCALES, flip: bool = True,
+                 channel_shuffle: float = 0.0, color_jitter: float = 0.0):
         _check(photos, size, length)
+        if not 0.0 <= channel_shuffle <= 1.0:
+            raise ValueError(f"channel_shuffle is a probability in [0, 1], got {channel_shuffle}")
+        if not 0.0 <= color_jitter < math.inf:
+            raise ValueError(f"color_jitter is a standard deviation >= 0, got {color_jitter}")
         self.photos, self.size, self.length, self.seed = photos, size, length, seed
+        self.channel_shuffle, self.color_jitter = channel_shuffle, color_jitter
         self.weights = parse_scale_weights(scales)
         self.scales, self.flip = tuple(self.weights), flip
         self._uniform = len(set(self.weights.values())) == 1  # names alone: the same stream as before weights existed
@@ -292,6 +298,12 @@ class MultiScaleCrops(Dataset):
         crop = view(photo.image, self.size, scale, g)
         if self.flip and bool(torch.rand((), generator=g) < 0.5):
             crop = crop.flip(-1)
+        # colour draws only when enabled, so the stream without them is unchanged
+        if self.channel_shuffle and bool(torch.rand((), generator=g) < self.channel_shuffle):
+            crop = crop[torch.randperm(3, generator=g)]
+        if self.color_jitter:
+            gains = torch.exp(torch.randn(3, generator=g) * self.color_jitter)
+            crop = (crop * gains[:, None, None]).clamp(0, 1)
         return crop
 
 
@@ -346,7 +358,8 @@ def _padded(groups) -> list[list[int | None]]:
 # -- what recipes call ----------------------------------------------------------------------------------------------
 def default_image_data(size: int, data_dir: str | None = None, train_length: int = 100_000, eval_length: int = 64,
                        seed: int = 0, scales: Sequence[str] | Mapping[str, float] | str = SCALES,
-                       eval_scales: Sequence[str] | str = SCALES) -> tuple[MultiScaleCrops, HeldOutViews]:
+                       eval_scales: Sequence[str] | str = SCALES, channel_shuffle: float = 0.0,
+                       color_jitter: float = 0.0) -> tuple[MultiScaleCrops, HeldOutViews]:
     """(train, held-out) datasets of (3, size, size) images in [0, 1], held out by source (module docstring).
 
     Args:
@@ -359,20 +372,34 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
         eval_scales: the held-out views' scales; keep the default so every run is measured on the same set.
     """
     train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
-    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scale_weights(scales))
+    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scale_weights(scales),
+                            channel_shuffle=channel_shuffle, color_jitter=color_jitter)
     held = HeldOutViews(held_photos, size, eval_length, seed=seed + 1_000_003, scales=parse_scales(eval_scales))
     return train, held
 
 
 def add_data_arguments(parser: argparse.ArgumentParser,
-                       default: str | Sequence[str] | Mapping[str, float] = SCALES) -> argparse.ArgumentParser:
-    """The image recipes' `--scales` flag (the recipe parser already has `--data`); `args.scales` is a
-    {scale: weight} dict."""
+                       default: str | Sequence[str] | Mapping[str, float] = SCALES, channel_shuffle: float = 0.0,
+                       color_jitter: float = 0.0) -> argparse.ArgumentParser:
+    """The image recipes' training-view flags (the recipe parser already has `--data`): `--scales` (`args.scales` is
+    a {scale: weight} dict), `--channel-shuffle` and `--color-jitter`; `data_options(args)` turns them into
+    `default_image_data` keywords."""
     def scales_type(text: str) -> dict[str, float]:
         try:
             return parse_scale_weights(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
+    def number(low: float, high: float, what: str):
+        def parse(text: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not low <= value <= high:  # NaN fails both
+                raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+            return value
+        return parse
 
     default = parse_scale_weights(default)
     parser.add_argument("--scales", type=scales_type, default=default, metavar="SCALES",
@@ -380,4 +407,22 @@ def add_data_arguments(parser: argparse.ArgumentParser,
                              f"how often it is drawn (default: {format_scales(default)}): native-resolution crops, "
                              "large regions and whole photographs area-downsampled to the model size; the held-out "
                              "set always has all three")
+    parser.add_argument("--channel-shuffle", type=number(0, 1, "a probability in [0, 1]"),
+                        default=channel_shuffle, metavar="P",
+                        help="probability that a training view's RGB channels are permuted at random "
+                             f"(default {channel_shuffle:g})")
+    parser.add_argument("--color-jitter", type=number(0, 1e6, "a finite number >= 0"),
+                        default=color_jitter, metavar="STD",
+                        help="standard deviation of a random log-gain on each RGB channel of each training view, a "
+                             f"white-balance shift (default {color_jitter:g}; 0: off)")
     return parser
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """`default_image_data` keywords from the flags `add_data_arguments` added."""
+    return {"scales": args.scales, "channel_shuffle": args.channel_shuffle, "color_jitter": args.color_jitter}
+
+
+def describe_data(args: argparse.Namespace) -> dict:
+    """The training-view flags as a run records them (JSON-ready)."""
+    return {**data_options(args), "scales": format_scales(args.scales)}
