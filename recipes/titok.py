@@ -7,7 +7,8 @@
     accelerate launch recipes/titok.py --gan-weight 0.1 --gan-start 400     # + PatchGAN adversarial loss
 
 Data: the bundled photographs (or --data DIR) as native crops, large regions and whole photographs, drawn 45% / 45% /
-10% (--scales native:0.45,region:0.45,whole:0.1), held out by source; see gentok/data/images.py.
+10% (--scales native:0.45,region:0.45,whole:0.1), each with a random white-balance shift (--color-jitter 0.1), held
+out by source; see gentok/data/images.py.
 
 Rerunning with the same --output-dir resumes from the newest complete checkpoint.
 """
@@ -34,13 +35,18 @@ from gentok.training.recipe import apply_overrides, recipe_parser
 TRAIN = TrainConfig(max_steps=1650, batch_size=16, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.0, eval_every=400, checkpoint_every=100, log_every=10, clip_grad=1.0)
 SCALES = "native:0.45,region:0.45,whole:0.1"
+# A random white-balance shift of every training view (log-gain per channel, sd 0.1): without it the model learns the
+# training photographs' colour balance (the never-seen source's native crops came back with blue 0.05 too low on
+# average). Validation: 18.99 dB at sd 0.1, 18.87 at 0.15, 18.20 at 0.3, 18.78 without; random channel permutation
+# of half the views 18.71.
+COLOR_JITTER = 0.1
 # CPU presets sized to their time budget on 2 idle cores (the README quotes the measured runs); --max-steps overrides
 PRESET_TRAIN = {"small": replace(TRAIN, max_steps=3200)}
 
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/titok")
-    add_data_arguments(parser, default=SCALES)
+    add_data_arguments(parser, default=SCALES, color_jitter=COLOR_JITTER)
     add_adversarial_arguments(parser)
     parser.add_argument("--perceptual-weights", default=None,
                         help="local transformers vision model dir: adds a feature loss and rFD (never downloaded)")

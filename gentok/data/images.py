@@ -5,8 +5,10 @@ Users judge a tokenizer on whole photographs it never saw, so training sees each
 - `native`: a `size` x `size` crop at the photograph's own resolution (fine texture);
 - `region`: a square of side between 2 x `size` and the short side, area-downsampled to `size` (objects);
 - `whole`: the largest square of the photograph (the full short side), area-downsampled to `size` (layout).
-Training views are flipped horizontally at random. Item i is a pure function of (seed, i), so an epoch is
-reproducible and a resumed run sees the same data.
+Training views are flipped horizontally at random and, when asked, recoloured: `color_jitter` scales each RGB
+channel by a random gain (a white-balance shift, so a model does not learn its training photographs' colour balance)
+and `channel_shuffle` permutes the channels of a share of the views. Item i is a pure function of (seed, i), so an
+epoch is reproducible and a resumed run sees the same data.
 
 Hold-out is by **source**, never by crop: a held-out photograph contributes nothing to training.
 - Bundled (the default): training uses scikit-image's real photographs (`SKIMAGE_PHOTOS`) except `coffee` and
