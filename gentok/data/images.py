@@ -265,8 +265,9 @@ def _check(photos: list[Photo], size: int, length: int) -> None:
 
 class MultiScaleCrops(Dataset):
     """`length` random training views of `photos`: photograph uniform, scale drawn by its weight (`scales` as
-    `parse_scale_weights` reads it; names alone: uniform), position random, flipped horizontally half the time.
-    Item i is a deterministic function of (seed, i)."""
+    `parse_scale_weights` reads it; names alone: uniform), position random, flipped horizontally half the time; with
+    `channel_shuffle` p the RGB channels of a share p of the views are permuted at random, with `color_jitter` s each
+    channel is scaled by exp(N(0, s^2)) and clipped to [0, 1]. Item i is a deterministic function of (seed, i)."""
 
     def __init__(self, photos: list[Photo], size: int, length: int = 100_000, seed: int = 0,
                  scales: Sequence[str] | Mapping[str, float] | str = SCALES, flip: bool = True,
@@ -372,6 +373,8 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
         scales: the training views' scales and how often each is drawn ('native:2,region:2,whole:1', a subset of
             `SCALES` such as 'native,whole' for equal weights, or a {scale: weight} mapping).
         eval_scales: the held-out views' scales; keep the default so every run is measured on the same set.
+        channel_shuffle / color_jitter: colour augmentation of the training views (`MultiScaleCrops`); the held-out
+            views are never recoloured.
     """
     train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
     train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scale_weights(scales),
