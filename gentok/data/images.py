@@ -377,7 +377,7 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
             views are never recoloured.
     """
     train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
-    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=parse_scale_weights(scales),
+    train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=scales,
                             channel_shuffle=channel_shuffle, color_jitter=color_jitter)
     held = HeldOutViews(held_photos, size, eval_length, seed=seed + 1_000_003, scales=parse_scales(eval_scales))
     return train, held
