@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gentok.data.images import (MATPLOTLIB_PHOTOS, SCALES, SKIMAGE_EVAL, SKIMAGE_TRAIN, HeldOutViews, MultiScaleCrops,
-                                Photo, add_data_arguments, bundled_photos, data_options, default_image_data,
+from gentok.data.images import (MATPLOTLIB_PHOTOS, SCALES, SKIMAGE_EVAL, SKIMAGE_TRAIN, SKLEARN_PHOTOS,
+                                HeldOutViews, MultiScaleCrops, Photo, add_data_arguments, bundled_photos, data_options, default_image_data,
                                 describe_data, format_scales, parse_scale_weights, parse_scales, split_by_source,
                                 view)
 
@@ -25,9 +25,13 @@ def bundled():
 def test_bundled_hold_out_is_by_whole_photograph_and_source(bundled):
     train, held = bundled
     train_names = {p.name for p in train}
-    assert train_names == set(SKIMAGE_TRAIN) and not train_names & {p.name for p in held}
+    assert train_names == set(SKIMAGE_TRAIN) | {"china", "flower"} and not train_names & {p.name for p in held}
+    assert SKLEARN_PHOTOS == ("china.jpg", "flower.jpg")
     assert {p.name for p in held} == set(SKIMAGE_EVAL) | {"grace_hopper"}
-    assert {p.source for p in train} == {"scikit-image"}  # matplotlib is a source kept entirely out of training
+    # matplotlib is a source kept entirely out of training; scikit-learn's two photographs only train
+    assert {p.source for p in train} == {"scikit-image", "scikit-learn"}
+    assert all(p.image.shape == (3, 427, 640) and p.image.std(dim=(1, 2)).min() > 0.05 for p in train
+               if p.source == "scikit-learn")  # real colour photographs, loaded the right way round
     assert {p.source for p in held} == {"scikit-image", "matplotlib"}
     # no held-out pixels in training: every training photograph differs from every held-out one
     for h in held:
@@ -122,9 +126,14 @@ def test_colour_augmentation(bundled):
         assert max(float((x[c][inside[c]] / whole[c][inside[c]]).std()) for c in range(3)) < 0.02
         ratios.append(np.log(gains))
     assert 0.12 < float(np.std(ratios)) < 0.28
+    turned = MultiScaleCrops(photo, 64, length=80, seed=0, scales="whole", flip=False, rotate=0.5)
+    turns = [[k for k in range(4) if torch.equal(turned[i], whole.rot90(k, (1, 2)))] for i in range(80)]
+    assert all(len(t) == 1 for t in turns)  # a quarter turn of the view, nothing else changed
+    assert {t[0] for t in turns} == {0, 1, 2, 3} and 25 <= sum(t[0] == 0 for t in turns) <= 55  # 1/2 untouched
+    assert torch.equal(turned[3], turned[3])
     for bad in ({"channel_shuffle": 1.5}, {"channel_shuffle": -0.1}, {"color_jitter": -1.0},
-                {"color_jitter": float("nan")}):
-        with pytest.raises(ValueError, match="channel_shuffle|color_jitter"):
+                {"color_jitter": float("nan")}, {"rotate": 1.1}, {"rotate": float("nan")}):
+        with pytest.raises(ValueError, match="channel_shuffle|color_jitter|rotate"):
             MultiScaleCrops(photo, 64, length=4, **bad)
 
 
@@ -132,14 +141,17 @@ def test_data_flags(capsys):
     parser = add_data_arguments(argparse.ArgumentParser(), default="native:2,whole:1", color_jitter=0.1)
     args = parser.parse_args([])
     assert data_options(args) == {"scales": {"native": 2.0, "whole": 1.0}, "channel_shuffle": 0.0,
-                                  "color_jitter": 0.1}
+                                  "color_jitter": 0.1, "rotate": 0.0}
     assert describe_data(args)["scales"] == "native:2,whole:1"
-    args = parser.parse_args(["--scales", "region", "--channel-shuffle", "0.25", "--color-jitter", "0"])
-    assert data_options(args) == {"scales": {"region": 1.0}, "channel_shuffle": 0.25, "color_jitter": 0.0}
+    args = parser.parse_args(["--scales", "region", "--channel-shuffle", "0.25", "--color-jitter", "0",
+                              "--rotate", "0.5"])
+    assert data_options(args) == {"scales": {"region": 1.0}, "channel_shuffle": 0.25, "color_jitter": 0.0,
+                                  "rotate": 0.5}
     train, _ = default_image_data(32, train_length=4, eval_length=2, **data_options(args))
     assert train.channel_shuffle == 0.25 and train.color_jitter == 0.0 and train.scales == ("region",)
+    assert train.rotate == 0.5
     for bad in (["--channel-shuffle", "2"], ["--channel-shuffle", "x"], ["--color-jitter", "-0.1"],
-                ["--color-jitter", "nan"], ["--scales", "native:0"]):
+                ["--color-jitter", "nan"], ["--scales", "native:0"], ["--rotate", "-1"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
         err = capsys.readouterr().err

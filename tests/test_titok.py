@@ -51,8 +51,18 @@ def test_encode_decode_shapes_and_consistency(quantizer, crops):
     assert m.bits_per_token == pytest.approx(m.quantizer.bits_per_token)
     assert torch.allclose(tokens.bits_per_item, torch.full((8,), 6 * m.bits_per_token, dtype=torch.float64))
     assert not hasattr(m, "bits_per_sample")
-    # batched == one by one
-    assert torch.equal(torch.cat([m.encode(crops[i:i + 1]).ids for i in range(8)]), ids)
+    # batched == one by one, except that a latent at a tie between two codes (equally near to float rounding) may
+    # pick either with the batch's rounding
+    single = torch.cat([m.encode(crops[i:i + 1]).ids for i in range(8)])
+    differ = single != ids
+    assert differ.float().mean() <= 0.05
+    if differ.any():
+        z = torch.nn.functional.normalize(m._encode_latents(crops), dim=-1)
+
+        def similarity(i):
+            return (z * torch.nn.functional.normalize(m.quantizer.decode(i), dim=-1)).sum(-1)[differ]
+
+        assert torch.allclose(similarity(ids), similarity(single), atol=1e-4)
 
 
 def test_save_load_round_trip(tmp_path, crops):
@@ -215,3 +225,33 @@ def test_report_summary_shows_perceptual_figures(tmp_path, capsys):
     write_report(report, m, held_out, str(tmp_path))
     out = capsys.readouterr().out
     assert "rFD 1.250" in out and "feature L2 0.500" in out
+
+
+def test_coarse_head_is_smooth_across_patch_borders(tmp_path):
+    """The coarse head's contribution is a bilinear upsampling of one colour per patch: no step at patch borders."""
+    def steps(images):  # |horizontal neighbour differences|, split into across a patch border / inside a patch
+        d = (images[..., 1:] - images[..., :-1]).abs()
+        border = torch.zeros(d.shape[-1], dtype=torch.bool)
+        border[7::8] = True  # between columns 8k-1 and 8k
+        return d[..., border].amax(), d[..., ~border].amax()
+
+    ids = torch.randint(0, 64, (3, 6))
+    model = small(coarse_head=True, refine_channels=0)
+    with torch.no_grad():
+        model.to_pixels.weight.zero_()
+        model.to_pixels.bias.zero_()
+        model.to_coarse.weight.normal_(0, 0.3)
+    across, inside = steps(model.decode(ids))
+    assert inside > 1e-3 and across <= inside + 1e-5
+    plain = small(refine_channels=0)  # the patch-wise head alone, constant inside each patch: steps only at borders
+    with torch.no_grad():  # every red pixel of a patch: one linear function of the patch's decoder state
+        plain.to_pixels.weight.zero_()
+        plain.to_pixels.bias.zero_()
+        plain.to_pixels.weight[0::3] = torch.randn(1, plain.to_pixels.weight.shape[1]) * 0.3
+    across, inside = steps(plain.decode(ids)[:, :1])
+    assert inside < 1e-6 and across > 1e-3
+    model.save_pretrained(tmp_path / "m")
+    again = gentok.load(tmp_path / "m")
+    assert again.config.coarse_head and torch.equal(again.decode(ids), model.decode(ids))
+    with pytest.raises(ValueError, match="coarse_head"):
+        TiTokConfig(image_size=32, patch_size=8, coarse_head=True, out_conv=True)

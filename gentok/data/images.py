@@ -7,13 +7,14 @@ Users judge a tokenizer on whole photographs it never saw, so training sees each
 - `whole`: the largest square of the photograph (the full short side), area-downsampled to `size` (layout).
 Training views are flipped horizontally at random and, when asked, recoloured: `color_jitter` scales each RGB
 channel by a random gain (a white-balance shift, so a model does not learn its training photographs' colour balance)
-and `channel_shuffle` permutes the channels of a share of the views. Item i is a pure function of (seed, i), so an
+and `channel_shuffle` permutes the channels of a share of the views; `rotate` turns a share of them by a random
+quarter turn. Item i is a pure function of (seed, i), so an
 epoch is reproducible and a resumed run sees the same data.
 
 Hold-out is by **source**, never by crop: a held-out photograph contributes nothing to training.
 - Bundled (the default): training uses scikit-image's real photographs (`SKIMAGE_PHOTOS`) except `coffee` and
-  `motorcycle`, which are held out whole; matplotlib's sample photograph (`grace_hopper.jpg`) is a second source
-  kept entirely out of training. Evaluation reports each source apart ("scikit-image": unseen photographs of a
+  `motorcycle`, which are held out whole, and scikit-learn's two (`SKLEARN_PHOTOS`); matplotlib's sample
+  photograph (`grace_hopper.jpg`) is a source kept entirely out of training. Evaluation reports each source apart ("scikit-image": unseen photographs of a
   source it trained on; "matplotlib": an unseen source).
 - `--data DIR`: each top-level subfolder is a source (files directly in DIR form a source named after DIR). With two
   or more sources the last one (sorted by name) is kept entirely out of training; from the others every 5th image
@@ -51,6 +52,10 @@ SKIMAGE_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "motorcy
                   "page", "brick", "grass", "gravel")
 SKIMAGE_EVAL = ("coffee", "motorcycle")  # held out whole
 SKIMAGE_TRAIN = tuple(n for n in SKIMAGE_PHOTOS if n not in SKIMAGE_EVAL)
+# scikit-learn (a dependency of sentence-transformers, and so of gentok) ships two colour photographs
+# (sklearn/datasets/images): a temple and a flower, 640x427. Both train: 7 of scikit-image's 17 training photographs
+# are colour, and a model that sees few colour scenes learns their colour balance.
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 # matplotlib's mpl-data/sample_data holds one photograph (the other pictures there are clip art, logos or data)
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)  # a whole source kept out of training
 
@@ -113,12 +118,20 @@ def matplotlib_photos(names: Sequence[str] = MATPLOTLIB_PHOTOS) -> list[Tensor]:
     return [load_image(root / name) for name in names]
 
 
+def sklearn_photos(names: Sequence[str] = SKLEARN_PHOTOS) -> list[Tensor]:
+    """Load scikit-learn's bundled sample photographs (sklearn/datasets/images) by file name."""
+    from sklearn.datasets import load_sample_image
+
+    return [to_tensor(load_sample_image(name)) for name in names]
+
+
 def bundled_photos() -> tuple[list[Photo], list[Photo]]:
     """(training photographs, held-out photographs) of the bundled data; see the module docstring."""
     def photos(names, images, source):
         return [Photo(Path(n).stem, source, im) for n, im in zip(names, images)]
 
-    train = photos(SKIMAGE_TRAIN, skimage_photos(SKIMAGE_TRAIN), "scikit-image")
+    train = (photos(SKIMAGE_TRAIN, skimage_photos(SKIMAGE_TRAIN), "scikit-image")
+             + photos(SKLEARN_PHOTOS, sklearn_photos(), "scikit-learn"))
     held = (photos(SKIMAGE_EVAL, skimage_photos(SKIMAGE_EVAL), "scikit-image")
             + photos(MATPLOTLIB_PHOTOS, matplotlib_photos(), "matplotlib"))
     return train, held
@@ -267,18 +280,21 @@ class MultiScaleCrops(Dataset):
     """`length` random training views of `photos`: photograph uniform, scale drawn by its weight (`scales` as
     `parse_scale_weights` reads it; names alone: uniform), position random, flipped horizontally half the time; with
     `channel_shuffle` p the RGB channels of a share p of the views are permuted at random, with `color_jitter` s each
-    channel is scaled by exp(N(0, s^2)) and clipped to [0, 1]. Item i is a deterministic function of (seed, i)."""
+    channel is scaled by exp(N(0, s^2)) and clipped to [0, 1], with `rotate` p a share p of the views is turned by
+    90, 180 or 270 degrees. Item i is a deterministic function of (seed, i)."""
 
     def __init__(self, photos: list[Photo], size: int, length: int = 100_000, seed: int = 0,
                  scales: Sequence[str] | Mapping[str, float] | str = SCALES, flip: bool = True,
-                 channel_shuffle: float = 0.0, color_jitter: float = 0.0):
+                 channel_shuffle: float = 0.0, color_jitter: float = 0.0, rotate: float = 0.0):
         _check(photos, size, length)
         if not 0.0 <= channel_shuffle <= 1.0:
             raise ValueError(f"channel_shuffle is a probability in [0, 1], got {channel_shuffle}")
         if not 0.0 <= color_jitter < math.inf:
             raise ValueError(f"color_jitter is a standard deviation >= 0, got {color_jitter}")
+        if not 0.0 <= rotate <= 1.0:
+            raise ValueError(f"rotate is a probability in [0, 1], got {rotate}")
         self.photos, self.size, self.length, self.seed = photos, size, length, seed
-        self.channel_shuffle, self.color_jitter = channel_shuffle, color_jitter
+        self.channel_shuffle, self.color_jitter, self.rotate = channel_shuffle, color_jitter, rotate
         self.weights = parse_scale_weights(scales)
         self.scales, self.flip = tuple(self.weights), flip
         self._uniform = len(set(self.weights.values())) == 1  # names alone: the same stream as before weights existed
@@ -307,6 +323,8 @@ class MultiScaleCrops(Dataset):
         if self.color_jitter:
             gains = torch.exp(torch.randn(3, generator=g) * self.color_jitter)
             crop = (crop * gains[:, None, None]).clamp(0, 1)
+        if self.rotate and bool(torch.rand((), generator=g) < self.rotate):
+            crop = crop.rot90(int(torch.randint(1, 4, (), generator=g)), (1, 2))
         return crop
 
 
@@ -362,7 +380,7 @@ def _padded(groups) -> list[list[int | None]]:
 def default_image_data(size: int, data_dir: str | None = None, train_length: int = 100_000, eval_length: int = 64,
                        seed: int = 0, scales: Sequence[str] | Mapping[str, float] | str = SCALES,
                        eval_scales: Sequence[str] | str = SCALES, channel_shuffle: float = 0.0,
-                       color_jitter: float = 0.0) -> tuple[MultiScaleCrops, HeldOutViews]:
+                       color_jitter: float = 0.0, rotate: float = 0.0) -> tuple[MultiScaleCrops, HeldOutViews]:
     """(train, held-out) datasets of (3, size, size) images in [0, 1], held out by source (module docstring).
 
     Args:
@@ -373,21 +391,21 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
         scales: the training views' scales and how often each is drawn ('native:2,region:2,whole:1', a subset of
             `SCALES` such as 'native,whole' for equal weights, or a {scale: weight} mapping).
         eval_scales: the held-out views' scales; keep the default so every run is measured on the same set.
-        channel_shuffle / color_jitter: colour augmentation of the training views (`MultiScaleCrops`); the held-out
-            views are never recoloured.
+        channel_shuffle / color_jitter / rotate: augmentation of the training views (`MultiScaleCrops`); the
+            held-out views are never recoloured or turned.
     """
     train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
     train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=scales,
-                            channel_shuffle=channel_shuffle, color_jitter=color_jitter)
+                            channel_shuffle=channel_shuffle, color_jitter=color_jitter, rotate=rotate)
     held = HeldOutViews(held_photos, size, eval_length, seed=seed + 1_000_003, scales=parse_scales(eval_scales))
     return train, held
 
 
 def add_data_arguments(parser: argparse.ArgumentParser,
                        default: str | Sequence[str] | Mapping[str, float] = SCALES, channel_shuffle: float = 0.0,
-                       color_jitter: float = 0.0) -> argparse.ArgumentParser:
+                       color_jitter: float = 0.0, rotate: float = 0.0) -> argparse.ArgumentParser:
     """The image recipes' training-view flags (the recipe parser already has `--data`): `--scales` (`args.scales` is
-    a {scale: weight} dict), `--channel-shuffle` and `--color-jitter`; `data_options(args)` turns them into
+    a {scale: weight} dict), `--channel-shuffle`, `--color-jitter` and `--rotate`; `data_options(args)` turns them into
     `default_image_data` keywords."""
     def scales_type(text: str) -> dict[str, float]:
         try:
@@ -420,12 +438,16 @@ def add_data_arguments(parser: argparse.ArgumentParser,
                         default=color_jitter, metavar="STD",
                         help="standard deviation of a random log-gain on each RGB channel of each training view, a "
                              f"white-balance shift (default {color_jitter:g}; 0: off)")
+    parser.add_argument("--rotate", type=number(0, 1, "a probability in [0, 1]"), default=rotate, metavar="P",
+                        help="probability that a training view is turned by a random quarter turn (90, 180 or 270 "
+                             f"degrees; default {rotate:g})")
     return parser
 
 
 def data_options(args: argparse.Namespace) -> dict:
     """`default_image_data` keywords from the flags `add_data_arguments` added."""
-    return {"scales": args.scales, "channel_shuffle": args.channel_shuffle, "color_jitter": args.color_jitter}
+    return {"scales": args.scales, "channel_shuffle": args.channel_shuffle, "color_jitter": args.color_jitter,
+            "rotate": args.rotate}
 
 
 def describe_data(args: argparse.Namespace) -> dict:
