@@ -122,19 +122,18 @@ PRESETS = {
     # markedly faster than cosine codes / pure attention routing in CPU-sized runs (held-out PSNR after 50 steps:
     # 18.0 dB vs 17.0 dB cosine vs 14.1 dB without mixing; after 300 steps 20.45 dB Euclidean vs 20.01 dB cosine).
     # 512 codes, not 1024: a 10-minute CPU run fills 87% of 512 codes on held-out crops but only 70% of 1024 (the
-    # held-out perplexity stays at ~200-270 either way), for 0.3 dB less PSNR at 300 steps. The coarse head removes
-    # the 16-pixel blocks the patch-wise head leaves in whole-image reconstructions (recipe's validation photographs:
-    # 19.21 dB against 19.05 without; see recipes/titok.py)
+    # held-out perplexity stays at ~200-270 either way), for 0.3 dB less PSNR at 300 steps. No coarse head: on the
+    # recipe's validation photographs it was a tie (see recipes/titok.py)
     "tiny": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4, heads=4,
                         quantizer=VQConfig(dim=8, codebook_size=512, cosine=False, decay=0.9),
-                        refine_channels=32, token_mixing=True, coarse_head=True),
+                        refine_channels=32, token_mixing=True),
     "tiny-fsq": TiTokConfig(image_size=64, patch_size=16, num_tokens=32, width=128, enc_depth=4, dec_depth=4,
                             heads=4, quantizer=FSQConfig(dim=5, levels=(4, 4, 4, 4, 4)), refine_channels=32,
                             token_mixing=True),
     # bigger CPU preset (see README): same token budget, more capacity and finer patches
     "small": TiTokConfig(image_size=64, patch_size=8, num_tokens=32, width=192, enc_depth=6, dec_depth=6, heads=6,
                          quantizer=VQConfig(dim=8, codebook_size=1024, cosine=False, decay=0.9),
-                         refine_channels=48, token_mixing=True, coarse_head=True),
+                         refine_channels=48, token_mixing=True),
     # the paper's models at 256 px (GPU)
     "S-128": _preset(256, 16, 128, 512, 8, 8),
     "B-64": _preset(256, 16, 64, 768, 12, 12),
