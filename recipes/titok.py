@@ -1,6 +1,6 @@
 """Train a TiTok 1D image tokenizer.
 
-    accelerate launch recipes/titok.py                      # tiny preset on the bundled photographs (CPU, ~7 min)
+    accelerate launch recipes/titok.py                      # tiny preset on the bundled photographs (CPU, ~8 min)
     accelerate launch recipes/titok.py --data DIR --preset B-64 --output-dir runs/b64
     accelerate launch --multi_gpu --num_processes 2 recipes/titok.py   # same thing, two processes
     accelerate launch recipes/titok.py --init-from yucornetto/tokenizer_titok_l32_imagenet --data DIR  # fine-tune
@@ -30,7 +30,7 @@ from gentok.training.recipe import apply_overrides, recipe_parser
 # batch 16, not 32 (1650 steps of 16 reached 18.56 dB; 1600 steps of 32, 1.8x the time, 18.57; 3300 of 8, 18.42), and
 # training views drawn 45% native, 45% region, 10% whole (a third whole views repeats 17 photographs over and over:
 # 18.78 against 18.56 dB uniform).
-# 1650 steps: 7.2 minutes wall for the whole command on this idle 2-core CPU (titok_multiscale.json).
+# 1650 steps: 7.9 minutes wall for the whole command on this idle 2-core CPU (titok_multiscale.json).
 # GPU presets get their own schedule through --max-steps / --set.
 TRAIN = TrainConfig(max_steps=1650, batch_size=16, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.999, eval_every=400, checkpoint_every=100, log_every=10, clip_grad=1.0)
