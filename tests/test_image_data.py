@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gentok.data.images import (MATPLOTLIB_PHOTOS, SCALES, SKIMAGE_EVAL, SKIMAGE_TRAIN, SKLEARN_PHOTOS,
-                                HeldOutViews, MultiScaleCrops, Photo, add_data_arguments, bundled_photos, data_options, default_image_data,
-                                describe_data, format_scales, parse_scale_weights, parse_scales, split_by_source,
-                                view)
+                                HeldOutViews, MultiScaleCrops, Photo, add_data_arguments, bundled_photos, data_options,
+                                default_image_data, describe_data, format_scales, parse_scale_weights, parse_scales,
+                                split_by_source, view)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ Users judge a tokenizer on whole photographs it never saw, so training sees each
 Training views are flipped horizontally at random and, when asked, recoloured: `color_jitter` scales each RGB
 channel by a random gain (a white-balance shift, so a model does not learn its training photographs' colour balance)
 and `channel_shuffle` permutes the channels of a share of the views; `rotate` turns a share of them by a random
-quarter turn. Item i is a pure function of (seed, i), so an
-epoch is reproducible and a resumed run sees the same data.
+quarter turn. Item i is a pure function of (seed, i), so an epoch is reproducible and a resumed run sees the same
+data.
 
 Hold-out is by **source**, never by crop: a held-out photograph contributes nothing to training.
 - Bundled (the default): training uses scikit-image's real photographs (`SKIMAGE_PHOTOS`) except `coffee` and
   `motorcycle`, which are held out whole, and scikit-learn's two (`SKLEARN_PHOTOS`); matplotlib's sample
-  photograph (`grace_hopper.jpg`) is a source kept entirely out of training. Evaluation reports each source apart ("scikit-image": unseen photographs of a
-  source it trained on; "matplotlib": an unseen source).
+  photograph (`grace_hopper.jpg`) is a source kept entirely out of training. Evaluation reports each source apart
+  ("scikit-image": unseen photographs of a source it trained on; "matplotlib": an unseen source).
 - `--data DIR`: each top-level subfolder is a source (files directly in DIR form a source named after DIR). With two
   or more sources the last one (sorted by name) is kept entirely out of training; from the others every 5th image
   (its last image for sources under 5) is held out whole.
