@@ -320,7 +320,7 @@ class TiTok(ImageAssetsMixin, Tokenizer):
             # one colour per patch on the patch grid, upsampled bilinearly (what the equal-bit baseline does with its
             # low-resolution image): continuous across patch borders, where the patch-wise head alone leaves steps
             g = c.image_size // c.patch_size
-            coarse = self.to_coarse(h).transpose(1, 2).reshape(b, 3, g, g)
+            coarse = unpatchify(self.to_coarse(h), 1, g, g)
             pixels = pixels + F.interpolate(coarse, size=(c.image_size, c.image_size), mode="bilinear",
                                             align_corners=False)
         pixels = self.refiner(pixels)
