@@ -86,7 +86,8 @@ def main(argv=None):
     p.add_argument("--eval-crops", type=int, default=256)
     p.add_argument("--compile", action="store_true", help="also time each preset after TiTok.compile(freeze=True)")
     p.add_argument("--merge", action="store_true",
-                   help="keep the speed rows of presets not re-measured now from the existing --out file")
+                   help="keep the speed rows of presets not re-measured now from the existing --out file (and its "
+                        "quality section when --model '' skips the quality run)")
     args = p.parse_args(argv)
     gflops = matmul_gflops()
     from tqdm import tqdm
@@ -95,8 +96,8 @@ def main(argv=None):
     rows = [{**speed(n, args.repeats, gflops, args.compile), "matmul_gflops_then": gflops}
             for n in tqdm(names, desc="presets")]
     old = Path(args.out)
-    if args.merge and old.is_file():
-        prev = json.loads(old.read_text())
+    prev = json.loads(old.read_text()) if args.merge and old.is_file() else {}
+    if prev:
         kept = [{"matmul_gflops_then": prev.get("matmul_gflops"), **r} for r in prev.get("speed", [])
                 if r["preset"] not in names]
         rows = kept + rows
@@ -108,6 +109,8 @@ def main(argv=None):
                            "compiled_decode_speedup", "compiled_ids_agree", "compiled_decode_max_diff"],
                     title="torch.compile(freeze) vs eager, same process (speedup > 1: compiled faster)")
     payload = {"matmul_gflops": gflops, "speed": rows}
+    if not args.model and "quality" in prev:
+        payload["quality"] = prev["quality"]
     if args.model:
         if not Path(args.model).is_dir():
             raise SystemExit(f"{args.model} not found: train it with `accelerate launch recipes/titok.py` or pass --model")

@@ -45,8 +45,9 @@ COLOR_JITTER = 0.1
 # (--set model.coarse_head=true) 19.21 alone but 19.04 with EMA, and 18.90 in a 2-thread run of the exact command,
 # a tie (it smooths the 16-px blocks, with colour speckles instead); quarter turns of half the views (--rotate 0.5)
 # 19.05, with both 18.81.
-# CPU presets sized to their time budget on 2 idle cores (the README quotes the measured runs); --max-steps overrides
-PRESET_TRAIN = {"small": replace(TRAIN, max_steps=3200)}
+# CPU presets sized to their time budget on 2 idle cores (the README quotes the measured runs); --max-steps overrides.
+# small: 2200 steps, 54.5 minutes wall for the whole command (titok_small_multiscale.json)
+PRESET_TRAIN = {"small": replace(TRAIN, max_steps=2200)}
 
 
 def main(argv: list[str] | None = None):

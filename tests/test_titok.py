@@ -168,6 +168,11 @@ def test_presets_are_valid_and_paper_sized():
     for name in ("S-128", "B-64", "L-32"):
         q = preset(name).quantizer
         assert (q.codebook_size, q.dim, q.cosine) == (4096, 12, True) and preset(name).image_size == 256
+    # the CPU presets' bit budgets, which their equal-bit baselines are sized from: 32 x 9 and 64 x 5 bits
+    for name, tokens, codes in (("tiny", 32, 512), ("small", 64, 32)):
+        c = preset(name)
+        assert (c.num_tokens, c.quantizer.codebook_size) == (tokens, codes)
+    assert preset("small").num_tokens == (preset("small").image_size // preset("small").patch_size) ** 2
     with pytest.raises(ValueError, match="unknown TiTok preset"):
         preset("XL")
     with pytest.raises(ValueError, match="multiple"):
