@@ -180,10 +180,11 @@ def test_presets_are_valid_and_paper_sized():
 
 
 def test_tiny_overfits_a_fixed_batch():
-    """The tiny preset memorises 8 crops to > 30 dB PSNR (eval-mode encode -> decode)."""
+    """The tiny preset memorises 4 crops to > 30 dB PSNR (eval-mode encode -> decode; ~250 of the 1200 steps allowed,
+    with 1 or 2 threads)."""
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    train, _ = default_image_data(64, train_length=8, scales="native")  # native crops: the hardest detail to memorise
-    x = torch.stack([train[i] for i in range(8)])
+    train, _ = default_image_data(64, train_length=4, scales="native")  # native crops: the hardest detail to memorise
+    x = torch.stack([train[i] for i in range(4)])
     torch.manual_seed(0)
     m = TiTok(preset("tiny"))
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3, fused=True)
