@@ -20,11 +20,10 @@ from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eva
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 
-# The CPU default: <= 15 minutes on 2 cores (~1.4 s per step of 32 crops; TiTok tiny's architecture). The tiny preset
-# anneals the Bernoulli temperature to 0 over its first 350 micro-batches: the second half sees hard bits.
-# Training views, white-balance jitter and EMA weights as the TiTok recipe chose them on its validation photographs
-# (same architecture); measured here against the uniform-scale, unjittered, no-EMA recipe on the binary's validation
-# PSNR (README).
+# The CPU default: 7.6 minutes wall on 2 idle cores (TiTok tiny's architecture). The tiny preset anneals the Bernoulli
+# temperature to 0 over its first 350 micro-batches: the second half sees hard bits. Training views, white-balance
+# jitter and EMA weights as the TiTok recipe chose them on its validation photographs (same architecture): validation
+# 17.55 dB against 17.14 for uniform scales without jitter or EMA (README).
 TRAIN = TrainConfig(max_steps=700, batch_size=32, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.999, eval_every=200, checkpoint_every=100, log_every=10, clip_grad=1.0)
 SCALES = "native:0.45,region:0.45,whole:0.1"
