@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import add_data_arguments, data_options, default_image_data, describe_data
+from gentok.data.images import (RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options,
+                                default_image_data, describe_data)
 from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
@@ -26,13 +27,11 @@ from gentok.training.recipe import apply_overrides, recipe_parser
 # 17.55 dB against 17.14 for uniform scales without jitter or EMA (README).
 TRAIN = TrainConfig(max_steps=700, batch_size=32, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.999, eval_every=200, checkpoint_every=100, log_every=10, clip_grad=1.0)
-SCALES = "native:0.45,region:0.45,whole:0.1"
-COLOR_JITTER = 0.1
 
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/binary")
-    add_data_arguments(parser, default=SCALES, color_jitter=COLOR_JITTER)
+    add_data_arguments(parser, default=RECIPE_SCALES, color_jitter=RECIPE_COLOR_JITTER)
     add_adversarial_arguments(parser)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)

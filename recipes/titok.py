@@ -19,7 +19,8 @@ import sys
 
 import gentok
 from gentok.config import replace
-from gentok.data.images import add_data_arguments, data_options, default_image_data, describe_data
+from gentok.data.images import (RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options,
+                                default_image_data, describe_data)
 from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
@@ -29,17 +30,15 @@ from gentok.training.recipe import apply_overrides, recipe_parser
 # The CPU default, chosen on the held-out scikit-image photographs (validation; the matplotlib source is the test):
 # batch 16, not 32 (1650 steps of 16 reached 18.56 dB; 1600 steps of 32, 1.8x the time, 18.57; 3300 of 8, 18.42), and
 # training views drawn 45% native, 45% region, 10% whole (a third whole views repeats 17 photographs over and over:
-# 18.78 against 18.56 dB uniform).
+# 18.78 against 18.56 dB uniform): RECIPE_SCALES.
 # 1650 steps: 7.9 minutes wall for the whole command on this idle 2-core CPU (titok_multiscale.json).
 # GPU presets get their own schedule through --max-steps / --set.
 TRAIN = TrainConfig(max_steps=1650, batch_size=16, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
                     ema_decay=0.999, eval_every=400, checkpoint_every=100, log_every=10, clip_grad=1.0)
-SCALES = "native:0.45,region:0.45,whole:0.1"
 # A random white-balance shift of every training view (log-gain per channel, sd 0.1): without it the model learns the
 # training photographs' colour balance (the never-seen source's native crops came back with blue 0.05 too low on
 # average). Validation: 18.99 dB at sd 0.1, 18.87 at 0.15, 18.20 at 0.3, 18.78 without; random channel permutation
-# of half the views 18.71.
-COLOR_JITTER = 0.1
+# of half the views 18.71: RECIPE_COLOR_JITTER.
 # Then, with scikit-learn's two photographs added to the training data (validation 19.05): evaluating and saving an
 # EMA of the weights (decay 0.999, as TiTok's own training does) 19.13 (chosen); the coarse head
 # (--set model.coarse_head=true) 19.21 alone but 19.04 with EMA, and 18.90 in a 2-thread run of the exact command,
@@ -52,7 +51,7 @@ PRESET_TRAIN = {"small": replace(TRAIN, max_steps=2200)}
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/titok")
-    add_data_arguments(parser, default=SCALES, color_jitter=COLOR_JITTER)
+    add_data_arguments(parser, default=RECIPE_SCALES, color_jitter=RECIPE_COLOR_JITTER)
     add_adversarial_arguments(parser)
     parser.add_argument("--perceptual-weights", default=None,
                         help="local transformers vision model dir: adds a feature loss and rFD (never downloaded)")

@@ -41,6 +41,10 @@ from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 SCALES = ("native", "region", "whole")
+# The image recipes' training views and white-balance jitter, chosen by the TiTok recipe on its validation photographs
+# (reasons and numbers in recipes/titok.py) and shared by the binary recipe (same architecture)
+RECIPE_SCALES = "native:0.45,region:0.45,whole:0.1"
+RECIPE_COLOR_JITTER = 0.1
 
 # Every real photograph bundled with scikit-image 0.2x (files inside the wheel: no download). Not used: the synthetic
 # images (`logo`, `colorwheel`, `checkerboard`, `binary_blobs`, `shepp_logan_phantom`,
