@@ -42,7 +42,8 @@ from torch.utils.data import Dataset
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 SCALES = ("native", "region", "whole")
 # The image recipes' training views and white-balance jitter, chosen by the TiTok recipe on its validation photographs
-# (reasons and numbers in recipes/titok.py) and shared by the binary recipe (same architecture)
+# (reasons and numbers in recipes/titok.py), shared by the binary recipe (same architecture) and by the FlexTok recipe
+# (each checked on its own validation numbers)
 RECIPE_SCALES = "native:0.45,region:0.45,whole:0.1"
 RECIPE_COLOR_JITTER = 0.1
 
