@@ -16,14 +16,14 @@ import math
 from pathlib import Path
 
 import torch
+from gentok.losses.audio import si_snr
 
 import gentok
 from benchmarks.common import best_time, parser, print_table, pyplot, save_figure, write_json
+from gentok.data.audio import default_audio_data
+from gentok.evaluation.audio import collect, equal_bit_baseline, mel_distance, rate_distortion
 from gentok.tokenizers.audio import AudioCodec, preset
-from gentok.tokenizers.audio.data import default_audio_data
-from gentok.tokenizers.audio.evaluate import collect, equal_bit_baseline, mel_distance, rate_distortion
 from gentok.tokenizers.audio.hf import EncodecCodec
-from gentok.tokenizers.audio.losses import si_snr
 
 
 def matching_encodec(model: AudioCodec) -> EncodecCodec:

@@ -89,7 +89,7 @@ def machine() -> dict:
 # -- output -----------------------------------------------------------------------------------------------------------
 def write_json(path: str | Path, payload: dict) -> Path:
     """Write `payload` (plus `machine`, unless it has one) to `path` atomically; returns the path."""
-    from gentok.hub import atomic_write_json
+    from gentok.files import atomic_write_json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def pyplot():
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
-    from gentok.hub import atomic_write_bytes
+    from gentok.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

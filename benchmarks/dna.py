@@ -20,20 +20,19 @@ Writes benchmarks/results/dna.json and prints a table.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
+from gentok.losses.dna import base_cross_entropy, base_targets
 from torch import nn
 
 import gentok
-import os
-
 from benchmarks.common import RESULTS, interleaved, parser, print_table, write_json
+from gentok.data.dna import default_dna_data
+from gentok.evaluation.dna import masked_accuracy, reconstruction_accuracy, span_mask
 from gentok.nn import Transformer, init_weights, sincos_positions
-from gentok.tokenizers.dna.data import default_dna_data
-from gentok.tokenizers.dna.evaluate import masked_accuracy, reconstruction_accuracy, span_mask
-from gentok.tokenizers.dna.fasta import MASK, N, NUM_CLASSES, NUM_INPUT_SYMBOLS, codes_to_text
-from gentok.tokenizers.dna.losses import base_cross_entropy, base_targets
+from gentok.tokenizers.dna.fasta import MASK, NUM_CLASSES, NUM_INPUT_SYMBOLS, N, codes_to_text
 from gentok.tokenizers.dna.mergedna import PRESETS, MergeDNA
 from gentok.training import TrainConfig, fit
 

@@ -22,9 +22,15 @@ import torch
 import gentok
 from benchmarks.common import best_time, parser, pyplot, save_figure, write_json
 from gentok.data.images import default_image_data
+from gentok.evaluation.image import (
+    bit_usage,
+    decode_prefixes,
+    equal_bit_baseline,
+    prefix_lengths,
+    quality_by_source,
+    reconstruct,
+)
 from gentok.metrics import psnr, ssim
-from gentok.tokenizers.image.evaluate import (bit_usage, decode_prefixes, equal_bit_baseline, prefix_lengths,
-                                              quality_by_source, reconstruct)
 
 SIZE = 64  # every CPU preset here works on 64x64 crops
 

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gentok
 from benchmarks.common import interleaved, matmul_gflops, parser, print_table, timed, write_json
 from gentok.data.images import default_image_data
-from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer
+from gentok.evaluation.image import evaluate_image_tokenizer
 from gentok.tokenizers.image.titok import PRESETS, TiTok
 
 BATCH = {"tiny": 32, "tiny-fsq": 32, "small": 32, "S-128": 4, "B-64": 2, "L-32": 1}

@@ -18,7 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from gentok.hub import CheckpointError, is_gentok_checkpoint, load, read_config
+from gentok.checkpoint import CheckpointError, is_gentok_checkpoint, read_config
+from gentok.hub import load
 
 
 def _options(pairs: list[str]) -> dict:

@@ -1,232 +1,36 @@
-"""Save and load models as `config.json` + `model.safetensors`, found again through one registry keyed by `type`.
+"""`gentok.load`: the front door that turns a name into a model.
 
-Nothing here unpickles: the config is JSON rebuilt into registered dataclasses (`gentok.config`), weights are
-safetensors. Writes are atomic (temp file + `os.replace`) and `config.json` is written last, so a directory with a
-config always has the weights it names.
+It takes a gentok `save_pretrained` directory (format and registry: `gentok.checkpoint`), a local snapshot of an
+official checkpoint of another project (converted by `gentok.pretrained`), or a hub id the user names explicitly
+(fetched by `gentok.pretrained.remote`, the one module that may reach the network).
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
-from gentok.config import from_dict, to_dict
-
-FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-_MODELS: dict[str, type] = {}
-
-# The one registry of model types. A package declares its types as entry points in this group, one per type,
-# `"<type>" = "<module that registers it>"` (in its pyproject.toml), so `load` imports only the module a checkpoint
-# needs and gentok never names the packages built on top of it.
-ENTRY_POINT_GROUP = "gentok.models"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, truncated, corrupt, or of another model type."""
-
-
-def register(type_name: str):
-    """Class decorator: make a model loadable by `gentok.load` under `type_name` (declare the module as an entry
-    point in the `gentok.models` group too, so `load` can find it without importing everything)."""
-
-    def wrap(cls):
-        if type_name in _MODELS and _MODELS[type_name] is not cls:
-            raise TypeError(f"model type {type_name!r} registered twice ({_MODELS[type_name].__name__}, {cls.__name__})")
-        _MODELS[type_name] = cls
-        cls.model_type = type_name
-        return cls
-
-    return wrap
-
-
-def _entry_points() -> dict[str, str]:
-    """type -> module, from every installed package's `gentok.models` entry points."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def model_class(type_name: str) -> type:
-    """The class registered under `type_name`, importing only the module that registers it."""
-    if type_name not in _MODELS:
-        module = _entry_points().get(type_name)
-        if module is None:
-            raise CheckpointError(f"unknown model type {type_name!r}; known types: {sorted(_entry_points())} "
-                                  f"(a package declares its types as '{ENTRY_POINT_GROUP}' entry points)")
-        importlib.import_module(module)
-        if type_name not in _MODELS:
-            raise CheckpointError(f"module {module} is declared for model type {type_name!r} but does not register it")
-    return _MODELS[type_name]
-
-
-def registered_models() -> dict[str, type]:
-    """Every declared model type and its class (imports every declared module)."""
-    return {name: model_class(name) for name in sorted(_entry_points())}
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        plain_file_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """A safetensors file as bytes with a canonical header (sorted keys): the same tensors always give the same
-    bytes (safetensors itself may order the metadata map differently from one call to the next)."""
-    data = save(tensors, metadata=metadata)
-    n = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-    return len(header).to_bytes(8, "little") + header + data[8 + n:]
-
-
-def plain_file_mode(path) -> None:
-    """mkstemp creates 0600 files; give the mode a plain `open()` would (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _state_dict_for_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors refuses tensors that share storage (tied weights): give every repeat its own copy
-    seen: set[int] = set()
-    out = {}
-    for k, v in module.state_dict().items():
-        t = v.detach().cpu().contiguous()
-        ptr = t.untyped_storage().data_ptr() if t.numel() else None
-        if ptr is not None and ptr in seen:
-            t = t.clone()
-        elif ptr is not None:
-            seen.add(ptr)
-        out[k] = t
-    return out
-
-
-class PretrainedMixin:
-    """`save_pretrained` / `from_pretrained` for an `nn.Module` built as `Model(config)`.
-
-    Subclasses set `config_class` and are decorated with `@register("type")`.
-    """
-
-    config_class: type = None
-    model_type: str = None
-
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write `model.safetensors` then `config.json` (with `type` and `format_version`) into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = _state_dict_for_save(self)
-        metadata = {"type": self.model_type, "format_version": str(FORMAT_VERSION)}
-        atomic_write_bytes(directory / WEIGHTS_NAME, safetensors_bytes(tensors, metadata))
-        meta = {"type": self.model_type, "format_version": FORMAT_VERSION, "config": to_dict(self.config)}
-        if extra:
-            meta["extra"] = extra
-        atomic_write_json(directory / CONFIG_NAME, meta)
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        """Load a model saved by `save_pretrained`; raises `CheckpointError` for a missing/foreign/corrupt one."""
-        meta = read_config(directory)
-        if cls.model_type is not None and meta["type"] != cls.model_type:
-            raise CheckpointError(
-                f"{directory} holds a {meta['type']!r} checkpoint, not a {cls.model_type!r} one; use gentok.load()"
-            )
-        return _build_and_load(cls, meta, directory, map_location)
-
-
-def read_config(directory: str | os.PathLike) -> dict:
-    """Read and check `config.json` of a checkpoint directory."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a gentok checkpoint (or an unfinished save)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({e}); the checkpoint is corrupt or truncated") from None
-    if not isinstance(meta, dict) or "type" not in meta or "format_version" not in meta or "config" not in meta:
-        raise CheckpointError(f"{cfg_path} is not a gentok config (needs 'type', 'format_version' and 'config')")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{cfg_path} has format_version {meta['format_version']}, this gentok reads {FORMAT_VERSION}"
-        )
-    return meta
-
-
-def _build_and_load(cls, meta: dict, directory, map_location):
-    directory = Path(directory)
-    try:
-        config = from_dict(meta["config"], expected=cls.config_class)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{directory}: config does not describe a {cls.__name__}: {e}") from None
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
-    try:
-        state = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
-    model = cls(config)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{weights} does not match {cls.__name__}({type(config).__name__}): {e}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights} does not match {cls.__name__}({type(config).__name__}): "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
-    model.eval()
-    return model
-
-
-def is_gentok_checkpoint(directory: str | os.PathLike) -> bool:
-    """True when `directory/config.json` is a gentok config (has `type`, `format_version` and `config`)."""
-    try:
-        meta = json.loads((Path(directory) / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(meta, dict) and {"type", "format_version", "config"} <= set(meta)
+from gentok.checkpoint import (
+    CONFIG_NAME,
+    CheckpointError,
+    build_and_load,
+    is_gentok_checkpoint,
+    model_class,
+    read_config,
+)
 
 
 def load(source: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Load a model: a gentok `save_pretrained` directory, a local snapshot of an official checkpoint of another
-    project (converted into a gentok model, see `gentok.hub_convert`), or a hub id such as
+    project (converted into a gentok model, see `gentok.pretrained.convert`), or a hub id such as
     `yucornetto/tokenizer_titok_l32_imagenet`, fetched through huggingface_hub's cache only because it was named.
 
     A gentok directory's class is chosen by the config's `type`; only the module that registers it is imported."""
     directory = Path(source)
     if not directory.exists():
-        from gentok.hub_remote import is_hub_id, snapshot
+        from gentok.pretrained.remote import is_hub_id, snapshot
 
         if not is_hub_id(str(source)):
             raise CheckpointError(f"checkpoint directory {directory} does not exist")
@@ -235,7 +39,7 @@ def load(source: str | os.PathLike, map_location: str | torch.device = "cpu"):
         except CheckpointError as e:  # a mistyped local path looks like a hub id too: say both
             raise CheckpointError(f"no local directory {source!r}, and as a hub id: {e}") from None
     if directory.is_dir() and (directory / CONFIG_NAME).is_file() and not is_gentok_checkpoint(directory):
-        from gentok.hub_convert import convert
+        from gentok.pretrained.convert import convert
 
         return convert(directory, map_location)
     meta = read_config(directory)
@@ -243,4 +47,4 @@ def load(source: str | os.PathLike, map_location: str | torch.device = "cpu"):
         cls = model_class(meta["type"])
     except CheckpointError as e:
         raise CheckpointError(f"{directory}: {e}") from None
-    return _build_and_load(cls, meta, directory, map_location)
+    return build_and_load(cls, meta, directory, map_location)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import sys
 
+from gentok.data.audio import default_audio_data
+from gentok.evaluation.audio import audio_eval_fn, write_report
 from gentok.tokenizers.audio.codec import PRESETS, AudioCodec
-from gentok.tokenizers.audio.data import default_audio_data
-from gentok.tokenizers.audio.evaluate import audio_eval_fn, write_report
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 

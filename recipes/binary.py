@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import (RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options,
-                                default_image_data, describe_data)
-from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
+from gentok.losses.gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
+
+from gentok.data.images import (
+    RECIPE_COLOR_JITTER,
+    RECIPE_SCALES,
+    add_data_arguments,
+    data_options,
+    default_image_data,
+    describe_data,
+)
+from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
-from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
 

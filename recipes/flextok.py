@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import (RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options,
-                                default_image_data, describe_data)
-from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
+from gentok.data.images import (
+    RECIPE_COLOR_JITTER,
+    RECIPE_SCALES,
+    add_data_arguments,
+    data_options,
+    default_image_data,
+    describe_data,
+)
+from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser

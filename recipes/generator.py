@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 
 import gentok
-from gentok.data.images import default_image_data
-from gentok.generators import ARTransformer, ASARM, ASARMLoss, ar_loss
-from gentok.generators import ar as ar_mod, asarm as asarm_mod
-from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
-from gentok.hub import atomic_write_bytes, atomic_write_json
 from gentok.config import replace
+from gentok.data.images import default_image_data
+from gentok.files import atomic_write_bytes, atomic_write_json
+from gentok.generators import ASARM, ARTransformer, ASARMLoss, ar_loss
+from gentok.generators import ar as ar_mod
+from gentok.generators import asarm as asarm_mod
+from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
 from gentok.sampling import assd, generate, sequential, speculative
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None):
 
 @torch.no_grad()
 def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: dict) -> dict:
-    from gentok.tokenizers.image.io import save_grid
+    from gentok.tokenizers.image.assets import save_grid
 
     n, L = args.samples, eval_ids.shape[1]
     real = eval_ids[:n]

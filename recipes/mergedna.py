@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from gentok.hub import atomic_write_json
-from gentok.tokenizers.dna.data import default_dna_data, format_bases
-from gentok.tokenizers.dna.evaluate import evaluate_mergedna
+from gentok.data.dna import default_dna_data, format_bases
+from gentok.evaluation.dna import evaluate_mergedna
+from gentok.files import atomic_write_json
 from gentok.tokenizers.dna.mergedna import PRESETS, MergeDNA
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser

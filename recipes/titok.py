@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import sys
 
+from gentok.losses.gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
+
 import gentok
 from gentok.config import replace
-from gentok.data.images import (RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options,
-                                default_image_data, describe_data)
-from gentok.losses_gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
-from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
+from gentok.data.images import (
+    RECIPE_COLOR_JITTER,
+    RECIPE_SCALES,
+    add_data_arguments,
+    data_options,
+    default_image_data,
+    describe_data,
+)
+from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig, fit
 from gentok.training.recipe import apply_overrides, recipe_parser
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None):
     trained, adversarial = with_adversary(model, args, train_cfg)
     loss_fn = None
     if args.perceptual_weights:
-        from gentok.losses import perceptual_loss_fn
+        from gentok.losses.reconstruction import perceptual_loss_fn
 
         loss_fn = perceptual_loss_fn(args.perceptual_weights, args.perceptual_weight)
     result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),

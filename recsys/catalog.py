@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentok.hub import CheckpointError, atomic_write_json
+from gentok.checkpoint import CheckpointError
+from gentok.files import atomic_write_json
 from recsys.data import DataError, RecData
 
 ITEMS_FILE = "items.json"

@@ -42,7 +42,7 @@ def _score(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from gentok.hub import atomic_write_json
+    from gentok.files import atomic_write_json
     from recsys.catalog import remap_to_catalog
     from recsys.data import leave_one_out, load_data
     from recsys.evaluation import evaluate

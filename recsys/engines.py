@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from gentok.engines.common import fault_plan, maybe_fail, runner, write_parquet_atomic
-from gentok.hub import atomic_write_json
+from gentok.engines.common import fault_plan, maybe_fail, runner
+from gentok.files import atomic_write_json, write_parquet_atomic
 from recsys import ids as idk
 from recsys.histories import file_user_kind, iter_input, missing
 from recsys.scoring import MAX_REPORTED, BatchScorer, _partition, _user_dtype, output_table, score_partition

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from gentok.checkpoint import PretrainedMixin, register
 from gentok.config import config, replace
-from gentok.hub import PretrainedMixin, register
 from gentok.quantizers import FSQ, FSQConfig
 from gentok.validate import check_ids
 

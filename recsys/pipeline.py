@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from gentok import hub
+from gentok import checkpoint
 from gentok.training import TrainConfig, fit
 from recsys.catalog import ITEMS_FILE, Catalog
 from recsys.data import TEXT_COLUMNS, DataError, RecData, Split, leave_one_out, load_data
@@ -85,7 +85,7 @@ def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: 
     elif cf is not None:
         raise ValueError("CF vectors were given but the tokenizer config has cf_dim=0 (text-only codes)")
     out = Path(output_dir)
-    if (out / "model" / hub.CONFIG_NAME).is_file():
+    if (out / "model" / checkpoint.CONFIG_NAME).is_file():
         tok = ItemTokenizer.from_pretrained(out / "model")
         if tok.num_items == len(emb) and tok.config.cf_dim == cfg.cf_dim:
             return tok
@@ -132,7 +132,8 @@ def cf_source(data: RecData, split: Split, sasrec_dir: str | None, output_dir: s
     """The SASRec whose item embeddings carry the collaborative signal: loaded from `sasrec_dir` (it must be trained
     on this data's catalog), else trained here for `steps` steps into `output_dir` (validation-selected)."""
     from gentok.config import replace
-    from recsys.models.sasrec import PRESETS as SASREC_PRESETS, SASRec
+    from recsys.models.sasrec import PRESETS as SASREC_PRESETS
+    from recsys.models.sasrec import SASRec
 
     if sasrec_dir:
         model, ids, _ = load_recommender(sasrec_dir)
@@ -163,18 +164,18 @@ def load_recommender(directory: str | Path):
     """(model, item_ids, id_kind) from a directory written by `save_recommender` (its whole catalog, with text
     fingerprints: `load_catalog`).
 
-    The class comes from gentok's registry (`gentok.hub.model_class` imports only the module that registered the
+    The class comes from gentok's registry (`gentok.checkpoint.model_class` imports only the module that registered the
     checkpoint's type, so scoring workers start fast); a checkpoint of any other kind of model raises
     `CheckpointError` (a `ValueError`)."""
     directory = Path(directory)
-    kind = hub.read_config(directory)["type"]
-    cls = hub.model_class(kind)
+    kind = checkpoint.read_config(directory)["type"]
+    cls = checkpoint.model_class(kind)
     if not issubclass(cls, Recommender):
-        raise hub.CheckpointError(f"{directory} holds a {kind!r} model ({cls.__name__}), not a recommender")
+        raise checkpoint.CheckpointError(f"{directory} holds a {kind!r} model ({cls.__name__}), not a recommender")
     model = cls.from_pretrained(directory)
     catalog = load_catalog(directory)
     if len(catalog.ids) != model.num_items:
-        raise hub.CheckpointError(f"{directory / ITEMS_FILE} lists {len(catalog.ids)} items but the model has "
+        raise checkpoint.CheckpointError(f"{directory / ITEMS_FILE} lists {len(catalog.ids)} items but the model has "
                                   f"{model.num_items}")
     return model, catalog.ids, catalog.id_kind
 
@@ -207,7 +208,7 @@ def report(model, split: Split, output_dir: str | Path, name: str, extra: dict |
     test = evaluate(model, split, "test", progress=True)
     out = {"model": name, "split": split.summary(), "valid": valid["summary"], "test": test["summary"],
            **(extra or {})}
-    hub.atomic_write_json(Path(output_dir) / "metrics.json", out)
+    atomic_write_json(Path(output_dir) / "metrics.json", out)
     print(format_table({f"{name} valid": valid["summary"], f"{name} test": test["summary"]}))
     print(f"split: {split.summary()}  -> {Path(output_dir) / 'metrics.json'}")
     return out
@@ -227,6 +228,6 @@ def run_recipe(main, argv: list[str], name: str) -> None:
     (argparse's status for bad arguments): the message is the whole story, a traceback would bury it."""
     try:
         main(argv)
-    except (DataError, hub.CheckpointError) as err:
+    except (DataError, checkpoint.CheckpointError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         sys.exit(2)

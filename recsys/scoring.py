@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from gentok.hub import atomic_write_json
+from gentok.files import atomic_write_json, write_parquet_atomic
 from recsys import ids as idk
 from recsys.histories import file_user_kind, iter_input, missing
 
@@ -178,11 +178,6 @@ def _state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
 
 def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool = True,
                partitions: int | None = None, chunk_rows: int = 100_000, batch_users: int = 256,
@@ -256,7 +251,7 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
             if f.is_file() else pd.DataFrame(columns=["user_id", "item_id", "timestamp", "line"])
         before = dict(scorer.stats)
         res = score_partition(scorer, df, user_dtype)
-        _write_parquet_atomic(res, part_out)
+        write_parquet_atomic(res, part_out)
         atomic_write_json(work / f"out-{p:05d}.json", {k2: scorer.stats[k2] - before[k2] for k2 in scorer.stats})
         finished += 1
         if _crash_after is not None and finished >= _crash_after:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from gentok.hub import atomic_write_bytes
+from gentok.files import atomic_write_bytes
 
 
 def default_text_encoder() -> str:

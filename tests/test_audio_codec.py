@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from gentok.losses.audio import MultiScaleSTFTDiscriminator, adversarial_losses, si_snr
 from safetensors.torch import load_file
 
 import gentok
 from gentok.config import replace
+from gentok.data.audio import AudioCrops, synthetic_clips
+from gentok.evaluation.audio import mel_distance, rate_distortion
 from gentok.tokenizers.audio import AudioCodec, CodecConfig, preset
-from gentok.tokenizers.audio.data import AudioCrops, synthetic_clips
-from gentok.tokenizers.audio.evaluate import mel_distance, rate_distortion
-from gentok.tokenizers.audio.io import resample
-from gentok.tokenizers.audio.losses import MultiScaleSTFTDiscriminator, adversarial_losses, si_snr
+from gentok.tokenizers.audio.assets import resample
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID
 

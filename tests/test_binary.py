@@ -10,10 +10,10 @@ from safetensors import safe_open
 
 import gentok
 from gentok.cli import main as cli
+from gentok.evaluation.image import bit_usage
 from gentok.quantizers import BinaryConfig, FSQConfig, LFQConfig, build_quantizer
 from gentok.quantizers.binary import pack_bits, unpack_bits
 from gentok.tokenizers.image.binary import BinaryTokenizer, BinaryTokenizerConfig
-from gentok.tokenizers.image.evaluate import bit_usage
 from gentok.tokenizers.tokens import Tokens
 
 
@@ -224,7 +224,7 @@ def test_save_load_and_cli_round_trip(tmp_path):
 def test_evaluation_reports_bit_usage(tmp_path, capsys):
     """The one image evaluation gives a bit tokenizer per-bit utilisation, and its summary prints that rather than
     the share of the 2**B packed patterns hit."""
-    from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
+    from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 
     tok = _tok()
     images = [torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(5)]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gentok.tokenizers.dna.data import GenomeWindows, TiledWindows, format_bases, pyrodigal_genomes, split_genomes
+from gentok.data.dna import GenomeWindows, TiledWindows, format_bases, pyrodigal_genomes, split_genomes
 from gentok.tokenizers.dna.fasta import N, parse_sequence
 
 

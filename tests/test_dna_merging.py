@@ -2,11 +2,19 @@
 
 import pytest
 import torch
+from gentok.losses.dna import adaptive_token_mask, mask_bases
 
-from gentok.tokenizers.dna.losses import adaptive_token_mask, mask_bases
 from gentok.tokenizers.dna.fasta import MASK, N
-from gentok.tokenizers.dna.merging import (bipartite_merge, global_merge, lengths_to_assignment, merge_schedule,
-                                           min_tokens, offsets_in_token, source_to_dense, unmerge)
+from gentok.tokenizers.dna.merging import (
+    bipartite_merge,
+    global_merge,
+    lengths_to_assignment,
+    merge_schedule,
+    min_tokens,
+    offsets_in_token,
+    source_to_dense,
+    unmerge,
+)
 
 
 def _start(B, t, d, seed=0):

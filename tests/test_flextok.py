@@ -9,10 +9,10 @@ from PIL import Image
 
 import gentok
 from gentok.cli import main as cli
+from gentok.evaluation.image import prefix_lengths
 from gentok.nn import unpatchify
 from gentok.quantizers import FSQConfig
 from gentok.sampling.flow import flow_sample, make_scheduler
-from gentok.tokenizers.image.evaluate import prefix_lengths
 from gentok.tokenizers.image.flextok import FlexTok, FlexTokConfig, keep_lengths, region_tree
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID
@@ -239,7 +239,7 @@ def test_save_load_and_cli_round_trip(tmp_path):
 
 def test_evaluation_reports_sampled_and_one_step_quality_per_prefix(tmp_path, capsys):
     """The one image evaluation gives a prefix-decoding, sampling model its per-prefix rate-distortion rows."""
-    from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, image_eval_fn, write_report
+    from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 
     m = _model()
     images = [torch.rand(3, 16, 16) for _ in range(3)]

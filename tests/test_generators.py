@@ -6,9 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gentok.generators import ARConfig, ARTransformer, ASARM, ASARMConfig, ASARMLoss, ar_loss, attention_mask
-from gentok.generators import random_ranks
-from gentok.hub import _MODELS, read_config
+from gentok.checkpoint import _MODELS, read_config
+from gentok.generators import (
+    ASARM,
+    ARConfig,
+    ARTransformer,
+    ASARMConfig,
+    ASARMLoss,
+    ar_loss,
+    attention_mask,
+    random_ranks,
+)
 from gentok.training import TrainConfig, fit
 
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import gentok
+from gentok.checkpoint import CheckpointError, registered_models
 from gentok.config import from_dict, parse_override, replace, to_dict
-from gentok.hub import CheckpointError, atomic_write_bytes, registered_models
+from gentok.files import atomic_write_bytes
 from gentok.quantizers import FSQConfig, VQConfig
 from gentok.tokenizers.image.titok import TiTok, TiTokConfig
 
@@ -136,7 +137,7 @@ def test_hub_id_offline_fails_at_once_naming_the_local_alternative(tmp_path):
 
 
 def test_foreign_snapshots_without_safetensors_or_converter_are_refused(tmp_path):
-    from gentok.hub_convert import safetensors_files
+    from gentok.pretrained.convert import safetensors_files
 
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "pytorch_model.bin").write_bytes(b"not loaded")

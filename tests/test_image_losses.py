@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from gentok.losses.gan import (
+    AdversarialConfig,
+    AdversarialTraining,
+    adaptive_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    nearest_weight,
+    tokenizer_of,
+)
 from torch import nn
 
 import gentok
-from gentok.losses_gan import (AdversarialConfig, AdversarialTraining, adaptive_weight, hinge_d_loss, hinge_g_loss,
-                               nearest_weight, tokenizer_of)
 from gentok.nn.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from gentok.quantizers import VQConfig
 from gentok.tokenizers.base import TokenizerOutput

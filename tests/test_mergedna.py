@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gentok.losses.dna import base_targets
 from safetensors.torch import load_file
 
 import gentok
@@ -16,7 +17,6 @@ from gentok.cli import main as cli
 from gentok.config import replace
 from gentok.tokenizers.dna import PRESETS, MergeDNA, MergeDNAConfig, read_fasta
 from gentok.tokenizers.dna.fasta import PAD, N, codes_to_text
-from gentok.tokenizers.dna.losses import base_targets
 from gentok.tokenizers.dna.tokens import DNATokens, base_lengths, base_spans, bits_per_base, num_bases
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID

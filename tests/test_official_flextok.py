@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import gentok
-from gentok.hub import CheckpointError
+from gentok.checkpoint import CheckpointError
 from gentok.tokenizers.image.flextok import FlexTok
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID

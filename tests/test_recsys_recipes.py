@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gentok import hub
+from gentok import checkpoint
 from recsys.data import DataError, RecData, from_frames, leave_one_out
 from recsys.models.base import Recommender
 from recsys.pipeline import load_recommender, run_recipe, save_recommender
@@ -98,10 +98,10 @@ def test_too_little_data_for_one_batch_is_a_data_error():
 
 
 def test_every_recsys_type_is_registered_and_recommenders_are_recommenders():
-    types = [t for t in hub._entry_points() if t.startswith("recsys.")]
+    types = [t for t in checkpoint.declared_types() if t.startswith("recsys.")]
     assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.sasrec", "recsys.setrec"]
     for t in types:
-        assert issubclass(hub.model_class(t), Recommender) == (t != "recsys.item_tokens"), t
+        assert issubclass(checkpoint.model_class(t), Recommender) == (t != "recsys.item_tokens"), t
 
 
 def test_load_recommender_uses_the_one_registry_lazily(tmp_path):
@@ -117,10 +117,10 @@ def test_load_recommender_uses_the_one_registry_lazily(tmp_path):
     torch.testing.assert_close(model.score_all([[0, 1]]), sas.score_all([[0, 1]]))
     # another gentok model is refused by type, before anything else is read
     ItemTokenizer(ItemTokenizerConfig.tiny(24)).save_pretrained(tmp_path / "tok")
-    with pytest.raises(hub.CheckpointError, match="not a recommender"):
+    with pytest.raises(checkpoint.CheckpointError, match="not a recommender"):
         load_recommender(tmp_path / "tok")
     (tmp_path / "sas" / "items.json").unlink()
-    with pytest.raises(hub.CheckpointError, match="no items.json"):
+    with pytest.raises(checkpoint.CheckpointError, match="no items.json"):
         load_recommender(tmp_path / "sas")
     # a fresh process imports only the module of the checkpoint's type
     save_recommender(sas, tmp_path / "sas2", data)
@@ -139,7 +139,7 @@ def test_item_tokenizer_is_trained_once_then_reloaded(tmp_path):
     emb = torch.nn.functional.normalize(torch.randn(40, 24, generator=torch.Generator().manual_seed(0)), dim=-1)
     cfg = replace(ItemTokenizerConfig.tiny(24), max_suffix=64)  # 3 steps leave many collisions: the suffix absorbs them
     tok = train_item_tokenizer(emb, cfg, tmp_path, steps=3, batch_size=16, progress=False)
-    assert (tmp_path / "model" / hub.CONFIG_NAME).is_file() and tok.num_items == 40
+    assert (tmp_path / "model" / checkpoint.CONFIG_NAME).is_file() and tok.num_items == 40
     again = train_item_tokenizer(emb, cfg, tmp_path, steps=3, progress=False)
     assert torch.equal(again.codes, tok.codes)
     assert len({tuple(c) for c in tok.codes.tolist()}) == 40  # the frozen table gives every item its own codes

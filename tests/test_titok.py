@@ -221,7 +221,7 @@ def test_token_mixing_starts_as_spatial_pooling():
 
 def test_report_summary_shows_perceptual_figures(tmp_path, capsys):
     """With --perceptual-weights the rFD and feature error reach the console summary, not only eval.json."""
-    from gentok.tokenizers.image.evaluate import evaluate_image_tokenizer, write_report
+    from gentok.evaluation.image import evaluate_image_tokenizer, write_report
 
     _, held_out = default_image_data(32, train_length=8, eval_length=4)
     m = small().eval()

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import gentok
+from gentok.checkpoint import CheckpointError, registered_models
 from gentok.cli import main as cli
-from gentok.hub import CheckpointError, registered_models
 from gentok.quantizers import BinaryConfig, FSQConfig, ResidualVQConfig, VQConfig
 from gentok.tokenizers import Tokenizer
 from gentok.tokenizers.tokens import Tokens
@@ -103,7 +103,7 @@ def _wavs():
 
 
 def _audio_files(tmp: Path) -> list[Path]:
-    from gentok.tokenizers.audio.io import write_audio
+    from gentok.tokenizers.audio.assets import write_audio
 
     return [write_audio(tmp / f"clip{i}.wav", w, SR) for i, w in enumerate(_wavs())]
 

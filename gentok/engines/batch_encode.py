@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gentok.engines.common import content_key, fault_plan, file_key, maybe_fail, runner, write_parquet_atomic
-from gentok.hub import atomic_write_json, read_config
+from gentok.checkpoint import read_config
+from gentok.engines.common import content_key, fault_plan, file_key, maybe_fail, runner
+from gentok.files import atomic_write_json, write_parquet_atomic
 from gentok.tokenizers.tokens import Tokens
 
 STATS = [("part", "string"), ("files", "long")]  # what each task returns to the driver

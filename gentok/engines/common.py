@@ -11,16 +11,10 @@ job skips tasks whose file exists.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from importlib import import_module
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from gentok.hub import atomic_write_bytes
 
 ENGINES = ("local", "ray", "spark")
 FAIL_ONCE_ENV = "GENTOK_FAIL_ONCE"  # a marker directory: the first task to reach a fault site fails, once
@@ -53,13 +47,6 @@ def file_key(path: str | os.PathLike) -> list:
     st = os.stat(path)
     return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
-
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    """Write `table` to `path` so that readers (and a concurrent retry of the same task) see a whole file or none.
-    The temporary name starts with '.', which Parquet dataset readers skip."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # -- one model per process -------------------------------------------------------------------------------------------

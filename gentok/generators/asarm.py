@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gentok.checkpoint import register
 from gentok.config import config
 from gentok.generators.trunk import GeneratorConfig, TransformerGenerator, pick_preset
-from gentok.hub import register
 from gentok.validate import check_ids
 
 

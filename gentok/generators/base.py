@@ -15,8 +15,8 @@ import abc
 
 from torch import Tensor, nn
 
+from gentok.checkpoint import PretrainedMixin
 from gentok.generators.cache import KVCache
-from gentok.hub import PretrainedMixin
 
 __all__ = ["Generator", "KVCache"]  # KVCache lives in gentok.generators.cache; it is part of this contract
 

@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from gentok.hub import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes
+from gentok.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from gentok.files import atomic_write_bytes
 from gentok.validate import PAD_ID
 
 

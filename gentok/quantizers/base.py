@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gentok.checkpoint import PretrainedMixin
 from gentok.config import config
-from gentok.hub import PretrainedMixin
 from gentok.validate import PAD_ID, check_ids
 
 DEAD_WINDOW = 32  # training calls a code may go unused before it counts as dead

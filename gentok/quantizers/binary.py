@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
 from gentok.validate import check_ids
 

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from vector_quantize_pytorch import FSQ as _FSQ
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
 
 

@@ -10,8 +10,8 @@ import math
 from torch import Tensor
 from vector_quantize_pytorch import LFQ as _LFQ
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
 
 

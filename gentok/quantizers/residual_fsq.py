@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from vector_quantize_pytorch import ResidualFSQ as _ResidualFSQ
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers.base import QuantizerConfig, register_quantizer
 from gentok.quantizers.residual import ResidualQuantizer
 

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from vector_quantize_pytorch import ResidualVQ as _ResidualVQ
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers.base import QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
 from gentok.quantizers.residual import ResidualQuantizer
 from gentok.quantizers.search import lookup

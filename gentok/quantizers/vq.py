@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from vector_quantize_pytorch import VectorQuantize
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers.base import Quantizer, QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
 from gentok.quantizers.search import lookup
 

@@ -8,8 +8,7 @@
 """
 
 from gentok.sampling.assd import assd, sequential
-from gentok.sampling.basic import (Chooser, SampleOutput, TorchChooser, generate, process_logits, residual,
-                                  sample_step)
+from gentok.sampling.basic import Chooser, SampleOutput, TorchChooser, generate, process_logits, residual, sample_step
 from gentok.sampling.speculative import speculative
 
 __all__ = ["assd", "sequential", "generate", "speculative", "process_logits", "residual", "sample_step", "Chooser",

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gentok.hub import PretrainedMixin
+from gentok.checkpoint import PretrainedMixin
 from gentok.tokenizers.tokens import Latents, Tokens
 from gentok.validate import PAD_ID, check_ids
 

@@ -136,7 +136,7 @@ class Tokens:
 
     def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
         """Write the token file atomically (see `to_bytes`)."""
-        from gentok.hub import atomic_write_bytes
+        from gentok.files import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes(header))
 
@@ -208,7 +208,7 @@ class Latents:
 
     def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
         """Write the latents file atomically (see `to_bytes`)."""
-        from gentok.hub import atomic_write_bytes
+        from gentok.files import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes(header))
 
@@ -227,7 +227,7 @@ def read_token_file(path: str | os.PathLike) -> tuple[Tokens | Latents, dict]:
 
 
 def _file_bytes(tensors: dict[str, torch.Tensor], kind: str, meta: dict, header: dict | None) -> bytes:
-    from gentok.hub import safetensors_bytes
+    from gentok.files import safetensors_bytes
 
     metadata = {"format": FILE_FORMAT, "format_version": str(FILE_VERSION), "kind": kind, "meta": json.dumps(meta),
                 "header": json.dumps(header or {})}

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from gentok.hub import atomic_write_bytes
+from gentok.files import atomic_write_bytes
 
 
 class EMA:

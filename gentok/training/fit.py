@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from gentok.config import to_dict
-from gentok.hub import plain_file_mode, atomic_write_bytes, atomic_write_json
+from gentok.files import atomic_write_bytes, atomic_write_json, plain_file_mode
 from gentok.training.config import TrainConfig
 from gentok.training.ema import EMA
 from gentok.training.threads import apply_num_threads

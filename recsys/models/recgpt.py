@@ -12,13 +12,14 @@ decoder (`decode_logprobs` / `decode_advance`), so decoding can be constrained t
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from gentok.checkpoint import PretrainedMixin, register
 from gentok.config import config, replace
-from gentok.hub import PretrainedMixin, register
 from gentok.nn import MLP, Transformer, init_weights
 from recsys.decoding import CatalogIndex, beam_search, score_catalog
 from recsys.item_tokens import ItemTokenizer, ItemTokenizerConfig

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gentok.checkpoint import PretrainedMixin, register
 from gentok.config import config, replace
-from gentok.hub import PretrainedMixin, register
 from gentok.nn import Transformer, init_weights
 from recsys.models.base import Recommender, RecOutput, pad_histories
 

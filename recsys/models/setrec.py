@@ -31,13 +31,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from gentok.checkpoint import PretrainedMixin, register
 from gentok.config import config, replace
-from gentok.hub import PretrainedMixin, register
 from gentok.nn import Transformer, init_weights
 from gentok.quantizers import FSQ, FSQConfig
 from gentok.validate import check_ids
 from recsys.models.base import Recommender, RecOutput, pad_histories, seen_mask
-
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 

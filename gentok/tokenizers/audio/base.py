@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gentok.tokenizers.audio.io import check_sample_rate, read_mono_files, resample, to_mono_batch, write_audio
+from gentok.tokenizers.audio.assets import check_sample_rate, read_mono_files, resample, to_mono_batch, write_audio
 from gentok.tokenizers.base import Tokenizer
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID

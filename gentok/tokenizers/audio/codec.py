@@ -13,13 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
+from gentok.losses.audio import (
+    MultiScaleMelLoss,
+    MultiScaleSTFTDiscriminator,
+    adversarial_losses,
+    si_snr,
+)
 from gentok.quantizers import ResidualVQConfig, build_quantizer
+from gentok.tokenizers.audio.assets import check_sample_rate, to_mono_batch
 from gentok.tokenizers.audio.base import AudioTokenizer
-from gentok.tokenizers.audio.io import check_sample_rate, to_mono_batch
 from gentok.tokenizers.audio.layers import SEANetDecoder, SEANetEncoder
-from gentok.tokenizers.audio.losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator, adversarial_losses, si_snr
 from gentok.tokenizers.base import TokenizerOutput
 from gentok.tokenizers.tokens import Tokens
 

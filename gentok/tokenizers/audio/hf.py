@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.tokenizers.audio.base import AudioTokenizer
 from gentok.validate import PAD_ID
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gentok.hub import atomic_write_bytes
+from gentok.files import atomic_write_bytes
 
 BASES = "ACGTN"
 A, C, G, T, N = range(5)

@@ -31,16 +31,23 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
+from gentok.losses.dna import adaptive_token_mask, base_cross_entropy, base_targets, mask_bases
 from gentok.nn import Block, Transformer, init_weights, sincos_positions
 from gentok.quantizers import FSQConfig, QuantizerConfig, build_quantizer
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
 from gentok.tokenizers.dna.assets import DNAAssetsMixin, to_records
 from gentok.tokenizers.dna.fasta import NUM_CLASSES, NUM_INPUT_SYMBOLS, PAD, to_tensor
-from gentok.tokenizers.dna.losses import adaptive_token_mask, base_cross_entropy, base_targets, mask_bases
-from gentok.tokenizers.dna.merging import (bipartite_merge, global_merge, lengths_to_assignment, merge_schedule,
-                                           min_tokens, offsets_in_token, unmerge)
+from gentok.tokenizers.dna.merging import (
+    bipartite_merge,
+    global_merge,
+    lengths_to_assignment,
+    merge_schedule,
+    min_tokens,
+    offsets_in_token,
+    unmerge,
+)
 from gentok.tokenizers.dna.tokens import DNATokens, from_counts  # noqa: F401 (DNATokens: deprecated re-export)
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID

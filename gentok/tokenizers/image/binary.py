@@ -15,8 +15,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.quantizers import BinaryConfig, LFQConfig
 from gentok.quantizers.binary import MAX_PACKED_BITS, pack_bits, unpack_bits
 from gentok.tokenizers.image.titok import TiTok, TiTokConfig

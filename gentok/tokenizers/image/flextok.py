@@ -18,14 +18,14 @@ import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, patchify, unpatchify
-from gentok.pretrained.flextok_official import OfficialFlexTokConfig
+from gentok.pretrained.flextok import OfficialFlexTokConfig
 from gentok.quantizers import FSQConfig, QuantizerConfig, build_quantizer
 from gentok.sampling.flow import flow_sample, guided, make_scheduler
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
-from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
+from gentok.tokenizers.image.assets import ImageAssetsMixin, to_image_batch
 from gentok.tokenizers.tokens import Tokens
 
 SCHEDULES = ("pow2", "uniform", "none")
@@ -63,7 +63,7 @@ class FlexTokConfig:
     sample_steps: int = 25  # default Euler steps for `decode`
     guidance: float = 1.0  # default classifier-free guidance scale for `decode` (1 = off)
     # the network of apple/ml-flextok's published checkpoints (VAE latent space, velocity decoder, Euler steps
-    # t = i / T), set by their converter (`gentok.pretrained.flextok_official`); None: gentok's own network above
+    # t = i / T), set by their converter (`gentok.pretrained.flextok`); None: gentok's own network above
     official: OfficialFlexTokConfig | None = None
 
     def __post_init__(self):
@@ -152,7 +152,7 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         super().__init__()
         self.config = c = config
         if c.official is not None:  # the official network; the fields above only describe its tokens
-            from gentok.pretrained.flextok_official import OfficialFlexTokNet
+            from gentok.pretrained.flextok import OfficialFlexTokNet
 
             if tuple(c.quantizer.levels) != tuple(c.official.levels) or c.num_tokens != c.official.registers:
                 raise ValueError("FlexTokConfig: quantizer levels and num_tokens must match the official network's")

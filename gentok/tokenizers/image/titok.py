@@ -7,7 +7,7 @@ reconstruction + quantizer loss); a small convolutional refiner after un-patchif
 cheaply.
 
 The same class runs the official TiTok checkpoints (bytedance/1d-tokenizer, converted by
-`gentok.pretrained.titok_official`) through a few options that default to off: a class token and an input LayerNorm
+`gentok.pretrained.titok`) through a few options that default to off: a class token and an input LayerNorm
 in both transformers, separate decoder width/heads, their legacy latent layout, [0, 1] pixels in and out, and either
 a plain 3x3 output conv (vq8k models) or a head that predicts MaskGIT-VQGAN proxy codes decoded by that VQGAN's conv
 decoder (l32/b64/s128, see `maskgit_vqgan.py`).
@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gentok.checkpoint import register
 from gentok.config import config
-from gentok.hub import register
 from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, unpatchify
+from gentok.pretrained.maskgit_vqgan import MaskGitVQGANConfig, ProxyCodeHead
 from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quantizer
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
-from gentok.tokenizers.image.io import ImageAssetsMixin, to_image_batch
-from gentok.tokenizers.image.maskgit_vqgan import MaskGitVQGANConfig, ProxyCodeHead
+from gentok.tokenizers.image.assets import ImageAssetsMixin, to_image_batch
 from gentok.tokenizers.tokens import Latents, Tokens
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from gentok.data.images import load_image, to_tensor
-from gentok.hub import atomic_write_bytes
+from gentok.files import atomic_write_bytes
 
 
 def _fit(im: Tensor, size: int) -> Tensor:

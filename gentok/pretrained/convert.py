@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from gentok.hub import CONFIG_NAME, CheckpointError
+from gentok.checkpoint import CONFIG_NAME, CheckpointError
 
 ENTRY_POINT_GROUP = "gentok.converters"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

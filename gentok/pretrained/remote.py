@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gentok.hub import CheckpointError
+from gentok.checkpoint import CheckpointError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.md", "LICENSE*"]  # never pickles

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gentok.tokenizers.dna.fasta import N, DNARecord, read_fasta
+from gentok.tokenizers.dna.fasta import DNARecord, N, read_fasta
 
 DEFAULT_GENOMES = ("GCF_001457455.1_NCTC11397_genomic.fna.gz",)
 

@@ -12,9 +12,9 @@ from scipy.signal import resample_poly
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from gentok.hub import atomic_write_json
-from gentok.tokenizers.audio.io import write_audio
-from gentok.tokenizers.audio.losses import MultiScaleMelLoss, si_snr
+from gentok.files import atomic_write_json
+from gentok.losses.audio import MultiScaleMelLoss, si_snr
+from gentok.tokenizers.audio.assets import write_audio
 
 # a fixed metric, independent of any model's training loss, so numbers compare across models
 EVAL_MEL_WINDOWS = (64, 128, 256, 512, 1024, 2048)
@@ -102,7 +102,7 @@ def spectrogram_png(rows: dict[str, Tensor], sample_rate: int, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gentok.hub import atomic_write_bytes
+    from gentok.files import atomic_write_bytes
 
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.9 * len(rows)), sharex=True, squeeze=False)
     n_fft = 512 if sample_rate <= 24000 else 1024

@@ -440,7 +440,7 @@ def parse_config(config: dict, state: dict[str, Tensor]) -> tuple[OfficialFlexTo
 
 def map_state(state: dict[str, Tensor], c: OfficialFlexTokConfig, names: dict[str, str]) -> dict[str, Tensor]:
     """Official parameter names -> `FlexTok.net.*`; raises a ValueError listing missing and unexpected keys."""
-    from gentok.hub_convert import check_keys
+    from gentok.pretrained.convert import check_keys
 
     state = {k.replace(_WRAPPED, ""): v for k, v in state.items()}
     E, D = "encoder.module_dict.", "decoder.module_dict."
@@ -495,8 +495,8 @@ def map_state(state: dict[str, Tensor], c: OfficialFlexTokConfig, names: dict[st
 
 def convert(directory: Path, config: dict, map_location="cpu"):
     """The gentok `FlexTok` of an official snapshot directory (`config.json` + `model.safetensors`)."""
-    from gentok.hub import CheckpointError
-    from gentok.hub_convert import load_state
+    from gentok.checkpoint import CheckpointError
+    from gentok.pretrained.convert import load_state
     from gentok.quantizers import FSQConfig
     from gentok.tokenizers.image.flextok import FlexTok, FlexTokConfig
 

@@ -16,7 +16,7 @@ from scipy.signal import lfilter, resample_poly
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from gentok.tokenizers.audio.io import list_audio_files, read_audio
+from gentok.tokenizers.audio.assets import list_audio_files, read_audio
 
 # vowel formants (F1, F2, F3) in Hz, roughly after Peterson & Barney
 _VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [660, 1720, 2410],

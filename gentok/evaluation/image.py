@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from gentok.hub import atomic_write_json
+from gentok.files import atomic_write_json
 from gentok.metrics import CodebookStats, perceptual_metrics_or_skip, psnr, ssim
-from gentok.tokenizers.image.io import save_grid
+from gentok.tokenizers.image.assets import save_grid
 from gentok.tokenizers.tokens import Tokens
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gentok.tokenizers.dna.fasta import MASK, N, NUM_CLASSES, codes_to_text
+from gentok.tokenizers.dna.fasta import MASK, NUM_CLASSES, N, codes_to_text
 
 
 def reconstruction_accuracy(model, regions: list[np.ndarray], max_bases: int = 20000,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gentok.tokenizers.dna.fasta import MASK, N, NUM_CLASSES
+from gentok.tokenizers.dna.fasta import MASK, NUM_CLASSES, N
 
 IGNORE = -100
 

@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
-from gentok.hub import atomic_write_bytes
+from gentok.files import atomic_write_bytes
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gentok.hub import CheckpointError
-from gentok.hub_convert import check_keys, load_state
+from gentok.checkpoint import CheckpointError
+from gentok.pretrained.convert import check_keys, load_state
 
 SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}  # width, layers, heads
 _BLOCK = {"ln_1": "norm1", "attn.in_proj_weight": "attn.qkv.weight", "attn.in_proj_bias": "attn.qkv.bias",
@@ -94,7 +94,7 @@ def titok_config(config: dict, state: dict):
 
 def _pixel_decoder_config(state: dict):
     """The MaskGIT-VQGAN decoder's shape, read from its weights (the official code hard-codes it)."""
-    from gentok.tokenizers.image.maskgit_vqgan import MaskGitVQGANConfig
+    from gentok.pretrained.maskgit_vqgan import MaskGitVQGANConfig
 
     if "pixel_quantize.embedding.weight" not in state:
         raise CheckpointError("the weights do not match the TiTok layout: missing ['pixel_quantize.embedding.weight']")
@@ -124,7 +124,7 @@ def official_keys(c) -> set[str]:
              "encoder.conv_out.bias", "decoder.decoder_embed.weight", "decoder.decoder_embed.bias",
              "decoder.mask_token", "decoder.ffn.0.weight", "decoder.ffn.0.bias"}
     if c.proxy_decoder is not None:
-        from gentok.tokenizers.image.maskgit_vqgan import MaskGitVQGANDecoder
+        from gentok.pretrained.maskgit_vqgan import MaskGitVQGANDecoder
 
         keys |= {"decoder.ffn.2.weight", "decoder.ffn.2.bias", "pixel_quantize.embedding.weight"}
         keys |= {f"pixel_decoder.{k}" for k in MaskGitVQGANDecoder(c.proxy_decoder).state_dict()}
