@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import re
 import shlex
 import shutil
@@ -25,7 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
 NO_TEST = "<!-- no-test -->"
 MAX_README_LINES = 350
 MAX_NO_TEST_BLOCKS = 2
@@ -107,7 +106,7 @@ def test_readme_is_a_short_guide_with_contents_and_quick_start():
     assert len(text.splitlines()) <= MAX_README_LINES
     assert "## Contents" in text
     quick = text[text.index("## Quick start"):]
-    lang, code, _, _ = next(_blocks(quick))
+    _lang, code, _, _ = next(_blocks(quick))
     assert code.splitlines() == ['pip install -e ".[test]"', "accelerate launch recipes/titok.py", "pytest"]
 
 
@@ -127,14 +126,14 @@ def test_links_between_pages_resolve():
             if not dest.exists():
                 bad.append(f"{page.name}: {target}")
             elif anchor and dest.suffix == ".md":
-                slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)}
+                slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.MULTILINE)}
                 if anchor not in slugs:
                     bad.append(f"{page.name}: {target} (no such heading)")
     assert bad == []
 
 
 # -- the README's code runs as written ----------------------------------------------------------------------------
-IMG = dict(image_size=16, patch_size=8, num_tokens=4, width=16, enc_depth=1, dec_depth=1, heads=2)
+IMG = {"image_size": 16, "patch_size": 8, "num_tokens": 4, "width": 16, "enc_depth": 1, "dec_depth": 1, "heads": 2}
 
 
 def _save_tiny_models(root: Path) -> None:
@@ -240,7 +239,7 @@ def test_readme_code_blocks_run_as_written(tmp_path, monkeypatch, capsys):
             skipped += 1
             continue
         if lang == "python":
-            exec(compile(code, where, "exec"), {"__name__": "__readme__"})
+            exec(compile(code, where, "exec"), {"__name__": "__readme__"})  # noqa: S102 - the README's own code
         elif lang == "bash":
             _run_shell(code, where)
         else:

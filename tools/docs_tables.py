@@ -20,26 +20,26 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import math
 import operator
 import re
 import sys
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC_FILES = ("README.md", "docs/*.md")
 
-TABLE_RE = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
-# a number (a sign unless it follows a word or another quote, as in the range 2.45-2.63; thousands commas), up to 8 characters of unit, then the annotation
+TABLE_RE = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.DOTALL)
+# a number (signed unless it follows a word or another quote, as in the range 2.45-2.63; thousands commas), up to 8
+# characters of unit, then the annotation
 QUOTE_RE = re.compile(r"(?P<num>(?:(?<![\w>.])[-\u2212+])?\d[\d,]*(?:\.\d+)?)(?P<unit>[^\d<\n]{0,8}?)"
                       r"<!-- (?P<file>[\w.-]+\.json): (?P<expr>.+?) -->")
 
 
 # -- reading the JSON -----------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict:
     path = RESULTS / name
     if not path.is_file():
@@ -183,13 +183,16 @@ def glance() -> str:
     k32 = resolve(ft, "by_tokens[tokens=32]")
     spark2 = resolve(eng, "results[mode=spark2]")
     rows = [
-        ["TiTok `tiny` (default recipe, 7.9 min CPU)", "held-out PSNR, never-seen source, 288 bits",
+        [f"TiTok `tiny` (default recipe, {tm['wall_seconds'] / 60:.1f} min CPU)",
+         "held-out PSNR, never-seen source, 288 bits",
          f"{f(_src(tm, 'matplotlib')['psnr'])} dB (all views {f(tm['psnr'])})",
          f"{f(_src(tm, 'matplotlib')['baseline_psnr'])} dB", "[titok](docs/titok.md)"],
-        ["TiTok `small` (`--preset small`, 52 min CPU)", "held-out PSNR, never-seen source, 320 bits",
+        [f"TiTok `small` (`--preset small`, {ts['wall_seconds'] / 60:.0f} min CPU)",
+         "held-out PSNR, never-seen source, 320 bits",
          f"**{f(_src(ts, 'matplotlib')['psnr'])} dB** (all views {f(ts['psnr'])})",
          f"{f(_src(ts, 'matplotlib')['baseline_psnr'])} dB", "[titok](docs/titok.md)"],
-        ["FlexTok `tiny` (13 min CPU)", "held-out PSNR at k = 32 tokens, 16 flow steps / 1 step",
+        [f"FlexTok `tiny` ({ft['run_wall_seconds_2_threads'] / 60:.0f} min CPU)",
+         "held-out PSNR at k = 32 tokens, 16 flow steps / 1 step",
          f"{f(k32['psnr'])} / {f(k32['one_step_psnr'])} dB", f"{f(k32['baseline_psnr'])} dB: below it",
          "[flextok](docs/flextok.md)"],
         ["binary latents `tiny`", "held-out PSNR, 320 bits (first 64 views)",
@@ -208,13 +211,13 @@ def glance() -> str:
          f"{f(au['rate_distortion'][0]['si_snr'], 1)} → {f(au['rate_distortion'][-1]['si_snr'], 1)} dB",
          f"mu-law PCM at 4.8 kbps: {f(au['baseline']['si_snr'], 1)} dB", "[audio](docs/audio.md)"],
         ["MergeDNA `tiny`", "held-out base accuracy at 2 / 4 bases per token",
-         f"{f(resolve(dna, 'compression[method=MergeDNA t=4/8]')['base_accuracy'])} / "
-         f"{f(resolve(dna, 'compression[method=MergeDNA t=2/8]')['base_accuracy'])}",
+         (f"{f(resolve(dna, 'compression[method=MergeDNA t=4/8]')['base_accuracy'])} / "
+         f"{f(resolve(dna, 'compression[method=MergeDNA t=2/8]')['base_accuracy'])}"),
          "k-mers, BPE: lossless at 2.0-2.4 bits/base", "[mergedna](docs/mergedna.md)"],
         ["SETRec vs SASRec, equal CPU (80 s)", "MovieLens test NDCG@10",
          f"{f(eq['SETRec']['80']['test']['ndcg@10']['mean'], 4)} (a tie)",
-         f"SASRec {f(eq['SASRec']['80']['test']['ndcg@10']['mean'], 4)}, popularity "
-         f"{f(eq['Popularity']['test']['ndcg@10']['mean'], 4)}", "[recsys](docs/recsys.md)"],
+         (f"SASRec {f(eq['SASRec']['80']['test']['ndcg@10']['mean'], 4)}, popularity "
+         f"{f(eq['Popularity']['test']['ndcg@10']['mean'], 4)}"), "[recsys](docs/recsys.md)"],
         ["SETRec top-10 on 1M items", "users/s, calibrated IVF vs exact search",
          f"x{f(ivf['speedup'], 1)} at recall@10 {f(ivf['recall@10'], 3)}", "exact faiss flat",
          "[recsys](docs/recsys.md)"],
@@ -309,12 +312,12 @@ def ar_decoding() -> str:
     for name in ("sampling_ar_trained.json", "sampling_ar.json"):
         a = load(name)["ar"]
         sp = a["speculative"]
-        rows.append([f"{a['pair']} ({a['shape']['dim']} wide, {a['shape']['depth']} layers), gamma {a['gamma']} "
-                     f"(`{name}`)",
-                     f"x{f(a['b1']['ratio'])} ({a['b1']['tokens_per_s_ours']:,.0f} vs "
-                     f"{a['b1']['tokens_per_s_gpt2_generate']:,.0f} tok/s)",
-                     f"x{f(a['b8']['ratio'])} ({a['b8']['tokens_per_s_ours']:,.0f} vs "
-                     f"{a['b8']['tokens_per_s_gpt2_generate']:,.0f})",
+        rows.append([(f"{a['pair']} ({a['shape']['dim']} wide, {a['shape']['depth']} layers), gamma {a['gamma']} "
+                     f"(`{name}`)"),
+                     (f"x{f(a['b1']['ratio'])} ({a['b1']['tokens_per_s_ours']:,.0f} vs "
+                     f"{a['b1']['tokens_per_s_gpt2_generate']:,.0f} tok/s)"),
+                     (f"x{f(a['b8']['ratio'])} ({a['b8']['tokens_per_s_ours']:,.0f} vs "
+                     f"{a['b8']['tokens_per_s_gpt2_generate']:,.0f})"),
                      f"x{f(sp['speedup_vs_plain_ours'])}",
                      f"{f(sp['acceptance_rate'])} ({f(sp['accepted_per_round'])})", f"x{f(sp['ratio_vs_assisted_hf'])}"])
     return table(["pair", "ours vs `GPT2LMHeadModel.generate`, batch 1", "batch 8", "speculative vs our plain decoding",
