@@ -69,6 +69,11 @@ def model_class(type_name: str) -> type:
     return _MODELS[type_name]
 
 
+def loaded_models() -> dict[str, type]:
+    """type -> class of the types registered so far (imports nothing; `registered_models` imports every one)."""
+    return dict(_MODELS)
+
+
 def registered_models() -> dict[str, type]:
     """Every declared model type and its class (imports every declared module)."""
     return {name: model_class(name) for name in sorted(declared_types())}
