@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gentok.evaluation.colour import colour_errors, evaluate_colour, hsv_to_rgb, hue_rotate, rgb_to_hsv
+from gentok.data.colour import hsv_to_rgb, hue_rotate, rgb_to_hsv
+from gentok.evaluation.colour import colour_errors, evaluate_colour
 
 
 def _images(n=4, size=16, seed=0):
