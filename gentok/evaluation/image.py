@@ -49,10 +49,16 @@ def _decode_options(model, options: dict) -> dict:
 @torch.no_grad()
 def reconstruct(model, images: Tensor, batch_size: int = 64, **decode_options) -> tuple[Tensor, Tokens]:
     """(recon (b, 3, S, S), tokens) of `images` through `model.encode` / `model.decode`, in batches."""
-    parts = [model.encode(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    device = _device(model)
+    parts = [model.encode(images[i:i + batch_size].to(device)).to("cpu") for i in range(0, len(images), batch_size)]
     tokens = Tokens.cat(parts)
-    recon = torch.cat([model.decode(t, **decode_options) for t in parts])
+    recon = torch.cat([model.decode(t, **decode_options).cpu() for t in parts])
     return recon, tokens
+
+
+def _device(model) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def prefix_lengths(num_tokens: int) -> list[int]:
@@ -66,14 +72,15 @@ def prefix_lengths(num_tokens: int) -> list[int]:
 
 @torch.no_grad()
 def _decode_prefixes(model, ids: Tensor, ks: list[int], batch_size: int, options: dict) -> dict[int, Tensor]:
-    return {k: torch.cat([model.decode(ids[i:i + batch_size, :k], **options) for i in range(0, len(ids), batch_size)])
-            for k in ks}
+    return {k: torch.cat([model.decode(ids[i:i + batch_size, :k], **options).cpu()
+                          for i in range(0, len(ids), batch_size)]) for k in ks}
 
 
 @torch.no_grad()
 def decode_prefixes(model, images: Tensor, ks: list[int], batch_size: int = 64, **decode_options) -> dict[int, Tensor]:
     """{k: images decoded from the first k tokens} for `images` (b, 3, S, S), for a model whose prefixes decode."""
-    ids = torch.cat([model.encode(images[i:i + batch_size]).ids for i in range(0, len(images), batch_size)])
+    ids = torch.cat([model.encode(images[i:i + batch_size].to(_device(model))).ids.cpu()
+                     for i in range(0, len(images), batch_size)])
     return _decode_prefixes(model, ids, ks, batch_size, decode_options)
 
 

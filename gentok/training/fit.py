@@ -23,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
 from torch import Tensor, nn
+from accelerate.data_loader import DataLoaderShard
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -272,7 +273,10 @@ def _evaluate(accelerator, raw, ema, eval_data, config, loss_fn, eval_fn, collat
     """Evaluate the unwrapped model (EMA weights if on) on the main process; no collective runs inside the model."""
     result: dict = {}
     if accelerator.is_main_process:
-        loader = DataLoader(eval_data, batch_size=config.batch_size, shuffle=False, collate_fn=collate_fn)
+        # batches arrive on the model's device (a DataLoader that only places them: no sharding, the main process
+        # evaluates the whole held-out set)
+        loader = DataLoaderShard(eval_data, device=accelerator.device, batch_size=config.batch_size, shuffle=False,
+                                 collate_fn=collate_fn)
         raw.eval()
         with torch.random.fork_rng(devices=[]):  # eval randomness must not shift the training RNG stream
             if ema is not None:
