@@ -178,7 +178,7 @@ def _local_tokens(model: Path, files: list[str], tmp: Path, batch_size: int) -> 
     out = tmp / "local.safetensors"
     assert gentok_cli(["encode", "--model", str(model), *files, "--out", str(out),
                        "--batch-size", str(batch_size)]) == 0
-    return Tokens.load(out)[0]
+    return Tokens.load(out)
 
 
 def _check_rows(out_dir: Path, ref: Tokens, files: list[str]):
