@@ -1,6 +1,6 @@
 """`gentok` command line: encode assets to tokens, decode tokens to assets, describe a checkpoint.
 
-    gentok encode --model DIR FILE... --out tokens.safetensors [--option steps=8]
+    gentok encode --model DIR FILE... --out tokens.safetensors [--option KEY=VALUE]
     gentok encode --engine ray|spark|local --model DIR FOLDER_OR_FILE... --out tokens/   # Parquet rows, resumable
     gentok decode --model DIR tokens.safetensors --out DIR
     gentok info DIR
@@ -42,27 +42,28 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-def _option_names(method, positional: int) -> set[str] | None:
-    """The keyword options `method` takes after its first `positional` arguments; None when it takes any (**kw)."""
-    names = set()
+def _option_names(method, positional: int) -> tuple[set[str], bool]:
+    """(the keyword options `method` takes after its first `positional` arguments, whether it also takes **kw)."""
+    names, more = set(), False
     for i, p in enumerate(inspect.signature(method).parameters.values()):
         if p.kind is p.VAR_KEYWORD:
-            return None
-        if i >= positional and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            more = True
+        elif i >= positional and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             names.add(p.name)
-    return names
+    return names, more
 
 
 def _check_options(tok, options: dict, command: str) -> None:
-    """Refuse option keys the tokenizer's `encode` / `decode` (through `encode_files` / `decode_to_files`, which
-    pass their extra options on) does not take, naming the ones it does."""
+    """Refuse option keys the tokenizer's `encode_files` / `decode_to_files` and the `encode` / `decode` they pass
+    their other options to do not take, naming the ones they do."""
     files, core, skip = ((tok.encode_files, tok.encode, 1) if command == "encode" else
                          (tok.decode_to_files, tok.decode, 3))
-    outer = _option_names(files, skip)
-    inner = _option_names(core, 1) if outer is None else set()
-    if inner is None:  # the tokenizer's own method takes any keyword: it checks them itself
+    known, more = _option_names(files, skip)
+    if more:
+        inner, more = _option_names(core, 1)
+        known |= inner
+    if more:  # the tokenizer's own method takes any keyword: it checks them itself
         return
-    known = (outer or set()) | inner
     unknown = sorted(set(options) - known)
     if unknown:
         takes = f"its options: {', '.join(sorted(known))}" if known else "it takes no options"
