@@ -12,13 +12,12 @@ Rerunning with the same --output-dir resumes from the newest complete checkpoint
 
 from __future__ import annotations
 
-import sys
-
+from gentok.cli.errors import UsageError, run
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.data.audio import default_audio_data
 from gentok.evaluation.audio import audio_eval_fn, write_report
 from gentok.tokenizers.audio.codec import PRESETS, AudioCodec
 from gentok.training import TrainConfig, fit
-from gentok.training.recipe import apply_overrides, recipe_parser
 
 # The CPU default: batches of 8 half-second crops. GPU presets: raise --max-steps and train.batch_size.
 TRAIN = TrainConfig(max_steps=1000, batch_size=8, lr=2e-3, warmup_steps=40, min_lr_ratio=0.05, weight_decay=1e-4,
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None):
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     segment = int(args.segment_seconds * model_cfg.sample_rate) // model_cfg.hop * model_cfg.hop
     if segment < max(model_cfg.mel_windows):
-        raise SystemExit(f"--segment-seconds too short: need at least {max(model_cfg.mel_windows)} samples")
+        raise UsageError(f"--segment-seconds too short: need at least {max(model_cfg.mel_windows)} samples")
     train, held_out, source = default_audio_data(model_cfg.sample_rate, args.data, segment=segment,
                                                  seed=train_cfg.seed)
     print(f"data: {source}; {len(train)} training crops of {segment} samples, {len(held_out)} held-out crops")
@@ -46,4 +45,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, prog="audio_codec")

@@ -11,22 +11,12 @@ reconstructions.png (originals / reconstructions / baseline). Rerunning with the
 
 from __future__ import annotations
 
-import sys
-
-from gentok.losses.gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
-
-from gentok.data.images import (
-    RECIPE_COLOR_JITTER,
-    RECIPE_SCALES,
-    add_data_arguments,
-    data_options,
-    default_image_data,
-    describe_data,
-)
-from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
+from gentok.cli.errors import run
+from gentok.cli.recipe_args import add_adversarial_arguments, apply_overrides, recipe_parser
+from gentok.data.images import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
-from gentok.training import TrainConfig, fit
-from gentok.training.recipe import apply_overrides, recipe_parser
+from gentok.training import TrainConfig
+from gentok.training.image_recipe import train_image_tokenizer
 
 # The CPU default: 7.6 minutes wall on 2 idle cores (TiTok tiny's architecture). The tiny preset anneals the Bernoulli
 # temperature to 0 over its first 350 micro-batches: the second half sees hard bits. Training views, white-balance
@@ -42,19 +32,12 @@ def main(argv: list[str] | None = None):
     add_adversarial_arguments(parser)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
-    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed,
-                                         **data_options(args))
-    trained, adversarial = with_adversary(BinaryTokenizer(model_cfg), args, train_cfg)
-    result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
-                 run_config={"model": {"preset": args.preset}, "data": describe_data(args), **adversarial})
-    result.model = tokenizer_of(result.model)
-    if result.is_main_process:
-        # the report adds per-bit utilisation (the model has `to_bits`) and its summary prints that, not the share
-        # of the 2**B packed patterns hit
-        report = evaluate_image_tokenizer(result.model, held_out)
-        write_report(report, result.model, held_out, train_cfg.output_dir)
-    return result
+    # the report adds per-bit utilisation (the model has `to_bits`) and its summary prints that, not the share of the
+    # 2**B packed patterns hit
+    return train_image_tokenizer(
+        model_cfg, BinaryTokenizer, train_cfg, data=args.data, data_options=data_options(args),
+        run_config={"model": {"preset": args.preset}, "data": describe_data(args)}, adversary_args=args)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, prog="binary")

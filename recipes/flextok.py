@@ -16,20 +16,12 @@ checkpoint.
 
 from __future__ import annotations
 
-import sys
-
-from gentok.data.images import (
-    RECIPE_COLOR_JITTER,
-    RECIPE_SCALES,
-    add_data_arguments,
-    data_options,
-    default_image_data,
-    describe_data,
-)
-from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
+from gentok.cli.errors import run
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
+from gentok.data.images import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
-from gentok.training import TrainConfig, fit
-from gentok.training.recipe import apply_overrides, recipe_parser
+from gentok.training import TrainConfig
+from gentok.training.image_recipe import train_image_tokenizer
 
 # The CPU default: <= 15 minutes on 2 cores (~0.7 s per step of 32 views idle). GPU presets set --max-steps / --set.
 # Training views, white-balance jitter and EMA weights as the TiTok recipe chose them (RECIPE_SCALES,
@@ -48,15 +40,11 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance for evaluation")
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
-    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=args.eval_images,
-                                         seed=train_cfg.seed, **data_options(args))
-    result = fit(FlexTok(model_cfg), train, train_cfg, eval_data=held_out, eval_fn=image_eval_fn,
-                 run_config={"model": {"preset": args.preset}, "data": describe_data(args)})
-    if result.is_main_process:
-        report = evaluate_image_tokenizer(result.model, held_out, steps=args.steps, guidance=args.guidance)
-        write_report(report, result.model, held_out, train_cfg.output_dir)
-    return result
+    return train_image_tokenizer(
+        model_cfg, FlexTok, train_cfg, data=args.data, data_options=data_options(args),
+        run_config={"model": {"preset": args.preset}, "data": describe_data(args)}, eval_length=args.eval_images,
+        eval_options={"steps": args.steps, "guidance": args.guidance})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, prog="flextok")

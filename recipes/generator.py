@@ -20,13 +20,14 @@ reports the draft's acceptance and the speed of speculative vs plain decoding. O
 from __future__ import annotations
 
 import runpy
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 import gentok
+from gentok.cli.errors import UsageError, run
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.config import replace
 from gentok.data.images import default_image_data
 from gentok.files import atomic_write_bytes, atomic_write_json
@@ -36,7 +37,6 @@ from gentok.generators import asarm as asarm_mod
 from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
 from gentok.sampling import assd, generate, sequential, speculative
 from gentok.training import TrainConfig, fit
-from gentok.training.recipe import apply_overrides, recipe_parser
 
 # CPU default: ~10 minutes on 2 cores for the small preset (given the tokenizer)
 TRAIN = TrainConfig(max_steps=600, batch_size=64, lr=2e-3, warmup_steps=30, min_lr_ratio=0.05, weight_decay=0.05,
@@ -48,7 +48,7 @@ def ensure_tokenizer(path: str | None, steps: int, data: str | None) -> Path:
     """The tokenizer directory to use; trains the tiny TiTok when neither --tokenizer nor the default exists."""
     if path:
         if not (Path(path) / "config.json").is_file():
-            raise SystemExit(f"--tokenizer {path} is not a saved gentok model (no config.json)")
+            raise UsageError(f"--tokenizer {path} is not a saved gentok model (no config.json)")
         return Path(path)
     if (DEFAULT_TOKENIZER / "config.json").is_file():
         return DEFAULT_TOKENIZER
@@ -117,10 +117,11 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
         stats = {"ar_fresh": fresh.summary()}
     seconds = time.time() - t0
     rows = [tokenizer.decode(real), tokenizer.decode(infill.ids), tokenizer.decode(fresh.ids)]
-    save_grid(rows, out / "samples.png")
+    labels = ["held-out (tokenized)", "infill from 50% of tokens" if isinstance(model, ASARM) else
+              "infill from first 50%", "new samples"]
+    save_grid(rows, out / "samples.png", row_labels=labels)
     summary = {"model": args.model, "eval": eval_metrics, "sampling": stats, "sampling_seconds": seconds,
-               "picture": str(out / "samples.png"), "rows": ["held-out (tokenized)", "infill from 50% of tokens",
-                                                              "new samples"]}
+               "picture": str(out / "samples.png"), "rows": labels}
     atomic_write_json(out / "summary.json", summary)
     print(f"\n{args.model} generator -> {out / 'model'}")
     for k, v in sorted(eval_metrics.items()):
@@ -136,10 +137,10 @@ def train_draft(args, default_output: str):
     """Sequence-level distillation of a draft AR model for the AR generator at `args.draft_for` (see the docstring)."""
     target_dir = Path(args.draft_for)
     if not (target_dir / "config.json").is_file():
-        raise SystemExit(f"--draft-for {target_dir} is not a saved gentok model (no config.json)")
+        raise UsageError(f"--draft-for {target_dir} is not a saved gentok model (no config.json)")
     target = gentok.load(target_dir).eval()
     if not isinstance(target, ARTransformer):
-        raise SystemExit(f"--draft-for needs an AR generator (speculative sampling), got {type(target).__name__}")
+        raise UsageError(f"--draft-for needs an AR generator (speculative sampling), got {type(target).__name__}")
     if args.output_dir == default_output:
         args.output_dir = f"{default_output}_draft"
     model_cfg, train_cfg = apply_overrides(ar_mod.PRESETS[args.preset], TRAIN, args)
@@ -214,4 +215,4 @@ def draft_report(target, draft, gamma: int, n: int) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, prog="generator")

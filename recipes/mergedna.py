@@ -10,14 +10,13 @@ The last 10% of every sequence is held out for evaluation. Rerunning with the sa
 
 from __future__ import annotations
 
-import sys
-
+from gentok.cli.errors import run
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.data.dna import default_dna_data, format_bases
 from gentok.evaluation.dna import evaluate_mergedna
 from gentok.files import atomic_write_json
 from gentok.tokenizers.dna.mergedna import PRESETS, MergeDNA
 from gentok.training import TrainConfig, fit
-from gentok.training.recipe import apply_overrides, recipe_parser
 
 TRAIN = TrainConfig(max_steps=500, batch_size=8, lr=2e-3, warmup_steps=30, min_lr_ratio=0.05, weight_decay=1e-2,
                     eval_every=200, checkpoint_every=100, log_every=10, clip_grad=1.0)
@@ -43,4 +42,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, prog="mergedna")

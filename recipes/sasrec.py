@@ -13,13 +13,12 @@ be used stops with a one-line error (exit status 2).
 
 from __future__ import annotations
 
-import sys
-
+from gentok.cli.errors import run
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.config import replace
 from gentok.training import TrainConfig
-from gentok.training.recipe import apply_overrides, recipe_parser
 from recsys.models.sasrec import PRESETS, SASRec
-from recsys.pipeline import data_help, prepare, report, run_recipe, save_recommender, train_recommender
+from recsys.pipeline import data_help, prepare, report, save_recommender, train_recommender
 
 TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
@@ -42,4 +41,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    run_recipe(main, sys.argv[1:], "sasrec")
+    run(main, prog="sasrec")

@@ -15,24 +15,16 @@ Rerunning with the same --output-dir resumes from the newest complete checkpoint
 
 from __future__ import annotations
 
-import sys
-
-from gentok.losses.gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
+from functools import partial
 
 import gentok
+from gentok.cli.errors import UsageError, run
+from gentok.cli.recipe_args import add_adversarial_arguments, apply_overrides, recipe_parser
 from gentok.config import replace
-from gentok.data.images import (
-    RECIPE_COLOR_JITTER,
-    RECIPE_SCALES,
-    add_data_arguments,
-    data_options,
-    default_image_data,
-    describe_data,
-)
-from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
+from gentok.data.images import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.tokenizers.image.titok import PRESETS, TiTok
-from gentok.training import TrainConfig, fit
-from gentok.training.recipe import apply_overrides, recipe_parser
+from gentok.training import TrainConfig
+from gentok.training.image_recipe import train_image_tokenizer
 
 # The CPU default, chosen on the held-out scikit-image photographs (validation; the matplotlib source is the test):
 # batch 16, not 32 (1650 steps of 16 reached 18.56 dB; 1600 steps of 32, 1.8x the time, 18.57; 3300 of 8, 18.42), and
@@ -70,44 +62,42 @@ def main(argv: list[str] | None = None):
     init = _load_init(args.init_from) if args.init_from else None
     model_cfg, train_cfg = apply_overrides(init.config if init else PRESETS[args.preset],
                                            PRESET_TRAIN.get(args.preset, TRAIN), args)
-    train, held_out = default_image_data(model_cfg.image_size, args.data, eval_length=256, seed=train_cfg.seed,
-                                         **data_options(args))
-    model = TiTok(model_cfg)
+    make_loss_fn = None
+    if args.perceptual_weights:
+        from gentok.losses.reconstruction import perceptual_loss_fn
+
+        make_loss_fn = partial(perceptual_loss_fn, args.perceptual_weights, args.perceptual_weight)
+    return train_image_tokenizer(
+        model_cfg, lambda cfg: _build(cfg, init, args.init_from), train_cfg, data=args.data,
+        data_options=data_options(args), run_config={"model": {"preset": args.preset}, "data": describe_data(args)},
+        adversary_args=args, eval_options={"perceptual_weights": args.perceptual_weights},
+        make_loss_fn=make_loss_fn)
+
+
+def _build(cfg, init: TiTok | None, source: str | None) -> TiTok:
+    model = TiTok(cfg)
     if init is not None:
         try:
             model.load_state_dict(init.state_dict())
         except RuntimeError:
-            raise SystemExit(f"--init-from {args.init_from}: --set changed the architecture, its weights no longer "
-                             "fit") from None
-    trained, adversarial = with_adversary(model, args, train_cfg)
-    loss_fn = None
-    if args.perceptual_weights:
-        from gentok.losses.reconstruction import perceptual_loss_fn
-
-        loss_fn = perceptual_loss_fn(args.perceptual_weights, args.perceptual_weight)
-    result = fit(trained, train, train_cfg, eval_data=held_out, eval_fn=tokenizer_eval(image_eval_fn),
-                 run_config={"model": {"preset": args.preset}, "data": describe_data(args), **adversarial},
-                 **({"loss_fn": loss_fn} if loss_fn else {}))
-    result.model = tokenizer_of(result.model)
-    if result.is_main_process:
-        report = evaluate_image_tokenizer(result.model, held_out, perceptual_weights=args.perceptual_weights)
-        write_report(report, result.model, held_out, train_cfg.output_dir)
-    return result
+            raise UsageError(f"--init-from {source}: --set changed the architecture, its weights no longer fit") \
+                from None
+    return model
 
 
 def _load_init(source: str) -> TiTok:
     try:
         model = gentok.load(source)
     except ValueError as e:
-        raise SystemExit(f"--init-from {source}: {e}") from None
+        raise UsageError(f"--init-from {source}: {e}") from None
     if not isinstance(model, TiTok):
-        raise SystemExit(f"--init-from {source}: a {type(model).__name__}, not a TiTok")
+        raise UsageError(f"--init-from {source}: a {type(model).__name__}, not a TiTok")
     if model.vocab_size is None:
-        raise SystemExit(f"--init-from {source}: a VAE TiTok (continuous tokens); this recipe evaluates against an "
+        raise UsageError(f"--init-from {source}: a VAE TiTok (continuous tokens); this recipe evaluates against an "
                          "equal-bit baseline, which continuous tokens do not have: fine-tune a VQ TiTok here, or train "
                          "the VAE with gentok.training.fit and TiTok's own loss")
     return model
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, prog="titok")

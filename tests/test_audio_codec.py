@@ -255,7 +255,7 @@ def test_cli_round_trip_keeps_rate_and_length(tmp_path, trained):
     tok = tmp_path / "t.safetensors"
     assert main(["encode", "--model", str(tmp_path / "m"), str(tmp_path / "a.wav"), str(tmp_path / "b.flac"),
                  "--out", str(tok), "--batch-size", "1"]) == 0
-    tokens, _ = Tokens.load(tok)
+    tokens = Tokens.load(tok)
     assert tokens.extras["source_sample_rate"].tolist() == [16000, 22050]
     assert tokens.extras["source_length"].tolist() == [7000, 5000]
     assert tokens.lengths.tolist() == [44, 23]  # ceil(7000 / 160); 5000 at 22.05 kHz -> 3628 at 16 kHz
@@ -292,7 +292,7 @@ def test_stereo_files_are_downmixed_or_refused(tmp_path, trained, capsys):
     out = tmp_path / "t.safetensors"
     with pytest.warns(UserWarning, match="averaged"):
         assert main(["encode", "--model", str(tmp_path / "m"), str(tmp_path / "stereo.wav"), "--out", str(out)]) == 0
-    assert torch.equal(Tokens.load(out)[0].ids, tokens.ids)
+    assert torch.equal(Tokens.load(out).ids, tokens.ids)
     capsys.readouterr()
     assert main(["encode", "--model", str(tmp_path / "m"), str(tmp_path / "stereo.wav"), "--out", str(out),
                  "--option", "mono=error"]) == 2

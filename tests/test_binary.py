@@ -205,7 +205,7 @@ def test_save_load_and_cli_round_trip(tmp_path):
     assert cli(["encode", "--model", str(tmp_path / "model"), *paths, "--out", str(tokens)]) == 0
     with safe_open(str(tokens), "pt") as f:  # the generic token file: packed ids, no family-specific tensors
         assert sorted(f.keys()) == ["ids", "lengths"]
-    stored, _ = Tokens.load(tokens)
+    stored = Tokens.load(tokens)
     assert torch.equal(stored.ids, tok.encode(paths).ids) and stored.bits_per_token == 8
     assert cli(["decode", "--model", str(tmp_path / "model"), str(tokens), "--out", str(tmp_path / "out")]) == 0
     expected = tok.decode(tok.encode(paths))

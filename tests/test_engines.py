@@ -178,7 +178,7 @@ def _local_tokens(model: Path, files: list[str], tmp: Path, batch_size: int) -> 
     out = tmp / "local.safetensors"
     assert gentok_cli(["encode", "--model", str(model), *files, "--out", str(out),
                        "--batch-size", str(batch_size)]) == 0
-    return Tokens.load(out)[0]
+    return Tokens.load(out)
 
 
 def _check_rows(out_dir: Path, ref: Tokens, files: list[str]):
@@ -205,14 +205,18 @@ def test_ray_scoring_equals_local_after_a_worker_dies(tmp_path, rec_model, ray_s
     _same_summary(json.loads((tmp_path / "ray" / "_summary.json").read_text()), ref_summary)
 
 
-def test_ray_encode_images_equals_local(tmp_path, ray_session):
+def test_ray_encode_images_equals_local(tmp_path, ray_session, capfd):
     model = tmp_path / "titok"
     torch.manual_seed(0)
     _titok().eval().save_pretrained(model)
     files = _image_set(tmp_path / "imgs", 5)
     ref = _local_tokens(model, files, tmp_path, batch_size=2)
+    capfd.readouterr()
     assert gentok_cli(["encode", "--engine", "ray", "--model", str(model), str(tmp_path / "imgs"), "--out",
                        str(tmp_path / "ray"), "--batch-size", "2"]) == 0
+    # a successful run prints its summary and nothing of Ray's (no notices, no error-level lines)
+    out = capfd.readouterr()
+    assert out.err == "" and out.out.startswith("encoded 5 file(s) on ray"), out
     _check_rows(tmp_path / "ray", ref, files)
 
 

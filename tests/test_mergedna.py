@@ -260,7 +260,7 @@ def test_cli_round_trip_keeps_headers_case_and_n(trained, tmp_path):
     # --batch-size 1: every file is its own batch, so the CLI zero-pads the record tables when it joins them
     assert cli(["encode", "--model", str(tmp_path / "m"), *inputs, "--out", str(tmp_path / "t.safetensors"),
                 "--batch-size", "1"]) == 0
-    tokens, _ = Tokens.load(tmp_path / "t.safetensors")
+    tokens = Tokens.load(tmp_path / "t.safetensors")
     assert len(tokens) == 3 and tokens.meta["window"] == TINY.window
     assert cli(["decode", "--model", str(tmp_path / "m"), str(tmp_path / "t.safetensors"),
                 "--out", str(tmp_path / "out"), "--batch-size", "2"]) == 0

@@ -152,7 +152,7 @@ def test_cli_encode_decode_info(tmp_path, crops, capsys):
     from gentok.data.images import load_image
 
     api = m.decode(m.encode(paths))
-    tokens, header = Tokens.load(tmp_path / "t.safetensors")
+    tokens, header = Tokens.load_with_header(tmp_path / "t.safetensors")
     assert torch.equal(tokens.ids, m.encode(paths).ids) and header["names"] == ["img0.png", "img1.png", "img2.png"]
     assert torch.allclose(load_image(decoded[1]), api[1], atol=1 / 255 + 1e-6)
     assert cli(["info", str(tmp_path / "tok")]) == 0

@@ -273,7 +273,7 @@ def test_cli_round_trip(case, tmp_path, capsys):
     for prefix, words in unit.items():
         if name.startswith(prefix):
             assert words in printed, printed
-    tokens, header = Tokens.load(out)
+    tokens, header = Tokens.load_with_header(out)
     assert header["names"] == [f.name for f in files] and header["model_type"] == tok.model_type
     _check_tokens(tok, tokens)
     direct = tok.encode_files(files)

@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gentok.cli.errors import UsageError
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.training import FitResult, TrainConfig, fit, latest_checkpoint, lr_at
 from gentok.training import trackers
 from gentok.training.fit import EpochShuffle
-from gentok.training.recipe import apply_overrides, recipe_parser
 from gentok.training.threads import choose_num_threads
 from gentok.training.trackers import requested_trackers
 
@@ -134,7 +135,7 @@ def test_missing_or_unknown_tracker_is_one_clear_error(monkeypatch, tmp_path):
         fit(torch.nn.Linear(2, 2), [torch.zeros(2)] * 4, TrainConfig(output_dir=str(tmp_path), log_with="tensorboard"))
     assert not tmp_path.joinpath("checkpoints").exists()
     args = recipe_parser("x", {"p": None}, "p", str(tmp_path)).parse_args(["--set", "train.log_with=tensorboard"])
-    with pytest.raises(SystemExit, match="^train.log_with asks for 'tensorboard'.*pip install tensorboard"):
+    with pytest.raises(UsageError, match="^train.log_with asks for 'tensorboard'.*pip install tensorboard"):
         apply_overrides(TrainConfig(), TrainConfig(), args)
 
 

@@ -256,9 +256,10 @@ def _by_prefix(model, images: Tensor, ids: Tensor, full: Tensor, batch_size: int
 
 # -- write ----------------------------------------------------------------------------------------------------------
 def write_report(report: dict, model, dataset, output_dir: str, n_show: int = 8) -> dict:
-    """Write eval.json, reconstructions.png (rows: originals, reconstructions, equal-bit baseline; the first columns
-    are whole photographs when the set labels its scales, then crops) and, where prefixes decode, prefixes.png (each
-    row one image: original, then decoded from 1, 2, 4, ..., K tokens); print a one-screen summary. `model` and
+    """Write eval.json, reconstructions.png (rows: originals, reconstructions, equal-bit baseline, labelled on the
+    left; the first columns are whole photographs when the set labels its scales, then crops, labelled on top) and,
+    where prefixes decode, prefixes.png (each row one image: original, then decoded from 1, 2, 4, ..., K tokens, the
+    columns labelled); print a one-screen summary. `model` and
     `dataset` are what `report` measured (the summary names the model). Returns the JSON-able report."""
     out = Path(output_dir)
     tensors = report.pop("_tensors")
@@ -266,11 +267,14 @@ def write_report(report: dict, model, dataset, output_dir: str, n_show: int = 8)
     report["grid_scales"] = [tensors["scales"][i] for i in show] if "scales" in tensors else None
     images = tensors["images"][show]
     report["grid"] = str(save_grid([images, tensors["recon"][show], tensors["baseline"][show]],
-                                   out / "reconstructions.png"))
+                                   out / "reconstructions.png",
+                                   row_labels=["held-out", "reconstruction", "equal-bit baseline"],
+                                   col_labels=report["grid_scales"]))
     if "prefixes" in tensors:
         recons = {k: v[show] for k, v in tensors["prefixes"].items()}
         rows = [torch.stack([images[i]] + [recons[k][i] for k in sorted(recons)]) for i in range(len(images))]
-        report["prefix_grid"] = str(save_grid(rows, out / "prefixes.png"))
+        report["prefix_grid"] = str(save_grid(rows, out / "prefixes.png", row_labels=report["grid_scales"],
+                                              col_labels=["held-out"] + [f"{k} tok" for k in sorted(recons)]))
     atomic_write_json(out / "eval.json", report)
     print(_summary(report, getattr(model, "model_type", None) or type(model).__name__, out))
     return report

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from gentok.checkpoint import PretrainedMixin
 from gentok.generators.cache import KVCache
 
-__all__ = ["Generator", "KVCache"]  # KVCache lives in gentok.generators.cache; it is part of this contract
+__all__ = ["Generator", "KVCache", "check_generator"]  # KVCache lives in gentok.generators.cache; it is part of this contract
 
 
 class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
@@ -37,3 +37,16 @@ class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
         """Token ids (b, n) (+ family-specific layout) -> logits (b, q, vocab_size)."""
+
+
+def check_generator(model, role: str = "model") -> Generator:
+    """`model` itself when it is a `Generator`; else a `ValueError` naming what was passed and what is needed (a
+    sampler's first check: a tokenizer handed to `generate` would otherwise fail deep inside with an AttributeError)."""
+    if isinstance(model, Generator):
+        return model
+    name = type(model).__name__
+    if hasattr(model, "encode") and hasattr(model, "decode"):
+        raise ValueError(f"{role} is a {name} tokenizer, not a generator: sampling needs a sequence model over its "
+                         "tokens (e.g. an ARTransformer or ASARM trained by recipes/generator.py, or "
+                         "gentok.load(<generator dir>)); the tokenizer then decodes the sampled ids")
+    raise ValueError(f"{role} must be a gentok generator (ARTransformer, ASARM, ...), got {name}")

@@ -151,23 +151,11 @@ def tokenizer_of(model: nn.Module) -> nn.Module:
     return model.tokenizer if isinstance(model, AdversarialTraining) else model
 
 
-# -- what the image recipes call ------------------------------------------------------------------------------------
-def add_adversarial_arguments(parser):
-    """The image recipes' `--gan-*` flags; the adversarial loss is off unless `--gan-weight` is above 0."""
-    parser.add_argument("--gan-weight", type=float, default=0.0,
-                        help="adversarial loss weight x adaptive weight (0 = off; 0.1 as TiTok/MaskGIT)")
-    parser.add_argument("--gan-start", type=int, default=None, metavar="STEPS",
-                        help="optimizer steps of reconstruction-only training first (default: half of max-steps)")
-    parser.add_argument("--gan-channels", type=int, default=PatchDiscriminatorConfig.channels,
-                        help="discriminator width (first layer)")
-    parser.add_argument("--gan-layers", type=int, default=PatchDiscriminatorConfig.layers,
-                        help="discriminator stride-2 layers")
-    return parser
-
-
+# -- what the image recipes call (their `--gan-*` flags live in gentok.cli.recipe_args) ------------------------
 def with_adversary(tokenizer: nn.Module, args, train_cfg) -> tuple[nn.Module, dict]:
     """(the module `fit` should train, its JSON config for the run metadata): `tokenizer` itself when
-    `--gan-weight` is 0, else an `AdversarialTraining` wrapper. Bad values exit with a one-line message."""
+    `--gan-weight` is 0, else an `AdversarialTraining` wrapper. `args` holds the `--gan-*` values
+    (`gentok.cli.recipe_args.add_adversarial_arguments`). Bad values raise a one-line `ValueError`."""
     if args.gan_weight <= 0:
         return tokenizer, {}
     steps = args.gan_start if args.gan_start is not None else train_cfg.max_steps // 2
@@ -176,7 +164,7 @@ def with_adversary(tokenizer: nn.Module, args, train_cfg) -> tuple[nn.Module, di
                                 disc=PatchDiscriminatorConfig(channels=args.gan_channels, layers=args.gan_layers))
         model = AdversarialTraining(tokenizer, cfg)
     except ValueError as e:
-        raise SystemExit(f"invalid adversarial configuration: {e}") from None
+        raise ValueError(f"invalid adversarial configuration: {e}") from None
     return model, {"adversarial": {**to_dict(cfg), "start_steps": steps}}
 
 

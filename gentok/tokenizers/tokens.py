@@ -141,7 +141,12 @@ class Tokens:
         atomic_write_bytes(path, self.to_bytes(header))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> tuple[Tokens, dict]:
+    def load(cls, path: str | os.PathLike) -> Tokens:
+        """Read a token file written by `save` (`load_with_header` also returns its header)."""
+        return cls.load_with_header(path)[0]
+
+    @classmethod
+    def load_with_header(cls, path: str | os.PathLike) -> tuple[Tokens, dict]:
         """Read a token file written by `save`; returns the tokens and the header (e.g. file names, model type)."""
         tensors, meta, header = _read_file(path, "ids")
         if "ids" not in tensors or "lengths" not in tensors:
@@ -213,7 +218,12 @@ class Latents:
         atomic_write_bytes(path, self.to_bytes(header))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> tuple[Latents, dict]:
+    def load(cls, path: str | os.PathLike) -> Latents:
+        """Read a latents file written by `save` (`load_with_header` also returns its header)."""
+        return cls.load_with_header(path)[0]
+
+    @classmethod
+    def load_with_header(cls, path: str | os.PathLike) -> tuple[Latents, dict]:
         """Read a latents file written by `save`; returns the latents and the header."""
         tensors, meta, header = _read_file(path, "latents")
         if "values" not in tensors:
@@ -223,7 +233,7 @@ class Latents:
 
 def read_token_file(path: str | os.PathLike) -> tuple[Tokens | Latents, dict]:
     """Read a token file of either kind: `Tokens` (ids) or `Latents` (continuous), and its header."""
-    return (Latents if _file_kind(path) == "latents" else Tokens).load(path)
+    return (Latents if _file_kind(path) == "latents" else Tokens).load_with_header(path)
 
 
 def _file_bytes(tensors: dict[str, torch.Tensor], kind: str, meta: dict, header: dict | None) -> bytes:

@@ -4,8 +4,11 @@ prepare -> for each micro-batch: accumulate / backward / clip / step -> EMA -> l
 (`save_state` + `metadata.json`, written last so a killed save is never resumed from) -> final `save_pretrained`.
 A rerun with the same output directory resumes from the newest complete checkpoint and, on CPU with a fixed seed,
 ends with bit-identical parameters to an uninterrupted run: the data order is a pure function of (seed, epoch) and
-the RNG states travel with the checkpoint. (Recipes seed the global RNGs before they build the model, in
-`gentok.training.recipe.apply_overrides`; a library caller seeds before building its model for the same promise.)
+the RNG states travel with the checkpoint. A rerun with a larger `max_steps` continues the run; one with a smaller
+`max_steps` than the checkpoint's step is refused with a `ValueError` saying what to do (the weights are already past
+that step, trained on the longer learning-rate schedule, so neither "done" nor silently training on would be true).
+(Recipes seed the global RNGs before they build the model, in
+`gentok.cli.recipe_args.apply_overrides`; a library caller seeds before building its model for the same promise.)
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def fit(
     """
     start = time.time()
     out_dir = Path(config.output_dir)
+    _check_resume(out_dir, config.max_steps)
     trackers = requested_trackers(config.log_with)  # before any work: a missing package is a one-line error
     threads, threads_why = apply_num_threads(config.num_threads)
     accelerator = Accelerator(
@@ -267,6 +271,18 @@ def fit(
     if accelerator.is_main_process and config.progress:
         _summary(out_dir, step, seconds, eval_metrics)
     return FitResult(raw, step, eval_metrics, {}, seconds, is_main_process=accelerator.is_main_process)
+
+
+def _check_resume(out_dir: Path, max_steps: int) -> None:
+    """Refuse to resume a run whose newest checkpoint is past `max_steps` (before any work starts)."""
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is None:
+        return
+    step = int(json.loads((ckpt / METADATA).read_text())["step"])
+    if step > max_steps:
+        raise ValueError(f"{out_dir} already holds a run trained to step {step}, past max_steps {max_steps}: rerun "
+                         f"with --max-steps {step} or more to continue it, or choose a new --output-dir (or delete "
+                         f"{out_dir / 'checkpoints'}) to train {max_steps} steps from scratch")
 
 
 def _evaluate(accelerator, raw, ema, eval_data, config, loss_fn, eval_fn, collate_fn) -> dict:

@@ -70,17 +70,28 @@ def check_images(x: Tensor, size: int, channels: int = 3) -> Tensor:
 
 def save_png(image: Tensor, path: str | os.PathLike) -> Path:
     """Write a (3, H, W) tensor in [0, 1] as a PNG, atomically."""
+    return _write_png(Image.fromarray(_to_uint8(image)), path)
+
+
+def _to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _write_png(image: Image.Image, path: str | os.PathLike) -> Path:
     import io
 
-    arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    image.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
-def save_grid(rows: list[Tensor], path: str | os.PathLike, pad: int = 2) -> Path:
-    """Save rows of images (each (n, 3, H, W), same n) as one PNG grid."""
+def save_grid(rows: list[Tensor], path: str | os.PathLike, pad: int = 2, row_labels: list[str] | None = None,
+              col_labels: list[str] | None = None) -> Path:
+    """Save rows of images (each (n, 3, H, W), same n) as one PNG grid, optionally labelled: `row_labels` (one per
+    row) are written left of the rows, `col_labels` (one per column) above the columns, so a reader can tell e.g.
+    originals, reconstructions and baseline apart. Without labels the PNG is the bare grid."""
     n = rows[0].shape[0]
     h, w = rows[0].shape[-2:]
     grid = torch.ones(3, len(rows) * (h + pad) + pad, n * (w + pad) + pad)
@@ -88,7 +99,32 @@ def save_grid(rows: list[Tensor], path: str | os.PathLike, pad: int = 2) -> Path
         for c in range(n):
             y, x = pad + r * (h + pad), pad + c * (w + pad)
             grid[:, y:y + h, x:x + w] = row[c].detach().float().clamp(0, 1).cpu()
-    return save_png(grid, path)
+    if row_labels is None and col_labels is None:
+        return save_png(grid, path)
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"save_grid: {len(row_labels)} row labels for {len(rows)} rows")
+    if col_labels is not None and len(col_labels) != n:
+        raise ValueError(f"save_grid: {len(col_labels)} column labels for {n} columns")
+    return _write_png(_labelled(Image.fromarray(_to_uint8(grid)), h, w, pad, row_labels, col_labels), path)
+
+
+def _labelled(grid: Image.Image, h: int, w: int, pad: int, row_labels, col_labels) -> Image.Image:
+    """`grid` on a white canvas with a label column on the left and a label row on top."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 2 * pad + max((measure.textlength(t, font=font) for t in row_labels), default=0) if row_labels else 0
+    top = 11 + 2 * pad if col_labels else 0
+    canvas = Image.new("RGB", (grid.width + int(left), grid.height + top), "white")
+    canvas.paste(grid, (int(left), top))
+    draw = ImageDraw.Draw(canvas)
+    ink = (40, 40, 40)
+    for r, text in enumerate(row_labels or []):
+        draw.text((pad, top + pad + r * (h + pad) + h / 2), text, fill=ink, font=font, anchor="lm")
+    for c, text in enumerate(col_labels or []):
+        draw.text((int(left) + pad + c * (w + pad) + w / 2, pad), text, fill=ink, font=font, anchor="mt")
+    return canvas
 
 
 class ImageAssetsMixin:

@@ -1,24 +1,30 @@
 """`gentok` command line: encode assets to tokens, decode tokens to assets, describe a checkpoint.
 
-    gentok encode --model DIR FILE... --out tokens.safetensors [--option steps=8]
+    gentok encode --model DIR FILE... --out tokens.safetensors [--option KEY=VALUE]
     gentok encode --engine ray|spark|local --model DIR FOLDER_OR_FILE... --out tokens/   # Parquet rows, resumable
     gentok decode --model DIR tokens.safetensors --out DIR
     gentok info DIR
+    gentok --version
 
 The CLI is modality-blind: each tokenizer reads and writes its own files (`encode_files` / `decode_to_files`), and
 the token file is the same `Tokens` file for every family (`gentok/tokenizers/tokens.py`); a VAE tokenizer's file
 holds its continuous `Latents` in that format instead.
+
+Errors follow the one policy of gentok's entry points (`gentok.cli.errors`): a user mistake is one line on stderr
+and exit status 2; `--debug` or `GENTOK_DEBUG=1` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
 
-from gentok.checkpoint import CheckpointError, is_gentok_checkpoint, read_config
+from gentok.checkpoint import is_gentok_checkpoint, read_config
+from gentok.cli.errors import DEBUG_ENV, DEBUG_FLAG, UsageError, call
 from gentok.hub import load
 
 
@@ -36,6 +42,45 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
+def _option_names(method, positional: int) -> tuple[set[str], bool]:
+    """(the keyword options `method` takes after its first `positional` arguments, whether it also takes **kw)."""
+    names, more = set(), False
+    for i, p in enumerate(inspect.signature(method).parameters.values()):
+        if p.kind is p.VAR_KEYWORD:
+            more = True
+        elif i >= positional and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.add(p.name)
+    return names, more
+
+
+def _check_options(tok, options: dict, command: str) -> None:
+    """Refuse option keys the tokenizer's `encode_files` / `decode_to_files` and the `encode` / `decode` they pass
+    their other options to do not take, naming the ones they do."""
+    files, core, skip = ((tok.encode_files, tok.encode, 1) if command == "encode" else
+                         (tok.decode_to_files, tok.decode, 3))
+    known, more = _option_names(files, skip)
+    if more:
+        inner, more = _option_names(core, 1)
+        known |= inner
+    if more:  # the tokenizer's own method takes any keyword: it checks them itself
+        return
+    unknown = sorted(set(options) - known)
+    if unknown:
+        takes = f"its options: {', '.join(sorted(known))}" if known else "it takes no options"
+        raise UsageError(f"--option {', '.join(unknown)}: {type(tok).__name__}'s {command} does not take "
+                         f"{'this option' if len(unknown) == 1 else 'these options'}; {takes}")
+
+
+def _check_inputs(paths: list[str]) -> None:
+    folders = [p for p in paths if os.path.isdir(p)]
+    if folders:
+        raise UsageError(f"{folders[0]} is a folder: encode reads files, so pass them (a shell glob such as "
+                         f"{os.path.join(folders[0], '*')}) or add --engine local to encode a whole folder into Parquet")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UsageError(f"input file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
+
+
 def _encode(args) -> int:
     from tqdm.auto import tqdm
 
@@ -43,11 +88,14 @@ def _encode(args) -> int:
 
     if args.engine:
         return _encode_on_engine(args)
+    _check_inputs(args.inputs)
+    if os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a directory; encode writes one token file: name a file, e.g. "
+                         f"--out {os.path.join(args.out, 'tokens.safetensors')} (or add --engine local for Parquet "
+                         "files in a directory)")
     tok = load(args.model)
     options = _options(args.option)
-    missing = [p for p in args.inputs if not os.path.isfile(p)]
-    if missing:
-        raise ValueError(f"input files not found: {', '.join(missing)}")
+    _check_options(tok, options, "encode")
     parts = []
     starts = range(0, len(args.inputs), args.batch_size)
     for start in tqdm(starts, desc="encode", unit="batch", disable=len(starts) < 2):
@@ -84,8 +132,14 @@ def _decode(args) -> int:
 
     from gentok.tokenizers.tokens import read_token_file
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file; decode writes one file per item into a directory: name a "
+                         "new or existing directory")
+    if not os.path.isfile(args.tokens):
+        raise UsageError(f"token file {args.tokens} not found (write one with `gentok encode`)")
     tok = load(args.model)
     options = _options(args.option)
+    _check_options(tok, options, "decode")
     tokens, header = read_token_file(args.tokens)  # Tokens, or Latents for a VAE tokenizer
     if header.get("model_type") and header["model_type"] != tok.model_type:
         raise ValueError(f"{args.tokens} was encoded by a {header['model_type']!r} model, not {tok.model_type!r}")
@@ -127,7 +181,12 @@ def _info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gentok import __version__
+
     p = argparse.ArgumentParser(prog="gentok", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"gentok {__version__}")
+    p.add_argument(DEBUG_FLAG, action="store_true",
+                   help=f"show the traceback of an error (also: {DEBUG_ENV}=1 in the environment)")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("encode", help="files -> tokens.safetensors")
     e.add_argument("--model", required=True, help="a gentok model directory (config.json + model.safetensors)")
@@ -159,13 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ValueError, CheckpointError) as e:
-        print(f"gentok {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return args.fn(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `gentok` command (console script): run `argv` (default `sys.argv[1:]`) under the one error policy
+    (`gentok.cli.errors`) and return the exit status: 0, or 2 after the one line of a user mistake."""
+    return call(_run, argv, prog="gentok")
 
 
 if __name__ == "__main__":
