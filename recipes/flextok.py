@@ -18,14 +18,8 @@ from __future__ import annotations
 
 import sys
 
-from gentok.data.images import (
-    RECIPE_COLOR_JITTER,
-    RECIPE_SCALES,
-    add_data_arguments,
-    data_options,
-    default_image_data,
-    describe_data,
-)
+from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
+from gentok.data.images import default_image_data
 from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
 from gentok.training import TrainConfig, fit

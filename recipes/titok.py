@@ -20,15 +20,9 @@ import sys
 from gentok.losses.gan import add_adversarial_arguments, tokenizer_eval, tokenizer_of, with_adversary
 
 import gentok
+from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.config import replace
-from gentok.data.images import (
-    RECIPE_COLOR_JITTER,
-    RECIPE_SCALES,
-    add_data_arguments,
-    data_options,
-    default_image_data,
-    describe_data,
-)
+from gentok.data.images import default_image_data
 from gentok.evaluation.image import evaluate_image_tokenizer, image_eval_fn, write_report
 from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig, fit
