@@ -144,6 +144,9 @@ class ImageStream(IterableDataset):
     def __iter__(self) -> Iterator:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # the loader asks its workers in turn starting with worker 0, and global batch k belongs to logical worker
+        # k mod workers: a loader resumed at batch `start` begins with logical worker start mod workers
+        worker = (worker + self._start) % workers
         reader, readers = self._rank * workers + worker, self._world * workers
         if self._batch is None:  # plain iteration: single items, no resume
             yield from self._items(reader, readers, 0)
@@ -201,8 +204,13 @@ class StreamLoader:
         pin = self.device is not None and self.device.type == "cuda"
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=pin,
                             multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None)
-        for batch in loader:
-            yield send_to_device(batch, self.device, non_blocking=pin) if self.device is not None else batch
+        try:
+            for batch in loader:
+                yield send_to_device(batch, self.device, non_blocking=pin) if self.device is not None else batch
+        finally:  # the training loop stopped reading: say what was skipped on the way
+            if self.stream.skipped.value:
+                print(f"data: {self.stream.skipped.value} unreadable record(s) skipped by process "
+                      f"{self.stream._rank}", file=sys.stderr, flush=True)
 
 
 # -- the held-out set -----------------------------------------------------------------------------------------------
