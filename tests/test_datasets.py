@@ -242,3 +242,68 @@ def test_titok_recipe_on_tar_shards_with_two_processes(tmp_path):
     meta = json.loads((out / "checkpoints" / "step-00000003" / "metadata.json").read_text())
     assert meta["num_processes"] == 2 and (out / "model" / "model.safetensors").is_file()
     assert json.loads((out / "eval.json").read_text())["images"] == 4  # the held-out shard's 4 images
+
+
+def test_audio_folders_and_tar_shards_read_the_same_clips(tmp_path):
+    import soundfile as sf
+
+    from gentok.data.audio import default_audio_data, user_clips
+
+    rng = np.random.default_rng(0)
+    waves = [rng.uniform(-0.5, 0.5, 800 + 100 * i).astype(np.float32) for i in range(6)]
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    for i, w in enumerate(waves):
+        sf.write(folder / f"{i}.{'wav' if i % 2 else 'flac'}", w, 8000, subtype="PCM_16")
+    (folder / "9.wav").write_bytes(b"RIFF broken")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for s in range(2):
+        with tarfile.open(shards / f"a-{s}.tar", "w") as tar:
+            for i in range(3 * s, 3 * s + 3):
+                tar.add(folder / f"{i}.{'wav' if i % 2 else 'flac'}", arcname=f"{i:04d}.{'wav' if i % 2 else 'flac'}")
+            if s == 1:
+                tar.add(folder / "9.wav", arcname="0009.wav")
+    a, what_a = user_clips(str(folder), 8000)
+    b, what_b = user_clips(str(shards / "a-{0..1}.tar"), 8000)
+    assert len(a) == len(b) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.abs(x - w).max() < 1e-3 for x, w in zip(a, waves))  # 16-bit files hold the waves
+    assert "1 unreadable skipped" in what_a and "1 unreadable skipped" in what_b and "tar shards" in what_b
+    train, held, source = default_audio_data(8000, str(shards), segment=400, train_crops=10, eval_crops=4)
+    assert len(train) == 10 and train[0].shape == (400,) and "6 clips" in source
+
+
+@pytest.mark.parametrize("size,patch", [(64, 16), (96, 16), (64, 8), (96, 8)])
+def test_titok_trains_at_any_multiple_of_its_patch_size(size, patch):
+    from gentok.tokenizers.image.titok import TiTok, TiTokConfig
+
+    cfg = TiTokConfig(image_size=size, patch_size=patch, num_tokens=4, width=32, enc_depth=1, dec_depth=1, heads=2)
+    model = TiTok(cfg)
+    train, _ = default_image_data(size, train_length=2, eval_length=2)  # the bundled photographs at this size
+    x = torch.stack([train[0], train[1]])
+    out = model(x)
+    out.loss.backward()
+    assert out.recon.shape == (2, 3, size, size) and torch.isfinite(out.loss)
+    assert model.decode(model.encode(x)).shape == (2, 3, size, size)
+
+
+def test_a_size_off_the_patch_grid_fails_clearly():
+    from gentok.tokenizers.image.titok import TiTokConfig
+
+    with pytest.raises(ValueError, match="image_size 100 is not a multiple of patch_size 16"):
+        TiTokConfig(image_size=100, patch_size=16)
+    log = _run([sys.executable, "recipes/titok.py", "--set", "model.image_size=100", "--max-steps", "1"], expect=1)
+    assert "image_size 100 is not a multiple of patch_size 16" in log and "Traceback" not in log
+
+
+def test_encode_on_files_uses_the_evaluation_view(tmp_path):
+    from gentok.data.photos import load_image
+    from gentok.tokenizers.image.assets import to_image_batch
+
+    for i, shape in enumerate([(30, 47, 3), (50, 20, 3), (10, 13, 3)]):  # wide, tall, smaller than the model size
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8)).save(path)
+        image = load_image(path)
+        assert torch.equal(to_image_batch([str(path)], 16)[0], eval_view(image, 16))
+        whole = TrainViews(16, "whole", flip=False)(image, torch.Generator().manual_seed(0))
+        assert whole.shape == eval_view(image, 16).shape == (3, 16, 16)
