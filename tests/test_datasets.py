@@ -307,3 +307,23 @@ def test_encode_on_files_uses_the_evaluation_view(tmp_path):
         assert torch.equal(to_image_batch([str(path)], 16)[0], eval_view(image, 16))
         whole = TrainViews(16, "whole", flip=False)(image, torch.Generator().manual_seed(0))
         assert whole.shape == eval_view(image, 16).shape == (3, 16, 16)
+
+
+def test_batch_encode_reads_dataset_records_like_files(tmp_path, forms):
+    from gentok.engines import encode_to_parquet, expand_inputs, read_encoded
+    from gentok.tokenizers.image.titok import TiTok, TiTokConfig
+
+    torch.manual_seed(0)
+    TiTok(TiTokConfig(image_size=16, patch_size=8, num_tokens=4, width=32, enc_depth=1, dec_depth=1,
+                      heads=2)).eval().save_pretrained(tmp_path / "m")
+    tars = expand_inputs([forms["webdataset"]])
+    assert len(tars) == N and tars[0].endswith("train-000.tar#tar:0:0")
+    assert len(expand_inputs([forms["parquet"]])) == len(expand_inputs([forms["hf"]])) == N
+    files = expand_inputs([forms["folder"]])
+    encode_to_parquet(tmp_path / "m", files, tmp_path / "files", engine="local", batch_size=5)
+    encode_to_parquet(tmp_path / "m", [forms["webdataset"]], tmp_path / "tars", engine="local", batch_size=5)
+    encode_to_parquet(tmp_path / "m", [forms["hf"]], tmp_path / "hf", engine="local", batch_size=5)
+    a, _ = read_encoded(tmp_path / "files")
+    for out in ("tars", "hf"):  # the same images in the same order (record i is image i)
+        b, sources = read_encoded(tmp_path / out)
+        assert torch.equal(a.ids, b.ids) and len(sources) == N

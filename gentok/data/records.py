@@ -118,7 +118,7 @@ def detect_format(data: str) -> str:
 
 def find_dataset(data: str, form: str | None = None) -> Layout:
     """The shards of `data` in `form` (detected when None); held-out shards per form: the `val` split of an ImageFolder
-    tree or `DatasetDict` when there is one, otherwise the last shard (the last images of each class for an
+    tree or `DatasetDict` when there is one, otherwise the last shard (every 5th image of each class for an
     ImageFolder tree without a split)."""
     form = form or detect_format(data)
     if form not in FORMATS or form == "folder":
@@ -126,11 +126,24 @@ def find_dataset(data: str, form: str | None = None) -> Layout:
     return {"imagefolder": _imagefolder, "webdataset": _webdataset, "parquet": _parquet, "hf": _hf}[form](data)
 
 
+def all_shards(data: str, form: str | None = None) -> list[Shard]:
+    """Every shard of the tar, Parquet or `save_to_disk` dataset `data`, in order, nothing held out (batch encoding)."""
+    form = form or detect_format(data)
+    if form not in ("webdataset", "parquet", "hf"):
+        raise ValueError(f"expected tar shards, Parquet or a save_to_disk folder, got a {form} ({data})")
+    layout = {"webdataset": _webdataset, "parquet": _parquet, "hf": _hf}[form](data, hold_out=False)
+    return list(layout.train + layout.held_out)
+
+
 def _is_tar(path: str) -> bool:
     return path.endswith((".tar", ".tar.gz", ".tgz")) and os.path.isfile(path)
 
 
-def _last_out(form: str, root: str, shards: list[Shard], classes=()) -> Layout:
+def _last_out(form: str, root: str, shards: list[Shard], classes=(), hold_out: bool = True) -> Layout:
+    if not hold_out:
+        if not shards:
+            raise ValueError(f"{root}: no shards")
+        return Layout(form, root, tuple(shards), (), tuple(classes))
     if len(shards) < 2:
         raise ValueError(f"{root}: {len(shards)} shard(s); a {form} dataset needs at least 2 (the last one is held "
                          "out for evaluation)")
@@ -173,14 +186,14 @@ def _imagefolder(data: str) -> Layout:
     return Layout("imagefolder", str(root), tuple(train), tuple(held), tuple(classes))
 
 
-def _webdataset(data: str) -> Layout:
+def _webdataset(data: str, hold_out: bool = True) -> Layout:
     paths = expand_pattern(data)
     if len(paths) == 1 and os.path.isdir(paths[0]):
         paths = sorted(str(p) for p in Path(paths[0]).iterdir() if _is_tar(str(p)))
-    return _last_out("webdataset", data, [Shard("tar", p) for p in paths if _is_tar(p)])
+    return _last_out("webdataset", data, [Shard("tar", p) for p in paths if _is_tar(p)], (), hold_out)
 
 
-def _parquet(data: str) -> Layout:
+def _parquet(data: str, hold_out: bool = True) -> Layout:
     paths = expand_pattern(data)
     if len(paths) == 1 and os.path.isdir(paths[0]):
         paths = sorted(str(p) for p in Path(paths[0]).iterdir() if p.suffix == ".parquet")
@@ -189,20 +202,20 @@ def _parquet(data: str) -> Layout:
         meta = pq.ParquetFile(p).metadata
         shards += [Shard("parquet", p, g) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
     classes = _hf_classes(pq.read_schema(paths[0]).metadata) if paths else ()
-    return _last_out("parquet", data, shards, classes)
+    return _last_out("parquet", data, shards, classes, hold_out)
 
 
-def _hf(data: str) -> Layout:
+def _hf(data: str, hold_out: bool = True) -> Layout:
     root = Path(data)
     if (root / "dataset_dict.json").is_file():
         splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
         if "train" not in splits:
             raise ValueError(f"{root}: a DatasetDict without a 'train' split (splits: {', '.join(splits)})")
-        train = _hf(str(root / "train"))
+        train = _hf(str(root / "train"), hold_out)
         held_split = next((s for s in _EVAL_SPLITS if s in splits), None)
         if held_split is None:
             return train
-        held = _hf(str(root / held_split))
+        held = _hf(str(root / held_split), hold_out)
         return Layout("hf", str(root), train.train + train.held_out, held.train + held.held_out, train.classes)
     state = json.loads((root / "state.json").read_text())
     shards = []
@@ -213,7 +226,7 @@ def _hf(data: str) -> Layout:
         shards += [Shard("arrow", path, b) for b in range(batches)]
     info = root / "dataset_info.json"
     classes = _feature_classes(json.loads(info.read_text()).get("features", {})) if info.is_file() else ()
-    return _last_out("hf", str(root), shards, classes)
+    return _last_out("hf", str(root), shards, classes, hold_out)
 
 
 def _feature_classes(features: dict) -> tuple[str, ...]:
