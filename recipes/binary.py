@@ -11,9 +11,9 @@ reconstructions.png (originals / reconstructions / baseline). Rerunning with the
 
 from __future__ import annotations
 
+from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.cli.errors import run
 from gentok.cli.recipe_args import add_adversarial_arguments, apply_overrides, recipe_parser
-from gentok.data.images import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
 from gentok.training import TrainConfig
 from gentok.training.image_recipe import train_image_tokenizer

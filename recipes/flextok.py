@@ -16,9 +16,9 @@ checkpoint.
 
 from __future__ import annotations
 
+from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.cli.errors import run
 from gentok.cli.recipe_args import apply_overrides, recipe_parser
-from gentok.data.images import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
 from gentok.training import TrainConfig
 from gentok.training.image_recipe import train_image_tokenizer

@@ -24,8 +24,18 @@ from gentok.cli.errors import run
 from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.training import TrainConfig
 from recsys.models.recgpt import PRESETS, RecGPT
-from recsys.pipeline import (SASREC_CF_TRAIN, cf_source, data_help, item_embeddings, prepare, report, save_recommender,
-                             train_item_tokenizer, train_recommender, warm_items)
+from recsys.pipeline import (
+    SASREC_CF_TRAIN,
+    cf_source,
+    data_help,
+    item_embeddings,
+    prepare,
+    report,
+    save_recommender,
+    train_item_tokenizer,
+    train_recommender,
+    warm_items,
+)
 
 # collaborative item codes, CF weight 1: chosen on validation NDCG@10 (all 671 demo users, top-10 served lists) at a
 # budget of 50 training CPU-seconds: text codes 0.0034, collaborative codes with CF weight 0.3 / 1 / 3: 0.0081 /

@@ -20,8 +20,16 @@ from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.config import replace
 from gentok.training import TrainConfig
 from recsys.models.setrec import PRESETS, SETRec, choose_cf_weight
-from recsys.pipeline import (SASREC_CF_TRAIN, cf_source, data_help, item_embeddings, prepare, report, save_recommender,
-                             train_recommender)
+from recsys.pipeline import (
+    SASREC_CF_TRAIN,
+    cf_source,
+    data_help,
+    item_embeddings,
+    prepare,
+    report,
+    save_recommender,
+    train_recommender,
+)
 
 TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)

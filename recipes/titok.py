@@ -18,10 +18,10 @@ from __future__ import annotations
 from functools import partial
 
 import gentok
+from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.cli.errors import UsageError, run
 from gentok.cli.recipe_args import add_adversarial_arguments, apply_overrides, recipe_parser
 from gentok.config import replace
-from gentok.data.images import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig
 from gentok.training.image_recipe import train_image_tokenizer

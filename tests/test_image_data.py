@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gentok.data.images import (MATPLOTLIB_PHOTOS, SCALES, SKIMAGE_EVAL, SKIMAGE_TRAIN, SKLEARN_PHOTOS,
-                                HeldOutViews, MultiScaleCrops, Photo, add_data_arguments, bundled_photos, data_options,
-                                default_image_data, describe_data, format_scales, parse_scale_weights, parse_scales,
-                                split_by_source, view)
+from gentok.cli.data_args import add_data_arguments, data_options, describe_data
+from gentok.data.datasets import HeldOutViews, MultiScaleCrops
+from gentok.data.images import default_image_data
+from gentok.data.photos import (MATPLOTLIB_PHOTOS, SKIMAGE_EVAL, SKIMAGE_TRAIN, SKLEARN_PHOTOS, Photo, bundled_photos,
+                                split_by_source)
+from gentok.data.views import SCALES, format_scales, parse_scale_weights, parse_scales, view
 
 
 @pytest.fixture(scope="module")
@@ -140,22 +142,26 @@ def test_colour_augmentation(bundled):
 def test_data_flags(capsys):
     parser = add_data_arguments(argparse.ArgumentParser(), default="native:2,whole:1", color_jitter=0.1)
     args = parser.parse_args([])
+    streaming = {"data_format": None, "shuffle_buffer": 1000, "num_workers": None}
     assert data_options(args) == {"scales": {"native": 2.0, "whole": 1.0}, "channel_shuffle": 0.0,
-                                  "color_jitter": 0.1, "rotate": 0.0}
+                                  "color_jitter": 0.1, "rotate": 0.0, **streaming}
     assert describe_data(args)["scales"] == "native:2,whole:1"
     args = parser.parse_args(["--scales", "region", "--channel-shuffle", "0.25", "--color-jitter", "0",
-                              "--rotate", "0.5"])
+                              "--rotate", "0.5", "--data-format", "webdataset", "--shuffle-buffer", "7",
+                              "--data-workers", "0"])
     assert data_options(args) == {"scales": {"region": 1.0}, "channel_shuffle": 0.25, "color_jitter": 0.0,
-                                  "rotate": 0.5}
+                                  "rotate": 0.5, "data_format": "webdataset", "shuffle_buffer": 7, "num_workers": 0}
+    args.data_format = None
     train, _ = default_image_data(32, train_length=4, eval_length=2, **data_options(args))
     assert train.channel_shuffle == 0.25 and train.color_jitter == 0.0 and train.scales == ("region",)
     assert train.rotate == 0.5
     for bad in (["--channel-shuffle", "2"], ["--channel-shuffle", "x"], ["--color-jitter", "-0.1"],
-                ["--color-jitter", "nan"], ["--scales", "native:0"], ["--rotate", "-1"]):
+                ["--color-jitter", "nan"], ["--scales", "native:0"], ["--rotate", "-1"],
+                ["--shuffle-buffer", "0"], ["--data-workers", "-1"], ["--data-format", "zip"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
         err = capsys.readouterr().err
-        assert "expected" in err or "must be a positive number" in err
+        assert "expected" in err or "must be a positive number" in err or "invalid choice" in err
 
 
 def test_parse_scales():

@@ -287,7 +287,7 @@ def test_latents_file_round_trip_and_kinds(tmp_path):
 def test_vae_cli_encode_decode_info(tmp_path, capsys):
     from PIL import Image
 
-    from gentok.data.images import load_image
+    from gentok.data.photos import load_image
 
     model_dir = FIXTURES / "titok_bl64_vae_c16"
     images = _reference("titok_bl64_vae_c16")["images"]

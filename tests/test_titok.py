@@ -149,7 +149,7 @@ def test_cli_encode_decode_info(tmp_path, crops, capsys):
     decoded = sorted((tmp_path / "dec").glob("*.png"))
     assert [p.name for p in decoded] == ["img0.png", "img1.png", "img2.png"]
     # the files decode to what the API decodes
-    from gentok.data.images import load_image
+    from gentok.data.photos import load_image
 
     api = m.decode(m.encode(paths))
     tokens, header = Tokens.load_with_header(tmp_path / "t.safetensors")

@@ -1,13 +1,18 @@
 """Audio training data without downloads: speech synthesised with `espeak-ng` when it is installed (many sentences,
 several voices, speeds and pitches), otherwise speech-like and music-like signals generated in code; or the user's
-folder of WAV/FLAC files. Clips are cut into fixed-length random crops for training.
+folder of WAV/FLAC files or tar shards of them (WebDataset layout: paths, a folder of `.tar` files or a brace/glob
+pattern). A file that cannot be read is skipped and counted, never fatal. Clips are held in memory and cut into
+fixed-length random crops for training.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
+import sys
+import tarfile
 
 import numpy as np
 import soundfile as sf
@@ -16,7 +21,8 @@ from scipy.signal import lfilter, resample_poly
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from gentok.tokenizers.audio.assets import list_audio_files, read_audio
+from gentok.data.records import detect_format, expand_pattern
+from gentok.tokenizers.audio.assets import AUDIO_SUFFIXES, downmix, list_audio_files
 
 # vowel formants (F1, F2, F3) in Hz, roughly after Peterson & Barney
 _VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [660, 1720, 2410],
@@ -142,16 +148,74 @@ def synthetic_clips(n: int, seconds: float, sample_rate: int, seed: int) -> list
     return clips
 
 
-def folder_clips(directory, sample_rate: int) -> list[np.ndarray]:
-    """Every WAV/FLAC under `directory`, downmixed to mono and resampled to `sample_rate`."""
+def _resampled(wav: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    if sr == sample_rate:
+        return wav
+    g = np.gcd(sr, sample_rate)
+    return resample_poly(wav, sample_rate // g, sr // g).astype(np.float32)
+
+
+def decode_audio(data: bytes, name: str, sample_rate: int) -> np.ndarray:
+    """WAV/FLAC bytes -> float32 mono (channels averaged) at `sample_rate`; `ValueError` naming `name` when the bytes
+    are not readable audio or hold no samples."""
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError, TypeError) as e:
+        raise ValueError(f"cannot read audio {name}: {e}") from None
+    if wav.shape[0] == 0:
+        raise ValueError(f"audio {name} is empty")
+    return _resampled(downmix(wav, "mix", name), int(sr), sample_rate)
+
+
+def _skip(skipped: list | None, name: str, error: Exception) -> None:
+    if skipped is not None:
+        if len(skipped) < 5:
+            print(f"gentok: skipped unreadable audio {name}: {error}", file=sys.stderr, flush=True)
+        skipped.append(name)
+
+
+def folder_clips(directory, sample_rate: int, skipped: list | None = None) -> list[np.ndarray]:
+    """Every WAV/FLAC under `directory`, downmixed to mono and resampled to `sample_rate`; unreadable files are
+    skipped (their names appended to `skipped`)."""
     out = []
     for path in tqdm(list_audio_files(directory), desc="reading audio", leave=False):
-        wav, sr = read_audio(path, mono="mix")
-        if sr != sample_rate:
-            g = np.gcd(sr, sample_rate)
-            wav = resample_poly(wav, sample_rate // g, sr // g).astype(np.float32)
-        out.append(wav)
+        try:
+            out.append(decode_audio(path.read_bytes(), str(path), sample_rate))
+        except (ValueError, OSError) as e:
+            _skip(skipped, str(path), e)
     return out
+
+
+def tar_clips(data: str, sample_rate: int, skipped: list | None = None) -> list[np.ndarray]:
+    """Every WAV/FLAC member of the tar shards `data` (paths, a folder of `.tar` files or a brace/glob pattern), in
+    shard order, mono at `sample_rate`; unreadable members (and unreadable rests of shards) are skipped."""
+    paths = expand_pattern(data)
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        paths = sorted(os.path.join(paths[0], p) for p in os.listdir(paths[0]) if p.endswith((".tar", ".tar.gz")))
+    out = []
+    for path in paths:
+        name = os.path.basename(path)
+        try:
+            with tarfile.open(path, "r|*") as tar:
+                for member in tar:
+                    if member.isfile() and os.path.splitext(member.name)[1].lower() in AUDIO_SUFFIXES:
+                        try:
+                            out.append(decode_audio(tar.extractfile(member).read(), f"{name}:{member.name}",
+                                                    sample_rate))
+                        except ValueError as e:
+                            _skip(skipped, f"{name}:{member.name}", e)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            _skip(skipped, name, e)
+    return out
+
+
+def user_clips(data: str, sample_rate: int) -> tuple[list[np.ndarray], str]:
+    """(clips, description) of a folder or tar shards of WAV/FLAC files."""
+    skipped: list = []
+    shards = detect_format(data) == "webdataset"
+    clips = (tar_clips if shards else folder_clips)(data, sample_rate, skipped)
+    what = f"{len(clips)} clips from {'tar shards ' if shards else ''}{data}"
+    return clips, what + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
 
 
 class AudioCrops(Dataset):
@@ -182,8 +246,7 @@ def default_audio_data(sample_rate: int, data_dir=None, segment: int = 8000, tra
                        eval_crops: int = 64, seed: int = 0) -> tuple[AudioCrops, AudioCrops, str]:
     """(train crops, held-out crops, description). Held-out crops come from clips never used for training."""
     if data_dir is not None:
-        clips = folder_clips(data_dir, sample_rate)
-        source = f"{len(clips)} files from {data_dir}"
+        clips, source = user_clips(str(data_dir), sample_rate)
     elif espeak_available():
         clips = espeak_clips(400, sample_rate, seed)
         source = f"{len(clips)} espeak-ng sentences"

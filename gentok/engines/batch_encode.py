@@ -1,5 +1,6 @@
-"""Batch tokenization on an engine: asset files (a folder, or a list of files, of any family) -> a Parquet directory
-with one row per file, the same ids as `gentok encode` gives for the same inputs.
+"""Batch tokenization on an engine: asset files (a folder, or a list of files, of any family) or the records of image
+datasets (WebDataset tar shards, Parquet, `save_to_disk` folders) -> a Parquet directory with one row per file or
+record, the same ids as `gentok encode` gives for the same files (records go through the same file reader).
 
 Rows: `source` (the file's path as given), `index` (its position in the input list), `ids` (list<int64>: the item's
 ids without padding, flattened row-major from `shape`), `shape` (`[length]` for one codebook, `[length, q]` for q),
@@ -16,6 +17,7 @@ file. `_manifest.json`, written last, lists the parts of the finished run in inp
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from gentok.checkpoint import read_config
+from gentok.data.records import Shard, all_shards, detect_format, read_shard
 from gentok.engines.common import content_key, fault_plan, file_key, maybe_fail, runner
 from gentok.files import atomic_write_json, write_parquet_atomic
 from gentok.tokenizers.tokens import Tokens
@@ -35,12 +38,21 @@ MANIFEST = "_manifest.json"
 META_KEY = b"gentok.meta"
 
 
+RECORD = "#"  # a source inside a dataset file: "<shard file>#<kind>:<part>:<record index>"
+
+
 def expand_inputs(inputs) -> list[str]:
-    """Files and folders -> the list of files: folders give their files recursively in sorted order, skipping hidden
-    names (those starting with '.')."""
+    """Files, folders and image datasets -> the list of sources: folders give their files recursively in sorted order,
+    skipping hidden names (those starting with '.'); WebDataset tar shards, Parquet files and `save_to_disk` folders
+    (`gentok.data.records`; a brace/glob pattern is one input) give one source per record,
+    "<shard file>#<kind>:<part>:<index>"."""
     out, missing = [], []
     for p in map(Path, inputs):
-        if p.is_dir():
+        form = _dataset_form(str(p))
+        if form is not None:
+            for shard in all_shards(str(p), form):
+                out += [f"{shard.path}{RECORD}{shard.kind}:{shard.part}:{i}" for i, _ in enumerate(read_shard(shard))]
+        elif p.is_dir():
             out += sorted(str(f) for f in p.rglob("*")
                           if f.is_file() and not any(s.startswith(".") for s in f.relative_to(p).parts))
         elif p.is_file():
@@ -52,6 +64,52 @@ def expand_inputs(inputs) -> list[str]:
     if not out:
         raise ValueError(f"no input files in {', '.join(map(str, inputs))}")
     return out
+
+
+def _dataset_form(path: str) -> str | None:
+    """'webdataset', 'parquet' or 'hf' when `path` (or the pattern) is such a dataset, else None (files, folders)."""
+    try:
+        form = detect_format(path)
+    except ValueError:
+        return None
+    return form if form in ("webdataset", "parquet", "hf") else None
+
+
+def _source_key(source: str) -> list:
+    path, sep, where = source.partition(RECORD)
+    return file_key(path) + ([where] if sep else [])
+
+
+class _Materialized:
+    """The sources of one batch as files: records of dataset files are written to a temporary folder (one read of
+    each shard part), plain files stay where they are."""
+
+    def __init__(self, sources: list[str]):
+        self.sources, self.tmp = sources, None
+
+    def __enter__(self) -> list[str]:
+        wanted: dict[tuple, dict[int, int]] = {}
+        for j, src in enumerate(self.sources):
+            path, sep, where = src.partition(RECORD)
+            if sep:
+                kind, part, index = where.split(":")
+                wanted.setdefault((path, kind, int(part)), {})[int(index)] = j
+        paths = list(self.sources)
+        if wanted:
+            self.tmp = tempfile.TemporaryDirectory(prefix="gentok-records-")
+            for (path, kind, part), rows in wanted.items():
+                for i, rec in enumerate(read_shard(Shard(kind, path, part))):
+                    if i in rows:
+                        if rec.data is None:
+                            raise ValueError(f"{self.sources[rows[i]]}: {rec.error}")
+                        target = Path(self.tmp.name) / f"{rows[i]:06d}"
+                        target.write_bytes(rec.data)
+                        paths[rows[i]] = str(target)
+        return paths
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:
+            self.tmp.cleanup()
 
 
 def token_table(tokens: Tokens, sources: list[str], start: int) -> pa.Table:
@@ -85,8 +143,8 @@ class EncodeWorker:
         done = []
         for part, start, paths in zip(tasks["part"], tasks["start"], tasks["paths"]):
             paths = json.loads(paths)
-            with torch.no_grad():
-                tokens = self.tok.encode_files(paths, **self.options)
+            with torch.no_grad(), _Materialized(paths) as files:
+                tokens = self.tok.encode_files(files, **self.options)
             write_parquet_atomic(token_table(tokens, paths, int(start)), self.out_dir / f"part-{part}.parquet")
             maybe_fail(self.faults, "encode")
             done.append((part, len(paths)))
@@ -121,7 +179,7 @@ def encode_to_parquet(model, inputs, out_dir, engine: str = "ray", batch_size: i
     tasks = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        key = content_key(mkey, options, start, [file_key(p) for p in chunk])
+        key = content_key(mkey, options, start, [_source_key(p) for p in chunk])
         tasks.append({"part": key, "start": start, "paths": json.dumps(chunk)})
     todo = pd.DataFrame([t for t in tasks if not (out / f"part-{t['part']}.parquet").is_file()],
                         columns=["part", "start", "paths"]).astype({"start": "int64"})

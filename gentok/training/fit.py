@@ -137,7 +137,9 @@ def fit(
 
     Args:
         model: an `nn.Module` (with `save_pretrained` for the final save).
-        train_data: a map-style dataset; batches of `config.batch_size` per process.
+        train_data: a map-style dataset (batches of `config.batch_size` per process), or a stream with a
+            `loader(batch_size, rank, world, start, device, collate_fn)` method (`gentok.data.streams.ImageStream`)
+            giving process `rank`'s endless batches from its micro-batch `start` on.
         config: the loop's `TrainConfig`.
         eval_data: optional held-out dataset, evaluated every `config.eval_every` steps and at the end.
         loss_fn: `(model, batch) -> (loss, metrics)`; the default calls `model(batch)` and reads `.loss`/`.metrics`.
@@ -168,15 +170,22 @@ def fit(
         print(f"fit: {accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''} on "
               f"{accelerator.device.type}, {threads} CPU thread{'s' if threads > 1 else ''} per process "
               f"({threads_why}), seed {config.seed} -> {out_dir}", flush=True)
-    if len(train_data) < config.batch_size * accelerator.num_processes:
-        raise ValueError(f"train data has {len(train_data)} items, fewer than one batch per process")
-    sampler = EpochShuffle(len(train_data), config.seed)
-    loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers, collate_fn=collate_fn)
+    # a stream (gentok.data.streams) splits its shards over processes and workers and restarts at any micro-batch
+    # itself, so accelerate neither shards nor skips it
+    streaming = hasattr(train_data, "loader")
+    if not streaming:
+        if len(train_data) < config.batch_size * accelerator.num_processes:
+            raise ValueError(f"train data has {len(train_data)} items, fewer than one batch per process")
+        sampler = EpochShuffle(len(train_data), config.seed)
+        loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=config.num_workers, collate_fn=collate_fn)
     # the fused kernel is several times cheaper than per-tensor updates on CPU for small models
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas,
                                   fused=True)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if streaming:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     raw = accelerator.unwrap_model(model)
     ema = EMA(raw, config.ema_decay) if config.ema_decay > 0 else None
     full_config = {"train": to_dict(config), **(run_config or {})}
@@ -201,9 +210,13 @@ def fit(
         _truncate_jsonl(metrics_path, step)
         accelerator.init_trackers("gentok", config=_flat(full_config))
 
-    batches_per_epoch = len(loader)
     micro = step * config.grad_accum  # micro-batches consumed so far
-    epoch, skip = divmod(micro, batches_per_epoch)
+    if streaming:  # endless: one pass of the loop below, from micro-batch `micro` on
+        loader = train_data.loader(config.batch_size, accelerator.process_index, accelerator.num_processes,
+                                   start=micro, device=accelerator.device, collate_fn=collate_fn)
+        epoch, skip = 0, 0
+    else:
+        epoch, skip = divmod(micro, len(loader))
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and accelerator.is_main_process),
                desc="train", dynamic_ncols=True)
     eval_metrics: dict = {}
@@ -211,7 +224,8 @@ def fit(
     while step < config.max_steps:
         # accelerate's loaders re-seat the sampler's epoch from their own counter on every __iter__
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        epoch_loader.set_epoch(epoch)
+        if not streaming:
+            epoch_loader.set_epoch(epoch)
         skip = 0
         for batch in epoch_loader:
             # model randomness (dropout, masking, code restarts) is a pure function of (seed, micro-batch, rank), so

@@ -10,28 +10,17 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from gentok.data.images import load_image, to_tensor
+from gentok.data.photos import load_image, to_tensor
+from gentok.data.views import eval_view
 from gentok.files import atomic_write_bytes
-
-
-def _fit(im: Tensor, size: int) -> Tensor:
-    """Centre-crop to a square and resize to `size` (area filter when shrinking)."""
-    _, h, w = im.shape
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    im = im[:, y:y + s, x:x + s]
-    if s != size:
-        mode = "area" if s > size else "bicubic"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        im = torch.nn.functional.interpolate(im[None], size=(size, size), mode=mode, **kwargs)[0]
-    return im.clamp(0, 1)
 
 
 def to_image_batch(x, size: int, channels: int = 3) -> Tensor:
     """A float tensor (b, c, size, size) in [0, 1] from a tensor, a PIL image, a path, or a list of the latter two.
 
     Tensors must already have the model's size (a different size is an error, not a silent resize); PIL images and
-    files are centre-cropped and resized, since that is what a user handing over a photo expects.
+    files go through the evaluation view of `gentok.data.views` (shorter side to `size`, centre crop), since that
+    is what a user handing over a photo expects, and what held-out data gets.
     """
     if isinstance(x, Tensor):
         return check_images(x, size, channels)
@@ -48,7 +37,7 @@ def to_image_batch(x, size: int, channels: int = 3) -> Tensor:
             im = load_image(item)
         else:
             raise ValueError(f"expected a tensor, PIL image or image path, got {type(item).__name__}")
-        out.append(_fit(im, size))
+        out.append(eval_view(im, size))
     return torch.stack(out)
 
 
