@@ -99,6 +99,27 @@ def test_rar_heads_are_read_from_the_weights_and_a_wrong_override_is_refused():
         gentok.load(RAR_DIR / "rar_tiny.bin", heads=16)
 
 
+def test_hub_id_with_a_filename_offline_fails_at_once_naming_the_local_alternative(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gentok\ntry:\n    gentok.load('yucornetto/RAR', filename='rar_b.bin')\n"
+            "except gentok.CheckpointError as e:\n    print(e)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=60)
+    assert "not in the local Hugging Face cache" in out.stdout and "gentok.load('/path/to/rar_b.bin')" in out.stdout
+    with pytest.raises(CheckpointError, match="must name a .safetensors or .bin"):
+        gentok.load("yucornetto/RAR", filename="rar_b.pkl")
+
+
+def test_options_a_converter_does_not_take_are_refused():
+    with pytest.raises(CheckpointError, match=r"takes no option\(s\) \['depth'\]"):
+        gentok.load(RAR_DIR, depth=3)
+    with pytest.raises(CheckpointError, match=r"titok-official converter takes no option"):
+        gentok.load(FIXTURES / "titok_l32", heads=4)
+
+
 def test_rar_save_load_round_trip(tmp_path):
     ref, _ = _reference(RAR_DIR)
     model = rar()
