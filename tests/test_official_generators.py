@@ -342,3 +342,17 @@ def test_generate_errors_speak_to_the_user(tmp_path):
                 "--classes", "1,x", "--out", str(tmp_path / "y")])
     assert code == 2
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_rar_cache_with_ragged_rows_and_crop_matches_the_full_pass():
+    """What speculative and any-subset samplers do with a cache: rows at different lengths, rolled back by crop."""
+    ref, _ = _reference(RAR_DIR)
+    model, ids, cond = rar(), ref["ids"], ref["cond"]
+    with torch.no_grad():
+        full = model(ids, cond)
+        cache = model.new_cache()
+        model.decode(ids[:, :6], cache, cond)  # both rows: cls, class, 6 tokens
+        cache.crop([2 + 3, 2 + 6])  # row 0 rolls back to 3 tokens
+        step = model.decode(torch.stack([ids[0, 3:5], ids[1, 6:8]]), cache, cond)  # ragged: each from its own length
+    assert (step[0] - full[0, 4:6]).abs().max() < 1e-5
+    assert (step[1] - full[1, 7:9]).abs().max() < 1e-5
