@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official"
 RAR_DIR = FIXTURES / "rar_tiny"
 MASKGIT = {"maskgit_vit_tiny": MaskGITBert, "maskgit_uvit_tiny": MaskGITUViT}
-OURS = {"generator-rar": "gentok.pretrained.rar", "generator-titok-maskgit": "gentok.pretrained.titok_generator"}
+OURS = {"generator-rar": "gentok.pretrained.rar", "generator-titok-maskgit": "gentok.pretrained.titok_generator",
+        "maskgit-vqgan-official": "gentok.pretrained.vqgan"}
+VQGAN_DIR = FIXTURES / "maskgit_vqgan_tiny"
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +48,11 @@ def _reference(d: Path):
 def test_entry_points_are_declared():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     assert {k: meta["gentok.converters"][k] for k in OURS} == OURS
-    assert sorted(OURS)[-1] < "titok-official"  # tried before the tokenizer converter, whose detect also matches
+    # the TiTok generator converter is tried before the tokenizer's, whose detect also matches its config
+    assert "generator-titok-maskgit" < "titok-official"
     for t in ("generator.rar", "generator.maskgit_bert", "generator.maskgit_uvit"):
         assert meta["gentok.models"][t].startswith("gentok.generators.")
+    assert meta["gentok.models"]["maskgit_vqgan"] == "gentok.tokenizers.image.vqgan"
 
 
 # -- RAR ------------------------------------------------------------------------------------------------------------
@@ -356,3 +360,47 @@ def test_rar_cache_with_ragged_rows_and_crop_matches_the_full_pass():
         step = model.decode(torch.stack([ids[0, 3:5], ids[1, 6:8]]), cache, cond)  # ragged: each from its own length
     assert (step[0] - full[0, 4:6]).abs().max() < 1e-5
     assert (step[1] - full[1, 7:9]).abs().max() < 1e-5
+
+
+# -- MaskGIT-VQGAN (RAR's tokenizer) and generation on the official fixtures ----------------------------------------
+def vqgan():
+    return gentok.load(VQGAN_DIR / "maskgit_vqgan_tiny.bin", image_size=8)
+
+
+def test_vqgan_matches_official_and_round_trips(tmp_path):
+    from gentok.tokenizers.image.vqgan import MaskGitVQGAN
+
+    ref = load_file(str(VQGAN_DIR / "reference" / "outputs.safetensors"))
+    tok = vqgan()
+    assert type(tok) is MaskGitVQGAN and tok.vocab_size == 64 and tok.tokens_per_item == 16
+    assert torch.equal(tok.encode(ref["images"]).ids, ref["ids"])
+    assert (tok.decode(ref["ids"]) - ref["decoded"]).abs().max() < 1e-5
+    tok.save_pretrained(tmp_path / "t")
+    again = gentok.load(tmp_path / "t")
+    assert torch.equal(again.decode(ref["ids"]), tok.decode(ref["ids"]))
+    out = again(ref["images"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and again.codebook.grad.abs().sum() > 0
+    with pytest.raises(CheckpointError, match="not divisible"):
+        gentok.load(VQGAN_DIR / "maskgit_vqgan_tiny.bin", image_size=7)
+
+
+def test_generate_end_to_end_on_the_official_fixtures(tmp_path):
+    """RAR fixture + MaskGIT-VQGAN fixture: the CLI writes the tokenizer's decode of the seeded RAR samples."""
+    from PIL import Image
+    import numpy as np
+
+    from gentok.cli import main as cli
+
+    vqgan().save_pretrained(tmp_path / "vqgan")
+    args = ["generate", "--generator", str(RAR_DIR), "--generator-file", "rar_tiny.bin", "--tokenizer",
+            str(tmp_path / "vqgan"), "--classes", "1,4,7", "--num", "1", "--seed", "4321", "--out", str(tmp_path / "o"),
+            "--option", "guidance_scale=4.0", "--option", "guidance_scale_pow=2.75"]
+    assert cli(args) == 0
+    ref, _ = _reference(RAR_DIR)
+    expected = vqgan().decode(ref["samples_cfg_pow"])  # the official generate's tokens for these classes and seed
+    record = json.loads((tmp_path / "o" / "generation.json").read_text())
+    assert record["sampler"] == "guided_ar" and record["tokenizer"]["type"] == "maskgit_vqgan"
+    for i, f in enumerate(record["files"]):
+        got = torch.from_numpy(np.array(Image.open(tmp_path / "o" / f))).permute(2, 0, 1).float() / 255
+        assert (got - expected[i]).abs().max() <= 0.5 / 255 + 1e-6
