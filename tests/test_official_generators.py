@@ -246,6 +246,16 @@ def test_maskgit_mismatched_keys_and_pickle_only_snapshots(tmp_path):
         gentok.load(tmp_path / "cut")
 
 
+def test_maskgit_config_wrapped_by_the_hub_mixin_loads_the_same(tmp_path):
+    src = FIXTURES / "maskgit_uvit_tiny"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "config.json").write_text(json.dumps({"config": json.loads((src / "config.json").read_text())}))
+    (tmp_path / "w" / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    ref, _ = _reference(src)
+    with torch.no_grad():
+        assert (gentok.load(tmp_path / "w")(ref["ids"], ref["cond"]) - ref["logits"]).abs().max() < 1e-5
+
+
 def test_titok_tokenizer_snapshots_still_load_as_tokenizers():
     """The generator converter declines a tokenizer snapshot even though their configs look alike."""
     from gentok.tokenizers.image.titok import TiTok
