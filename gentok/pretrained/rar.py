@@ -66,15 +66,17 @@ def rar_config(state: dict[str, torch.Tensor], heads: int | None = None):
 
 
 def to_gentok(state: dict[str, torch.Tensor], c) -> dict[str, torch.Tensor]:
-    """The official tensors in gentok's `RAR(c)` layout."""
+    """The official tensors in gentok's `RAR(c)` layout. Slices of the official tables are copied, so the big tables
+    (seq_len + 1024 rows) are not kept alive by views; every other tensor is taken as it is."""
     L, V = c.seq_len, c.vocab_size
     emb = state["embeddings.weight"]
-    out = {"cls": state["cls_token"].reshape(-1), "tok_emb.weight": emb[:V], "class_emb.weight": emb[V + 1:],
-           "pos_emb": state["pos_embed"][0, :L + 2], "target_pos": state["target_aware_pos_embed"][0, 2:L + 2],
-           "step_emb": state["timesteps_embeddings"][0, :L + 2],
-           "final_ada.weight": state["adaln_before_head.adaLN_modulation.1.weight"],
-           "final_ada.bias": state["adaln_before_head.adaLN_modulation.1.bias"],
-           "head.weight": state["lm_head.weight"], "head.bias": state["lm_head.bias"]}
+    sliced = {"cls": state["cls_token"].reshape(-1), "tok_emb.weight": emb[:V], "class_emb.weight": emb[V + 1:],
+              "pos_emb": state["pos_embed"][0, :L + 2], "target_pos": state["target_aware_pos_embed"][0, 2:L + 2],
+              "step_emb": state["timesteps_embeddings"][0, :L + 2]}
+    out = {k: v.clone() for k, v in sliced.items()}
+    out.update({"final_ada.weight": state["adaln_before_head.adaLN_modulation.1.weight"],
+                "final_ada.bias": state["adaln_before_head.adaLN_modulation.1.bias"],
+                "head.weight": state["lm_head.weight"], "head.bias": state["lm_head.bias"]})
     for i in range(c.depth):
         for k in _BLOCK_KEYS:
             ours = k.replace("mlp.", "").replace("adaLN_modulation.1", "ada")
@@ -88,7 +90,8 @@ def convert_weights(state: dict[str, torch.Tensor], map_location="cpu", heads: i
 
     c = rar_config(state, heads)
     check_keys(state, official_keys(c.depth), "official RAR")
-    model = RAR(c)
+    with torch.device("meta"):  # no random init of weights that are replaced at once (seconds at RAR-XXL size)
+        model = RAR(c)
     ours = to_gentok(state, c)
     expected = model.state_dict()
     wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
@@ -96,5 +99,5 @@ def convert_weights(state: dict[str, torch.Tensor], map_location="cpu", heads: i
     if wrong:
         raise CheckpointError(f"the RAR weights disagree with the size read from them (gentok name: weights vs "
                               f"model): {wrong[:6]}")
-    model.load_state_dict(ours, strict=True)
+    model.load_state_dict(ours, strict=True, assign=True)
     return model.to(map_location).eval()

@@ -103,7 +103,7 @@ def _split_embeddings(table: torch.Tensor, c) -> dict[str, torch.Tensor]:
     if table.shape[0] != c.vocab_size + c.num_classes + 2:
         raise CheckpointError(f"the embedding table has {table.shape[0]} rows; the config describes "
                               f"{c.vocab_size} codes + mask + {c.num_classes} classes + no-class")
-    return {"tok_emb.weight": table[:c.vocab_size + 1], "class_emb.weight": table[c.vocab_size + 1:]}
+    return {"tok_emb.weight": table[:c.vocab_size + 1].clone(), "class_emb.weight": table[c.vocab_size + 1:].clone()}
 
 
 def bert_to_gentok(state: dict[str, torch.Tensor], c) -> dict[str, torch.Tensor]:
@@ -124,7 +124,7 @@ def bert_to_gentok(state: dict[str, torch.Tensor], c) -> dict[str, torch.Tensor]
 
 def uvit_to_gentok(state: dict[str, torch.Tensor], c) -> dict[str, torch.Tensor]:
     out = _split_embeddings(state["embeddings.weight"], c)
-    out["pos_emb"] = state["pos_embed"][0]
+    out["pos_emb"] = state["pos_embed"][0].clone()
     for name in ("norm.weight", "norm.bias"):
         out[name] = state[name]
     out["head.weight"], out["head.bias"] = state["lm_head.weight"], state["lm_head.bias"]
@@ -145,19 +145,21 @@ def convert(directory: Path, config: dict, map_location="cpu", heads: int | None
     if arch == "bert":
         state = {k: v for k, v in state.items() if k not in _BERT_IGNORED}
         check_keys(state, bert_keys(c.depth), "official TiTok generator (BERT)")
-        model, ours = MaskGITBert(c), bert_to_gentok(state, c)
+        cls, ours = MaskGITBert, bert_to_gentok(state, c)
     elif arch == "uvit":
         if c.depth % 2:
             raise CheckpointError(f"a U-ViT generator needs an even num_hidden_layers, the config says {c.depth}")
         check_keys(state, uvit_keys(c.depth), "official TiTok generator (U-ViT)")
-        model, ours = MaskGITUViT(c), uvit_to_gentok(state, c)
+        cls, ours = MaskGITUViT, uvit_to_gentok(state, c)
     else:
         raise CheckpointError(f"{directory}: the weights are neither a BERT nor a U-ViT TiTok generator")
+    with torch.device("meta"):  # no random init of weights that are replaced at once
+        model = cls(c)
     expected = model.state_dict()
     wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
              if v.shape != expected[k].shape]
     if wrong:
         raise CheckpointError(f"{directory}: the weights do not match the shapes its config.json describes "
                               f"(gentok name: weights vs config): {wrong[:6]}")
-    model.load_state_dict({k: v.contiguous() for k, v in ours.items()}, strict=True)
+    model.load_state_dict({k: v.contiguous() for k, v in ours.items()}, strict=True, assign=True)
     return model.to(map_location).eval()
