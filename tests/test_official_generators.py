@@ -242,7 +242,7 @@ def test_maskgit_save_load_round_trip_and_training_loss(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(again(ref["ids"], ref["cond"]), model(ref["ids"], ref["cond"]))
     loss, _ = masked_token_loss(again.train(), (torch.randint(0, 64, (2, 16)), torch.tensor([1, 2])),
-                                torch.Generator().manual_seed(0))
+                                generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and again.head.weight.grad.abs().sum() > 0
 

@@ -208,11 +208,14 @@ class MaskGITUViT(MaskedGenerator):
         return self.norm(x)
 
 
-def masked_token_loss(model: MaskedGenerator, batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+def masked_token_loss(model: MaskedGenerator, batch, label_dropout: float = 0.1,
+                      generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
     """The MaskGIT training loss on (ids (b, L), class ids (b,)): mask a random fraction arccos(u) / (pi/2),
     u ~ U(0, 1) (the arccos schedule: mostly-masked rows are common), at least one token per row, and score the
-    masked positions."""
+    masked positions. Each row's class becomes "no class" with probability `label_dropout` (0.1 as published)."""
     ids, cond = batch
+    drop = torch.rand(cond.shape, device=cond.device, generator=generator) < label_dropout
+    cond = torch.where(drop, model.null_class, cond)
     b, L = ids.shape
     u = torch.rand(b, device=ids.device, generator=generator)
     count = (L * (torch.acos(u) / (torch.pi / 2)).clamp(1e-6, 1.0)).round().clamp(min=1)

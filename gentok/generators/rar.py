@@ -239,9 +239,13 @@ class RAR(Generator):
         return self.head(x)
 
 
-def rar_loss(model: RAR, batch) -> tuple[Tensor, dict]:
-    """Next-token cross entropy in raster order; `batch` is (ids (b, L), class ids (b,))."""
+def rar_loss(model: RAR, batch, label_dropout: float = 0.1, generator: torch.Generator | None = None
+             ) -> tuple[Tensor, dict]:
+    """Next-token cross entropy in raster order (the order RAR's training anneals to and samples in); `batch` is
+    (ids (b, L), class ids (b,)). Each row's class becomes "no class" with probability `label_dropout` (0.1 as
+    published), which keeps the unconditional rows of classifier-free guidance trained."""
     ids, cond = batch
-    logits = model(ids, cond)[:, :-1]
+    drop = torch.rand(cond.shape, device=cond.device, generator=generator) < label_dropout
+    logits = model(ids, torch.where(drop, model.null_class, cond))[:, :-1]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
     return loss, {"nll": loss.detach()}
