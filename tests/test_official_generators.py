@@ -200,6 +200,18 @@ def test_rar_trains_from_its_loss():
     assert float(loss.detach()) < 0.5 * first
 
 
+def test_training_losses_drop_classes_with_the_given_probability():
+    torch.manual_seed(0)
+    model = RAR(preset("tiny"))
+    ids, cond = torch.randint(0, 64, (4, 16)), torch.tensor([0, 1, 2, 3])
+    null = torch.full_like(cond, model.null_class)
+    with torch.no_grad():
+        kept, _ = rar_loss(model, (ids, cond), label_dropout=0.0)
+        dropped, _ = rar_loss(model, (ids, cond), label_dropout=1.0)
+        assert not torch.equal(kept, rar_loss(model, (ids, null), label_dropout=0.0)[0])
+        assert torch.equal(dropped, rar_loss(model, (ids, null), label_dropout=0.0)[0])
+
+
 def test_rar_bad_class_ids():
     model = rar()
     with pytest.raises(ValueError, match=r"class ids in \[0, 10\]"):
