@@ -39,6 +39,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gentok.data.colour import hue_rotate
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 SCALES = ("native", "region", "whole")
 # The image recipes' training views and white-balance jitter, chosen by the TiTok recipe on its validation photographs
@@ -290,8 +292,11 @@ class MultiScaleCrops(Dataset):
 
     def __init__(self, photos: list[Photo], size: int, length: int = 100_000, seed: int = 0,
                  scales: Sequence[str] | Mapping[str, float] | str = SCALES, flip: bool = True,
-                 channel_shuffle: float = 0.0, color_jitter: float = 0.0, rotate: float = 0.0):
+                 channel_shuffle: float = 0.0, color_jitter: float = 0.0, rotate: float = 0.0,
+                 hue: float = 0.0):
         _check(photos, size, length)
+        if not 0.0 <= hue <= 1.0:
+            raise ValueError(f"hue is a probability in [0, 1], got {hue}")
         if not 0.0 <= channel_shuffle <= 1.0:
             raise ValueError(f"channel_shuffle is a probability in [0, 1], got {channel_shuffle}")
         if not 0.0 <= color_jitter < math.inf:
@@ -299,7 +304,7 @@ class MultiScaleCrops(Dataset):
         if not 0.0 <= rotate <= 1.0:
             raise ValueError(f"rotate is a probability in [0, 1], got {rotate}")
         self.photos, self.size, self.length, self.seed = photos, size, length, seed
-        self.channel_shuffle, self.color_jitter, self.rotate = channel_shuffle, color_jitter, rotate
+        self.channel_shuffle, self.color_jitter, self.rotate, self.hue = channel_shuffle, color_jitter, rotate, hue
         self.weights = parse_scale_weights(scales)
         self.scales, self.flip = tuple(self.weights), flip
         self._uniform = len(set(self.weights.values())) == 1  # names alone: the same stream as before weights existed
@@ -330,6 +335,8 @@ class MultiScaleCrops(Dataset):
             crop = (crop * gains[:, None, None]).clamp(0, 1)
         if self.rotate and bool(torch.rand((), generator=g) < self.rotate):
             crop = crop.rot90(int(torch.randint(1, 4, (), generator=g)), (1, 2))
+        if self.hue and bool(torch.rand((), generator=g) < self.hue):
+            crop = hue_rotate(crop[None], float(torch.rand((), generator=g)) * 360)[0]
         return crop
 
 
@@ -385,7 +392,8 @@ def _padded(groups) -> list[list[int | None]]:
 def default_image_data(size: int, data_dir: str | None = None, train_length: int = 100_000, eval_length: int = 64,
                        seed: int = 0, scales: Sequence[str] | Mapping[str, float] | str = SCALES,
                        eval_scales: Sequence[str] | str = SCALES, channel_shuffle: float = 0.0,
-                       color_jitter: float = 0.0, rotate: float = 0.0) -> tuple[MultiScaleCrops, HeldOutViews]:
+                       color_jitter: float = 0.0, rotate: float = 0.0,
+                       hue: float = 0.0) -> tuple[MultiScaleCrops, HeldOutViews]:
     """(train, held-out) datasets of (3, size, size) images in [0, 1], held out by source (module docstring).
 
     Args:
@@ -401,14 +409,14 @@ def default_image_data(size: int, data_dir: str | None = None, train_length: int
     """
     train_photos, held_photos = split_by_source(folder_photos(data_dir)) if data_dir else bundled_photos()
     train = MultiScaleCrops(train_photos, size, train_length, seed=seed, scales=scales,
-                            channel_shuffle=channel_shuffle, color_jitter=color_jitter, rotate=rotate)
+                            channel_shuffle=channel_shuffle, color_jitter=color_jitter, rotate=rotate, hue=hue)
     held = HeldOutViews(held_photos, size, eval_length, seed=seed + 1_000_003, scales=parse_scales(eval_scales))
     return train, held
 
 
 def add_data_arguments(parser: argparse.ArgumentParser,
                        default: str | Sequence[str] | Mapping[str, float] = SCALES, channel_shuffle: float = 0.0,
-                       color_jitter: float = 0.0, rotate: float = 0.0) -> argparse.ArgumentParser:
+                       color_jitter: float = 0.0, rotate: float = 0.0, hue: float = 0.0) -> argparse.ArgumentParser:
     """The image recipes' training-view flags (the recipe parser already has `--data`): `--scales` (`args.scales` is
     a {scale: weight} dict), `--channel-shuffle`, `--color-jitter` and `--rotate`; `data_options(args)` turns them into
     `default_image_data` keywords."""
@@ -446,13 +454,16 @@ def add_data_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--rotate", type=number(0, 1, "a probability in [0, 1]"), default=rotate, metavar="P",
                         help="probability that a training view is turned by a random quarter turn (90, 180 or 270 "
                              f"degrees; default {rotate:g})")
+    parser.add_argument("--hue", type=number(0, 1, "a probability in [0, 1]"), default=hue, metavar="P",
+                        help="probability that a training view's hues are turned by a random angle (HSV; saturation "
+                             f"and value kept), so the model learns colours its photographs rarely show (default {hue:g})")
     return parser
 
 
 def data_options(args: argparse.Namespace) -> dict:
     """`default_image_data` keywords from the flags `add_data_arguments` added."""
     return {"scales": args.scales, "channel_shuffle": args.channel_shuffle, "color_jitter": args.color_jitter,
-            "rotate": args.rotate}
+            "rotate": args.rotate, "hue": args.hue}
 
 
 def describe_data(args: argparse.Namespace) -> dict:
