@@ -223,3 +223,40 @@ def test_positions_outside_the_prompt_are_never_read():
         assert torch.equal(a.ids, b.ids) and torch.equal(a.ids[mask], ids[mask])
     with pytest.raises(ValueError, match="integer"):
         assd(model, ids.float(), mask)
+
+
+# -- the KV cache across passes -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,prompt_pos,seed", [(2, [], 0), (3, [2], 5)])
+def test_cached_assd_exact_by_enumerating_whole_runs(k, prompt_pos, seed):
+    """The sampler as users call it (prompt keys/values kept across passes): its law, walked run by run through every
+    branch, is the model's joint."""
+    model = peaky_model(seed)
+    prompt_ids = torch.tensor([[1, 2, 0, 1]])
+    prompt_mask = torch.zeros(1, L, dtype=torch.bool)
+    prompt_mask[0, prompt_pos] = True
+    order = torch.tensor([2, 0, 3, 1])
+    want = target_joint(model, prompt_ids[0], prompt_mask[0], order)
+    got, rejected = defaultdict(float), 0.0
+    for prob, out in enumerate_outcomes(lambda ch: assd(model, prompt_ids, prompt_mask, k=k, order=order,
+                                                        chooser=ch)):
+        got[tuple(out.ids[0].tolist())] += prob
+        rejected += prob * any(a < k for a in out.accepted[0][:1])
+    assert abs(sum(got.values()) - 1.0) < 1e-9 and rejected > 0.1
+    for seq in set(want) | set(got):
+        assert abs(got.get(seq, 0.0) - want.get(seq, 0.0)) < 1e-6, seq
+
+
+@pytest.mark.parametrize("rate,seed", [(0.5, 0), (0.9, 1), (1.0, 2)])
+def test_cached_samplers_equal_the_full_recomputation(rate, seed):
+    """Same seed, same draws: keeping keys and values across passes changes no token, no NFE and no acceptance, with
+    ragged prompts, rows that finish early and a row with nothing to sample."""
+    model = peaky_model(seed=2, vocab=7, length=12)
+    ids, mask = random_prompts(6, 12, 7, rate, seed)
+    mask[1] = True  # nothing to sample in this row
+    for k in (1, 3, 5):
+        a = assd(model, ids, mask, k=k, seed=seed, top_k=5)
+        b = assd(model, ids, mask, k=k, seed=seed, top_k=5, use_cache=False)
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.nfe, b.nfe) and a.accepted == b.accepted
+    a = sequential(model, ids, mask, seed=seed)
+    b = sequential(model, ids, mask, seed=seed, use_cache=False)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.nfe, b.nfe) and torch.equal(a.ids[mask], ids[mask])

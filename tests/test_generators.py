@@ -314,3 +314,41 @@ def test_ragged_cache_rows_continue_from_their_own_lengths():
         assert picked.lengths == [8]
         torch.testing.assert_close(model(ids[1:2, 7:8], cond[1:2], cache=picked)[0, 0], full[1, 8], atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_asarm_cached_extension_equals_the_full_pass():
+    """`ASARM.extend`: content added to a cache over several passes (prompt first, then targets in rank order, a
+    padded ragged batch, a dropped draft) answers queries exactly as the full pass does."""
+    model = asarm_model()
+    g = torch.Generator().manual_seed(3)
+    b, L = 3, 8
+    ids = torch.randint(11, (b, L), generator=g)
+    ranks = random_ranks(b, L, torch.tensor([5, 8, 3]), generator=g)
+    order = (ranks + (ranks == 0) * -100).argsort(1)  # prompt first, then targets by rank
+    prompt = (ranks == 0).sum(1).tolist()
+    cache = model.new_cache(extra=2 * L)  # ragged rows: the longest cached row + the widest pass (C + Q)
+    held = [0] * b
+    with torch.no_grad():
+        for upto in ([p for p in prompt], [p + 1 for p in prompt], [p + 3 for p in prompt], [L] * b):
+            upto = [min(u, L) for u in upto]
+            count = [u - h for u, h in zip(upto, held)]
+            C = max(max(count), 1)
+            pos = torch.zeros(b, C, dtype=torch.long)
+            rk = torch.full((b, C), 1 << 40)
+            for r in range(b):
+                pos[r, :count[r]] = order[r, held[r]:upto[r]]
+                rk[r, :count[r]] = ranks[r, pos[r, :count[r]]]
+            x = ids.gather(1, pos)
+            # query every position, seeing the first `upto` content slots (ranks < upto - prompt + 1)
+            qpos = torch.arange(L).expand(b, L)
+            see = torch.tensor(upto)[:, None] - torch.tensor(prompt)[:, None] + 1
+            got = model.extend(cache, x, pos, rk, count, qpos, (torch.tensor(upto)[:, None]).expand(b, L))
+            want = model(ids, ranks, qpos, see.expand(b, L))
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            assert cache.lengths == upto
+            held = upto
+        cache.crop([p + 1 for p in prompt])  # roll back to prompt + first target and ask again
+        see = torch.full((b, L), 2)
+        got = model.extend(cache, ids[:, :1], torch.zeros(b, 1, dtype=torch.long), torch.full((b, 1), 1 << 40),
+                           [0] * b, torch.arange(L).expand(b, L), torch.tensor(prompt)[:, None].expand(b, L) + 1)
+        torch.testing.assert_close(got, model(ids, ranks, torch.arange(L).expand(b, L), see), atol=1e-5, rtol=1e-5)

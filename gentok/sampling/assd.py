@@ -13,6 +13,12 @@ the next draft pass is skipped; a fully accepted round then costs one pass for k
 
 Rows of a batch advance independently: in each pass every unfinished row runs whichever step it is at (draft or
 verify), padded to a common number of queries. All randomness goes through a `Chooser`.
+
+Both samplers keep the model's keys and values across passes (`use_cache=True`, the default): content only attends
+to content of lower or equal rank, so the prompt's keys and values, and those of every decided target, never change;
+each pass adds only the newly decided or drafted tokens to a per-row `KVCache` (in rank order, cropped back past a
+rejected draft) instead of recomputing the whole context (`ASARM.extend`). `use_cache=False` runs the full pass,
+the reference the cache is tested against.
 """
 
 from __future__ import annotations
@@ -200,6 +206,63 @@ def apply_step(state: ASSDState, probs: Tensor, plan: Plan, chooser: Chooser) ->
                 state.pending[r] = (x2, q2)
 
 
+_ABOVE = 1 << 40  # a rank above every real one: padding content nothing real attends to
+
+
+class _Cache:
+    """The model's KV cache under an ASSD / sequential state: per row, the prompt then the first `held[r]` targets.
+
+    Rows without targets never run, so cache rows are the rows that have targets (`slot`)."""
+
+    def __init__(self, model, state: ASSDState, queries: int):
+        b, L = state.ids.shape
+        self.model, self.L = model, L
+        self.slot = {r: i for i, r in enumerate(r for r in range(b) if state.num_targets[r] > 0)}
+        # ragged rows: the longest cached row + the widest pass (<= L content positions and `queries` queries)
+        self.cache = model.new_cache(extra=L + queries)
+        self.prompt = [L - t for t in state.num_targets]
+        self.held: list[int | None] = [None] * b  # None: the prompt is not cached yet
+        self._after: list[tuple[int, int, bool]] = []
+
+    def run(self, state: ASSDState, plan: Plan) -> Tensor:
+        """Logits (n, Q, V) of the plan's queries, equal to the full pass's."""
+        device = state.ids.device
+        lo, hi, self._after = [], [], []
+        for a, r in enumerate(plan.rows):
+            c = state.cursor[r]
+            verifying = state.pending[r] is not None
+            if self.held[r] is None:  # first pass of the row: its prompt (sorted last in `targets`)
+                lo.append(state.num_targets[r])
+                hi.append(self.L)
+            else:  # decided targets not cached yet, then the drafts being verified
+                lo.append(self.held[r])
+                hi.append(c + (plan.count[a] if verifying else 0))
+            self._after.append((r, c, verifying))
+        count = [h - l for l, h in zip(lo, hi)]
+        C = max(max(count), 1)
+        rows = torch.tensor(plan.rows, device=device)
+        lo_t, count_t = torch.tensor(lo, device=device), torch.tensor(count, device=device)
+        j = torch.arange(C, device=device)
+        real = j < count_t[:, None]
+        pos = state.targets[rows].gather(1, (lo_t[:, None] + j).clamp(max=self.L - 1))
+        ranks = state.ranks[rows].gather(1, pos).masked_fill(~real, _ABOVE)
+        ids = plan.ids.gather(1, pos).masked_fill(~real, 0)
+        pos = pos.masked_fill(~real, 0)
+        prompt = torch.tensor([self.prompt[r] for r in plan.rows], device=device)[:, None]
+        span = torch.where(plan.query_see > 0, prompt + plan.query_see - 1, 0)
+        slots = torch.tensor([self.slot[r] for r in plan.rows], device=device)
+        return self.model.extend(self.cache, ids, pos, ranks, count, plan.query_pos, span,
+                                 rows=None if len(plan.rows) == len(self.slot) else slots)
+
+    def update(self, state: ASSDState) -> None:
+        """After `apply_step`: keep the accepted prefix of each row that ran (a rejected draft's slot is dropped)."""
+        keep = self.cache.lengths
+        for r, c, verifying in self._after:
+            self.held[r] = c + state.accepted[r][-1] if verifying else c
+            keep[self.slot[r]] = self.prompt[r] + self.held[r]
+        self.cache.crop(keep)
+
+
 def _decide(state: ASSDState, r: int, tokens: Tensor) -> None:
     c = state.cursor[r]
     state.ids[r, state.targets[r, c:c + tokens.shape[0]]] = tokens.to(state.ids.device)
@@ -214,7 +277,7 @@ def _finish(state: ASSDState) -> SampleOutput:
 @torch.no_grad()
 def assd(model, prompt_ids: Tensor, prompt_mask: Tensor, k: int = 4, temperature: float = 1.0, top_k: int = 0,
          top_p: float = 1.0, order="random", seed: int | None = None, generator: torch.Generator | None = None,
-         chooser: Chooser | None = None) -> SampleOutput:
+         chooser: Chooser | None = None, use_cache: bool = True) -> SampleOutput:
     """Fill the positions outside `prompt_mask` with ASSD; exact for the model's (processed) joint under `order`.
 
     Args:
@@ -223,6 +286,7 @@ def assd(model, prompt_ids: Tensor, prompt_mask: Tensor, k: int = 4, temperature
         k: drafts per round (k = 1 is sequential sampling).
         temperature, top_k, top_p: applied identically to drafts and verifier (see `process_logits`).
         order: "random", "raster" or a permutation tensor (see `start_state`).
+        use_cache: keep keys and values across passes (see the module docstring); False recomputes every pass.
     Returns:
         `SampleOutput`: ids (b, L), nfe (b,), generated (b,), accepted drafts per verify round, ranks (b, L).
     """
@@ -231,34 +295,70 @@ def assd(model, prompt_ids: Tensor, prompt_mask: Tensor, k: int = 4, temperature
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)
+    cache = _Cache(model, state, 2 * k) if use_cache else None
     while state.active():
         plan = plan_step(state, k)
-        logits = model(plan.ids, state.ranks[plan.rows], plan.query_pos, plan.query_see)
+        if cache is None:
+            logits = model(plan.ids, state.ranks[plan.rows], plan.query_pos, plan.query_see)
+        else:
+            logits = cache.run(state, plan)
         apply_step(state, process_logits(logits, temperature, top_k, top_p), plan, choose)
+        if cache is not None:
+            cache.update(state)
     return _finish(state)
 
 
 @torch.no_grad()
 def sequential(model, prompt_ids: Tensor, prompt_mask: Tensor, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, order="random", seed: int | None = None, generator: torch.Generator | None = None,
-               chooser: Chooser | None = None) -> SampleOutput:
+               chooser: Chooser | None = None, use_cache: bool = True) -> SampleOutput:
     """Fill the positions outside `prompt_mask` one token per forward pass (the baseline ASSD is measured against).
-    Same arguments and result as `assd` without `k`."""
+    Same arguments and result as `assd` without `k`; with the cache a pass adds the last decided token and asks one
+    query per row."""
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)
-    cursor = torch.zeros(len(state.cursor), dtype=torch.long, device=state.ids.device)
-    total = torch.tensor(state.num_targets, device=state.ids.device)
+    device = state.ids.device
+    cursor = torch.zeros(len(state.cursor), dtype=torch.long, device=device)
+    total = torch.tensor(state.num_targets, device=device)
     nfe = torch.zeros_like(cursor)
+    cache = _Cache(model, state, 1) if use_cache and any(state.num_targets) else None
+    L = state.ids.shape[1]
+    prompt = L - total
+    first = True
+    left = list(state.num_targets)  # host copy of targets still to sample: no device sync to find the active rows
     while True:
-        rows = (cursor < total).nonzero()[:, 0]
-        if rows.numel() == 0:
+        active = [r for r, t in enumerate(left) if t > 0]
+        if not active:
             break
+        rows = torch.tensor(active, device=device)
         c = cursor[rows]
         pos = state.targets[rows, c]
-        logits = model(state.ids[rows], state.ranks[rows], pos[:, None], (c + 1)[:, None])[:, 0]
+        if cache is None:
+            logits = model(state.ids[rows], state.ranks[rows], pos[:, None], (c + 1)[:, None])[:, 0]
+        else:
+            if first:  # every row with targets: its prompt (sorted last in `targets`)
+                P = int(prompt.max())
+                j = torch.arange(max(P, 1), device=device)
+                real = j < prompt[rows, None]
+                content = state.targets[rows].gather(1, (total[rows, None] + j).clamp(max=L - 1))
+                count = [L - state.num_targets[r] for r in active]
+            else:  # the token decided in the last pass
+                real = torch.ones(len(active), 1, dtype=torch.bool, device=device)
+                content = state.targets[rows, c - 1][:, None]
+                count = [1] * len(active)
+            ranks = state.ranks[rows].gather(1, content).masked_fill(~real, _ABOVE)
+            ids = state.ids[rows].gather(1, content).masked_fill(~real, 0)
+            slots = rows if len(active) == len(cache.slot) else torch.tensor([cache.slot[r] for r in active],
+                                                                            device=device)
+            logits = model.extend(cache.cache, ids, content.masked_fill(~real, 0), ranks, count, pos[:, None],
+                                  (prompt[rows] + c)[:, None], rows=None if len(active) == len(cache.slot) else slots)
+            logits = logits[:, 0]
+            first = False
         token, _ = sample_step(logits, choose, temperature, top_k, top_p)
         state.ids[rows, pos] = token
         cursor[rows] += 1
         nfe[rows] += 1
+        for r in active:
+            left[r] -= 1
     return SampleOutput(state.ids, nfe.cpu(), total.cpu(), [[] for _ in state.cursor], ranks=state.ranks)
