@@ -352,3 +352,51 @@ def test_asarm_cached_extension_equals_the_full_pass():
         got = model.extend(cache, ids[:, :1], torch.zeros(b, 1, dtype=torch.long), torch.full((b, 1), 1 << 40),
                            [0] * b, torch.arange(L).expand(b, L), torch.tensor(prompt)[:, None].expand(b, L) + 1)
         torch.testing.assert_close(got, model(ids, ranks, torch.arange(L).expand(b, L), see), atol=1e-5, rtol=1e-5)
+
+
+# -- distilling a draft ---------------------------------------------------------------------------------------------
+def test_draft_distillation_recipe_raises_acceptance(tmp_path):
+    """`recipes/generator.py --draft-for`: a tiny draft trained on KL to a class-conditional target's logits (over
+    tokens the target sampled) fits it far better than before training, and so accepts more drafts."""
+    import runpy
+
+    from gentok.generators.ar import DistillLoss
+    from gentok.sampling import generate, speculative
+
+    torch.manual_seed(0)
+    target = ARTransformer(ARConfig(vocab_size=11, seq_len=8, num_classes=3, dim=32, depth=2, heads=4)).eval()
+    with torch.no_grad():
+        target.head.weight.mul_(6)  # peaked, so a random draft disagrees with it
+    target.save_pretrained(tmp_path / "target" / "model")
+    recipe = runpy.run_path("recipes/generator.py", run_name="draft_test")
+    out = tmp_path / "draft"
+    argv = ["--draft-for", str(tmp_path / "target" / "model"), "--preset", "tiny", "--output-dir", str(out),
+            "--num-images", "256", "--max-steps", "60", "--k", "3", "--set", "train.batch_size=32",
+            "--set", "train.eval_every=0", "--set", "train.checkpoint_every=0", "--set", "train.progress=false",
+            "--set", "train.warmup_steps=5", "--set", "train.lr=3e-3"]
+    recipe["main"](argv)
+    draft = ARTransformer.from_pretrained(out / "model").eval()
+    torch.manual_seed(1)
+    untrained = ARTransformer(draft.config).eval()
+    ids = generate(target, 8, batch_size=64, labels=torch.arange(64) % 3, seed=3).ids  # held-out target samples
+    batch = (ids, torch.arange(64) % 3)
+    loss = DistillLoss(target)
+    with torch.no_grad():
+        kl_trained, kl_before = float(loss(draft, batch)[0]), float(loss(untrained, batch)[0])
+    assert kl_trained < 0.5 * kl_before, (kl_trained, kl_before)
+
+    def acceptance(d):
+        out = speculative(target, d, 8, gamma=3, batch_size=32, labels=torch.arange(32) % 3, seed=0)
+        rounds = [a for row in out.accepted for a in row]
+        return sum(rounds) / len(rounds)
+
+    assert acceptance(draft) > acceptance(untrained) + 0.3
+    import json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"] == "target samples" and summary["speculative"]["accepted_per_round"] > 0
+    # token data of the wrong shape is refused before any training
+    from safetensors.torch import save_file
+    save_file({"ids": torch.zeros(4, 5, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)},
+              str(tmp_path / "bad.safetensors"))
+    with pytest.raises(SystemExit, match=r"\(n, 8\)"):
+        recipe["main"](argv + ["--draft-tokens", str(tmp_path / "bad.safetensors")])

@@ -214,7 +214,7 @@ def test_guided_speculative_law_is_the_targets_guided_law(scale, draft_guided):
 
     target, draft = peaky_cond_ar(3), peaky_cond_ar(4, depth=1)
     if scale == "schedule":
-        scale = lambda t: 1.0 + 0.75 * t.double()  # noqa: E731  (grows along the sequence, like RAR's)
+        scale = lambda t: 1.0 + 0.75 * t.double()
     label, null = 1, 2
     n, prompt = 3, [0]
     lab, nul = torch.tensor([label]), torch.tensor([null])

@@ -126,3 +126,28 @@ def ar_loss(model: nn.Module, batch) -> tuple[Tensor, dict]:
     logits = model(ids, cond)[:, :-1]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
     return loss, {"nll": loss.detach()}
+
+
+class DistillLoss:
+    """Distil a (smaller) draft AR model from a target: mean over next-token positions of KL(target || draft), the
+    target's logits on the same token data as soft labels.
+
+    Why this objective: in speculative sampling a draft token is accepted with probability sum_x min(p, q) =
+    1 - TV(p, q) at each prefix, and KL(p || q) bounds TV (Pinsker), so fitting the target's whole next-token
+    distribution (not only the data's next token) is what raises acceptance. `batch` is ids (b, n) or (ids, labels);
+    the target is frozen and follows the batch to its device.
+    """
+
+    def __init__(self, target: nn.Module):
+        self.target = target.eval().requires_grad_(False)
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, dict]:
+        ids, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        if next(self.target.parameters()).device != ids.device:
+            self.target.to(ids.device)
+        with torch.no_grad():
+            p = self.target(ids, labels=labels)[:, :-1].float().log_softmax(-1)
+        q = model(ids, labels=labels)[:, :-1].float().log_softmax(-1)
+        kl = (p.exp() * (p - q)).sum(-1).mean()
+        nll = F.nll_loss(q.reshape(-1, q.shape[-1]), ids.reshape(-1))
+        return kl, {"kl": kl.detach(), "nll": nll.detach()}

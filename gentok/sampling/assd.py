@@ -44,7 +44,7 @@ class ASSDState:
     nfe: list[int]
     accepted: list[list[int]] = field(default_factory=list)
 
-    def copy(self) -> "ASSDState":
+    def copy(self) -> ASSDState:
         """An independent copy (drafts and their q are never modified in place, so they are shared)."""
         return ASSDState(self.ids.clone(), self.ranks, self.targets, list(self.num_targets), list(self.cursor),
                          list(self.pending), list(self.nfe), [list(a) for a in self.accepted])

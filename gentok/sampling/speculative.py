@@ -60,9 +60,9 @@ class Conditioned:
     def guided(self) -> bool:
         return self.uncond_kwargs is not None
 
-    def to(self, device) -> "Conditioned":
+    def to(self, device) -> Conditioned:
         """Tensors of the keyword arguments moved to `device` (the model is left where it is)."""
-        move = lambda d: None if d is None else {k: torch.as_tensor(v).to(device) for k, v in d.items()}  # noqa: E731
+        move = lambda d: None if d is None else {k: torch.as_tensor(v).to(device) for k, v in d.items()}
         return Conditioned(self.model, move(self.kwargs), move(self.uncond_kwargs), self.guidance)
 
     def logits(self, ids: Tensor, cache, last: Tensor) -> Tensor:
