@@ -229,16 +229,16 @@ def draft_report(target, draft, gamma: int, n: int, labels=None) -> dict:
     """Acceptance of `draft` in speculative sampling of `target` (n rows in one batch) and its speed against plain
     decoding at batch 1."""
     L = target.config.seq_len
-    spec = speculative(target, draft, L, gamma=gamma, batch_size=n, labels=labels, seed=0)
+    spec = speculative(target, draft, L, gamma=gamma, batch_size=n, cond=labels, seed=0)
     rounds = [a for row in spec.accepted for a in row]
     one = None if labels is None else labels[:1]
     t0 = time.perf_counter()
     for i in range(4):
-        generate(target, L, labels=one, seed=i)
+        generate(target, L, cond=one, seed=i)
     t_plain = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(4):
-        speculative(target, draft, L, gamma=gamma, labels=one, seed=i)
+        speculative(target, draft, L, gamma=gamma, cond=one, seed=i)
     t_spec = time.perf_counter() - t0
     return {"gamma": gamma, "accepted_per_round": sum(rounds) / max(len(rounds), 1),
             "acceptance_rate": sum(rounds) / max(gamma * len(rounds), 1),

@@ -378,7 +378,7 @@ def test_draft_distillation_recipe_raises_acceptance(tmp_path):
     draft = ARTransformer.from_pretrained(out / "model").eval()
     torch.manual_seed(1)
     untrained = ARTransformer(draft.config).eval()
-    ids = generate(target, 8, batch_size=64, labels=torch.arange(64) % 3, seed=3).ids  # held-out target samples
+    ids = generate(target, 8, batch_size=64, cond=torch.arange(64) % 3, seed=3).ids  # held-out target samples
     batch = (ids, torch.arange(64) % 3)
     loss = DistillLoss(target)
     with torch.no_grad():
@@ -386,7 +386,7 @@ def test_draft_distillation_recipe_raises_acceptance(tmp_path):
     assert kl_trained < 0.5 * kl_before, (kl_trained, kl_before)
 
     def acceptance(d):
-        out = speculative(target, d, 8, gamma=3, batch_size=32, labels=torch.arange(32) % 3, seed=0)
+        out = speculative(target, d, 8, gamma=3, batch_size=32, cond=torch.arange(32) % 3, seed=0)
         rounds = [a for row in out.accepted for a in row]
         return sum(rounds) / len(rounds)
 

@@ -171,7 +171,7 @@ def guided_joint(model, prompt: list[int], n: int, vocab: int, label: int, null:
         seq = prompt + list(tail)
         x = torch.tensor([seq, seq])
         with torch.no_grad():
-            c, u = model(x, labels=torch.tensor([label, null]))
+            c, u = model(x, torch.tensor([label, null]))
         s = scale(torch.arange(c.shape[0])[None])[0, :, None] if callable(scale) else scale
         probs = process_logits(u + s * (c - u), temperature, top_k)
         p = 1.0
@@ -218,9 +218,9 @@ def test_guided_speculative_law_is_the_targets_guided_law(scale, draft_guided):
     label, null = 1, 2
     n, prompt = 3, [0]
     lab, nul = torch.tensor([label]), torch.tensor([null])
-    t_side = Conditioned(target, {"labels": lab}, {"labels": nul}, scale)
-    d_side = Conditioned(draft, {"labels": lab}, {"labels": nul}, 1.5) if draft_guided else \
-        Conditioned(draft, {"labels": lab})
+    t_side = Conditioned(target, {"cond": lab}, {"cond": nul}, scale)
+    d_side = Conditioned(draft, {"cond": lab}, {"cond": nul}, 1.5) if draft_guided else \
+        Conditioned(draft, {"cond": lab})
     want = guided_joint(target, prompt, n, 3, label, null, scale, temperature=0.9)
     got, rejected = law_of(lambda ch: speculative(t_side, d_side, n, torch.tensor([prompt]), gamma=2, chooser=ch,
                                                   temperature=0.9), 2)
@@ -234,19 +234,19 @@ def test_guided_speculative_law_is_the_targets_guided_law(scale, draft_guided):
 
 def test_batched_speculative_is_seeded_and_rows_finish_apart():
     """Rows of one batch accept different numbers of drafts and finish in different rounds; seeded runs repeat, the
-    greedy chain of every row is the target's, and labels pass through per row."""
+    greedy chain of every row is the target's, and class ids pass through per row."""
     target = peaky_cond_ar(5, classes=4, vocab=9, seq_len=12).float()
     draft = peaky_cond_ar(6, depth=1, classes=4, vocab=9, seq_len=12).float()
     labels = torch.tensor([0, 1, 2, 3, 1])
-    a = speculative(target, draft, 11, gamma=3, labels=labels, batch_size=5, seed=7)
-    b = speculative(target, draft, 11, gamma=3, labels=labels, batch_size=5, seed=7)
-    c = speculative(target, draft, 11, gamma=3, labels=labels, batch_size=5, seed=8)
+    a = speculative(target, draft, 11, gamma=3, cond=labels, batch_size=5, seed=7)
+    b = speculative(target, draft, 11, gamma=3, cond=labels, batch_size=5, seed=7)
+    c = speculative(target, draft, 11, gamma=3, cond=labels, batch_size=5, seed=8)
     assert torch.equal(a.ids, b.ids) and a.accepted == b.accepted and torch.equal(a.nfe, b.nfe)
     assert not torch.equal(a.ids, c.ids)
     assert len({len(r) for r in a.accepted}) > 1, "rows should need different numbers of rounds"
     assert all(sum(k + 1 for k in row) <= 11 for row in a.accepted)
-    greedy = speculative(target, draft, 11, gamma=3, labels=labels, batch_size=5, temperature=0, seed=0)
+    greedy = speculative(target, draft, 11, gamma=3, cond=labels, batch_size=5, temperature=0, seed=0)
     want = generate(target, 11, cond=labels, batch_size=5, temperature=0)
     assert torch.equal(greedy.ids, want.ids)
-    with pytest.raises(ValueError, match="once"):
-        speculative(target, draft, 2, labels=labels, cond=labels, batch_size=5)
+    with pytest.raises(ValueError, match="one class id per row"):
+        speculative(target, draft, 2, cond=labels[:3], batch_size=5)

@@ -56,14 +56,12 @@ class ARTransformer(TransformerGenerator):
         else:
             self.bos = nn.Parameter(torch.zeros(c.dim))
 
-    def forward(self, ids: Tensor, cond: Tensor | None = None, cache: KVCache | None = None,
-                labels: Tensor | None = None) -> Tensor:
+    def forward(self, ids: Tensor, cond: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """Next-token logits.
 
         Args:
             ids: (b, n) token ids, n may be 0 on the first call (only the start position is then processed).
-            labels: (b,) class ids; required iff `num_classes > 0`, read only when the start position is processed.
-                `cond` is the same argument under its older name (give one of the two).
+            cond: (b,) class ids; required iff `num_classes > 0`, read only when the start position is processed.
             cache: an optional `KVCache` (`new_cache()`), written in place. An empty cache means "start of the
                 sequence"; its rows may hold different lengths (each row continues from its own).
         Returns:
@@ -71,7 +69,6 @@ class ARTransformer(TransformerGenerator):
             vocab); the last row always predicts the token after the last input.
         """
         ids = check_ids(ids, self.config.vocab_size, (None, None))
-        cond = _label_arg(cond, labels)
         if cache is None:
             return self._full(ids, cond)
         past = max(cache.lengths, default=0) or 1  # an empty cache first adds the start position
@@ -79,12 +76,11 @@ class ARTransformer(TransformerGenerator):
             raise ValueError(f"sequence of {past + ids.shape[1] - 1} tokens exceeds seq_len {self.config.seq_len}")
         return self.decode(ids, cache, cond)
 
-    def decode(self, ids: Tensor, cache: KVCache, cond: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+    def decode(self, ids: Tensor, cache: KVCache, cond: Tensor | None = None) -> Tensor:
         """`forward` with a cache for samplers that already validated their ids (no checks, no device syncs).
 
         ids (b, n) long -> logits (b, n [+ 1 on an empty cache], vocab).
         """
-        cond = _label_arg(cond, labels)
         x = self.tok_emb(ids)
         if not any(cache.lengths):  # every row starts here (a sampler never mixes fresh and started rows)
             x = torch.cat([self._start(cond, ids.shape[0])[:, None], x], dim=1)
@@ -105,19 +101,12 @@ class ARTransformer(TransformerGenerator):
     def _start(self, cond: Tensor | None, b: int) -> Tensor:
         if self.config.num_classes:
             if cond is None:
-                raise ValueError(f"this model is class-conditional ({self.config.num_classes} classes): pass labels (b,)")
+                raise ValueError(f"this model is class-conditional ({self.config.num_classes} classes): pass cond (b,)")
             cond = torch.as_tensor(cond, device=self.tok_emb.weight.device).long().reshape(-1)
             if cond.shape[0] != b or int(cond.min()) < 0 or int(cond.max()) >= self.config.num_classes:
-                raise ValueError(f"labels must be {b} class ids in [0, {self.config.num_classes}), got {cond.tolist()}")
+                raise ValueError(f"cond must be {b} class ids in [0, {self.config.num_classes}), got {cond.tolist()}")
             return self.class_emb(cond)
         return self.bos.expand(b, -1)
-
-
-def _label_arg(cond: Tensor | None, labels: Tensor | None) -> Tensor | None:
-    """The class ids given as `labels` (the keyword every generator takes) or as `cond` (this model's older name)."""
-    if cond is not None and labels is not None:
-        raise ValueError("pass the class ids once, as labels= (cond= is its older name)")
-    return labels if labels is not None else cond
 
 
 def ar_loss(model: nn.Module, batch) -> tuple[Tensor, dict]:
@@ -134,7 +123,7 @@ class DistillLoss:
 
     Why this objective: in speculative sampling a draft token is accepted with probability sum_x min(p, q) =
     1 - TV(p, q) at each prefix, and KL(p || q) bounds TV (Pinsker), so fitting the target's whole next-token
-    distribution (not only the data's next token) is what raises acceptance. `batch` is ids (b, n) or (ids, labels);
+    distribution (not only the data's next token) is what raises acceptance. `batch` is ids (b, n) or (ids, class ids);
     the target is frozen and follows the batch to its device.
     """
 
@@ -142,12 +131,12 @@ class DistillLoss:
         self.target = target.eval().requires_grad_(False)
 
     def __call__(self, model: nn.Module, batch) -> tuple[Tensor, dict]:
-        ids, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        ids, cond = batch if isinstance(batch, (tuple, list)) else (batch, None)
         if next(self.target.parameters()).device != ids.device:
             self.target.to(ids.device)
         with torch.no_grad():
-            p = self.target(ids, labels=labels)[:, :-1].float().log_softmax(-1)
-        q = model(ids, labels=labels)[:, :-1].float().log_softmax(-1)
+            p = self.target(ids, cond)[:, :-1].float().log_softmax(-1)
+        q = model(ids, cond)[:, :-1].float().log_softmax(-1)
         kl = (p.exp() * (p - q)).sum(-1).mean()
         nll = F.nll_loss(q.reshape(-1, q.shape[-1]), ids.reshape(-1))
         return kl, {"kl": kl.detach(), "nll": nll.detach()}

@@ -149,21 +149,18 @@ class SampleOutput:
 def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Tensor | None = None,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
              generator: torch.Generator | None = None, chooser: Chooser | None = None,
-             use_cache: bool = True, batch_size: int | None = None, labels: Tensor | None = None) -> SampleOutput:
+             use_cache: bool = True, batch_size: int | None = None) -> SampleOutput:
     """Autoregressive sampling from an `ARTransformer`: one forward pass per new token, through its static
     `KVCache` (`use_cache=False` recomputes the whole prefix each step, the reference the cache is tested against).
 
     Args:
         num_tokens: tokens to generate after the prompt.
         prompt_ids: (b, p) prefix ids, or None (then `batch_size`, default 1, rows start from the start token).
-        labels: (b,) class ids for a class-conditional model (`cond` is its older name).
+        cond: (b,) class ids for a class-conditional model.
     Returns:
         `SampleOutput` with ids (b, p + num_tokens).
     """
     check_processing(temperature, top_k, top_p)
-    if cond is not None and labels is not None:
-        raise ValueError("pass the class ids once, as labels= (cond= is its older name)")
-    cond = labels if labels is not None else cond
     choose = make_chooser(seed, generator, chooser)
     device = next(model.parameters()).device
     if prompt_ids is None:

@@ -18,7 +18,7 @@ only, so the decision tree (see `gentok.sampling.exact`) is that of independent 
 Works with any generator whose cached call follows `ARTransformer`'s contract: `new_cache()`, and
 `decode(ids, cache, **kwargs)` (or `forward(ids, cache=cache, **kwargs)`) returning one logits row per input
 position, plus the start (condition) positions on an empty cache, the last row predicting the next token. The
-condition goes in as keyword arguments (`labels=` for class ids).
+condition goes in as keyword arguments (`cond=` for class ids, the keyword every generator takes).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Conditioned:
 
     Args:
         model: the generator (see the module docstring for what it must offer).
-        kwargs: keyword arguments of its calls, tensors with one row per batch row (e.g. `{"labels": ids (b,)}`).
+        kwargs: keyword arguments of its calls, tensors with one row per batch row (e.g. `{"cond": class ids (b,)}`).
         uncond_kwargs: classifier-free guidance: the keyword arguments of the unconditional rows (e.g. the null
             class); None = no guidance. Conditional and unconditional rows run in one batch of 2b rows.
         guidance: logits = uncond + scale * (cond - uncond). A float, or a function of the (b, m) index of the
@@ -122,17 +122,17 @@ class _Side:
         return out, w - 1 - last
 
 
-def _side(model, labels, device) -> Conditioned:
+def _side(model, cond, device) -> Conditioned:
     if isinstance(model, Conditioned):
         return model.to(device)
-    return Conditioned(model, None if labels is None else {"labels": labels})
+    return Conditioned(model, None if cond is None else {"cond": cond})
 
 
 @torch.no_grad()
 def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None, gamma: int = 4,
                 cond: Tensor | None = None, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                 seed: int | None = None, generator: torch.Generator | None = None, chooser: Chooser | None = None,
-                batch_size: int | None = None, labels: Tensor | None = None) -> SampleOutput:
+                batch_size: int | None = None) -> SampleOutput:
     """Sample `num_tokens` tokens after `prompt_ids` (b, p) from `target`, drafted by `draft`.
 
     Args:
@@ -140,8 +140,7 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
             them carrying their own keyword arguments and classifier-free guidance.
         prompt_ids: (b, p) ids, or None (then `batch_size`, default 1, rows start from the start position).
         gamma: drafts per round.
-        labels: (b,) class ids passed as `labels=` to both models unless they are `Conditioned`; `cond` is its older
-            name.
+        cond: (b,) class ids passed as `cond=` to both models unless they are `Conditioned`.
         temperature, top_k, top_p: applied identically to the (guided) target and the draft logits.
     Returns:
         `SampleOutput`: ids (b, p + num_tokens), target passes per row (`nfe`; every pass while the row is
@@ -149,9 +148,6 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
     """
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
-    if cond is not None and labels is not None:
-        raise ValueError("pass the class ids once, as labels= (cond= is its older name)")
-    labels = labels if labels is not None else cond
     t_model = target.model if isinstance(target, Conditioned) else target
     d_model = draft.model if isinstance(draft, Conditioned) else draft
     if t_model.vocab_size != d_model.vocab_size:
@@ -166,11 +162,11 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
     end = p + num_tokens
     if num_tokens < 0 or end > min(t_model.seq_len, d_model.seq_len):
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit both models' seq_len")
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=device).reshape(-1)
-        if labels.shape[0] != b:
-            raise ValueError(f"labels must hold one class id per row ({b}), got {labels.shape[0]}")
-    tgt, dft = _Side(_side(target, labels, device), b), _Side(_side(draft, labels, device), b)
+    if cond is not None:
+        cond = torch.as_tensor(cond, device=device).reshape(-1)
+        if cond.shape[0] != b:
+            raise ValueError(f"cond must hold one class id per row ({b}), got {cond.shape[0]}")
+    tgt, dft = _Side(_side(target, cond, device), b), _Side(_side(draft, cond, device), b)
     process = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     # room past the end: rows may draft up to gamma tokens beyond their last accepted one, and a short row's window
     # may read a few positions past its end
