@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gentok", "recsys")
 # Where command lines may be parsed: entry points and scripts, never library modules.
-ARGPARSE_HOMES = ("gentok.cli", "recsys.cli", "gentok.training.recipe_args", "recsys.recipe_args")
+ARGPARSE_HOMES = ("gentok.cli", "recsys.cli")
 MAX_LINES = 400
 
 

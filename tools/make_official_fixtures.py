@@ -1,8 +1,9 @@
-"""Write tests/fixtures/official/titok_*: small random-weight instances of every supported official TiTok variant,
-built and run by the official code, so the converter's exactness is tested in CI without that code.
+"""Write tests/fixtures/official/titok_* and the generator fixtures rar_tiny, maskgit_vit_tiny, maskgit_uvit_tiny:
+small random-weight instances of every supported official TiTok variant and generator family, built and run by the
+official code, so the converters' exactness is tested in CI without that code.
 
     python tools/make_official_fixtures.py --checkout /path/to/1d-tokenizer [--out tests/fixtures/official] \
-        [--only titok_bl64_vae_c16 ...]
+        [--only titok_bl64_vae_c16 rar_tiny ...]
 
 Needs a checkout of https://github.com/bytedance/1d-tokenizer (the fixtures in this repository were made from commit
 942a96fbdd873780179d1b78d5462911528bf8c8, the VAE ones too) and the packages its model code imports (omegaconf,
@@ -23,6 +24,16 @@ constant, which would test little).
 Each fixture directory holds `config.json` (the official format), `model.safetensors` (official key layout) and
 `reference/outputs.safetensors`: `images` (2, 3, 16, 16) in [0, 1], `ids` (2, K) from the official `encode`, and `decoded`
 (2, 3, 16, 16), the official `decode_tokens(ids)` (unclamped).
+
+The generators (RAR and TiTok's MaskGIT ImageBert / UViTBert; `generator_specs` below) are built from the official
+configs with tiny sizes (64 codes, 16 tokens, 10 classes, width 32). The RAR fixture holds only `rar_tiny.bin`, a
+`torch.save` of the plain official state dict (the form RAR publishes), plus `reference/`; the MaskGIT fixtures are
+written by the official `save_pretrained` (`config.json` + `model.safetensors`, the form published on the hub). The
+reference holds `ids` and `cond` (class ids; `num_classes` = no class), the official logits for them (`logits`; the
+MaskGIT ones also `logits_null`, all rows without a class), and for each sampling setting in
+`reference/settings.json` the tokens of the official `generate` run after `torch.manual_seed(seed)`.
+The generator code imports timm, which imports torchvision throughout; where torchvision is missing, a stand-in
+package whose every attribute is an inert class is registered (no generator code path uses torchvision).
 
 The VAE variants (`quantize_mode: vae`, continuous tokens) store instead of `ids`: `mean` (2, C, 1, K), the official
 posterior's mean in its own layout; `sample` (2, C, 1, K), what the official `encode` draws after
@@ -186,12 +197,115 @@ def make(checkout: Path, name: str, out: Path, seed: int) -> dict:
             "decoded_std": float(decoded.std()), "in_unit_range": float(((decoded >= 0) & (decoded <= 1)).float().mean())}
 
 
+# -- generators --------------------------------------------------------------------------------------------------
+GEN_CODES, GEN_TOKENS, GEN_CLASSES, GEN_WIDTH = 64, 16, 10, 32
+GEN_SEED = 4321  # the global seed each reference `generate` runs under
+# RAR settings: (guidance_scale, guidance_scale_pow, randomize_temperature); scale 0 turns guidance off
+RAR_SETTINGS = {"cfg_pow": (4.0, 2.75, 1.0), "no_guidance": (0.0, 0.0, 1.0), "constant_hot": (2.0, 0.0, 1.7)}
+# MaskGIT settings: (guidance_decay, guidance_scale, guidance_scale_pow, randomize_temperature,
+#                    softmax_temperature_annealing, num_sample_steps)
+MASKGIT_SETTINGS = {"linear": ("linear", 4.5, 3.0, 9.5, False, 8), "power_cosine": ("power-cosine", 6.9, 3.0, 2.8, True, 6),
+                    "constant": ("constant", 3.0, 3.0, 4.5, False, 4)}
+GENERATORS = {"rar_tiny": None, "maskgit_vit_tiny": ("TiTok/titok_l32.yaml", "ViT"),
+              "maskgit_uvit_tiny": ("TiTok/titok_s128.yaml", "UViT")}
+
+
+def generator_config(checkout: Path, name: str) -> dict:
+    """The official generator config at tiny sizes (the MaskGIT ones keep the rest of the TiTok infer config, as the
+    published config.json files do)."""
+    from omegaconf import OmegaConf
+
+    tiny = {"hidden_size": GEN_WIDTH, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+            "dropout": 0.1, "attn_drop": 0.1, "image_seq_len": GEN_TOKENS, "condition_num_classes": GEN_CLASSES}
+    if name == "rar_tiny":
+        return {"model": {"vq_model": {"codebook_size": GEN_CODES}, "generator": tiny}}
+    path, kind = GENERATORS[name]
+    cfg = OmegaConf.to_container(OmegaConf.load(checkout / "configs" / "infer" / path), resolve=True)
+    cfg["model"]["generator"].update(tiny, model_type=kind)
+    cfg["model"]["vq_model"].update(codebook_size=GEN_CODES, num_latent_tokens=GEN_TOKENS)
+    return cfg
+
+
+@torch.no_grad()
+def randomise_generator(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Unit-scale random weights: linear maps N(0, 1/fan_in), embedding tables N(0, 0.5^2), norm scales
+    1 + N(0, 0.1^2), other vectors N(0, 0.1^2). (The official init zeroes every adaLN map, which would test little.)"""
+    for name, p in model.named_parameters():
+        if "embed" in name or name == "cls_token":
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+        elif p.ndim >= 2:
+            p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
+        elif name.endswith("weight"):
+            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+        else:
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def make_generator(checkout: Path, name: str, out: Path, seed: int) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = generator_config(checkout, name)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    d = out / name
+    (d / "reference").mkdir(parents=True, exist_ok=True)
+    ids = torch.randint(0, GEN_CODES, (2, GEN_TOKENS), generator=gen)
+    cond = torch.tensor([3, GEN_CLASSES])  # one class, one "no class" row
+    labels = torch.tensor([1, 4, 7])  # what the reference samples are drawn for
+    reference, settings = {"ids": ids, "cond": cond, "labels": labels}, {"seed": GEN_SEED}
+    if name == "rar_tiny":
+        import modeling.rar as modeling_rar
+
+        model = modeling_rar.RAR(OmegaConf.create(cfg)).eval()
+        model.set_random_ratio(0.0)
+        randomise_generator(model, gen)
+        with torch.no_grad():
+            tokens = torch.where(cond < GEN_CLASSES, cond + GEN_CODES + 1, model.none_condition_id)
+            reference["logits"] = model.forward_fn(ids, tokens, is_sampling=True)
+            for key, (scale, power, temperature) in RAR_SETTINGS.items():
+                torch.manual_seed(GEN_SEED)
+                reference[f"samples_{key}"] = model.generate(labels, guidance_scale=scale,
+                                                             randomize_temperature=temperature,
+                                                             guidance_scale_pow=power)
+                settings[key] = {"guidance_scale": scale, "guidance_scale_pow": power, "temperature": temperature}
+        torch.save({k: v.clone().contiguous() for k, v in model.state_dict().items()}, str(d / f"{name}.bin"))
+    else:
+        import modeling.maskgit as modeling_maskgit
+
+        cls = modeling_maskgit.ImageBert if cfg["model"]["generator"]["model_type"] == "ViT" else modeling_maskgit.UViTBert
+        model = cls(OmegaConf.create(cfg)).eval()
+        randomise_generator(model, gen)
+        ids = torch.where(torch.rand(ids.shape, generator=gen) < 0.5, GEN_CODES, ids)  # half the tokens masked
+        reference["ids"] = ids
+        with torch.no_grad():
+            reference["logits"] = model(ids, torch.tensor([3, 3]), cond_drop_prob=0.0)
+            reference["logits_null"] = model(ids, torch.tensor([3, 3]), cond_drop_prob=1.0)
+            reference["cond"] = torch.tensor([3, 3])
+            for key, (decay, scale, power, temperature, anneal, steps) in MASKGIT_SETTINGS.items():
+                torch.manual_seed(GEN_SEED)
+                reference[f"samples_{key}"] = model.generate(labels, guidance_scale=scale, guidance_decay=decay,
+                                                             guidance_scale_pow=power,
+                                                             randomize_temperature=temperature,
+                                                             softmax_temperature_annealing=anneal,
+                                                             num_sample_steps=steps)
+                settings[key] = {"guidance_decay": decay, "guidance_scale": scale, "guidance_scale_pow": power,
+                                 "temperature": temperature, "softmax_temperature_annealing": anneal, "steps": steps}
+        model.save_pretrained(str(d))  # the official writer: config.json + model.safetensors
+    save_file({k: v.contiguous() for k, v in reference.items()}, str(d / "reference" / "outputs.safetensors"))
+    (d / "reference" / "settings.json").write_text(json.dumps(settings, indent=4) + "\n")
+    size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    samples = torch.cat([v.flatten() for k, v in reference.items() if k.startswith("samples_")])
+    return {"variant": name, "bytes": size, "logits_std": float(reference["logits"].std()),
+            "distinct_sampled_ids": int(samples.unique().numel())}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkout", required=True, help="a checkout of bytedance/1d-tokenizer")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="write these variants only (default: all)")
+    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS) + sorted(GENERATORS),
+                   help="write these variants only (default: all)")
     args = p.parse_args(argv)
     checkout = Path(args.checkout).resolve()
     if not (checkout / "modeling" / "titok.py").is_file():
@@ -201,21 +315,50 @@ def main(argv=None):
     import modeling.titok as modeling_titok
 
     patch_official_sizes(modeling_titok)
-    for name in args.only or VARIANTS:
-        print(make(checkout, name, Path(args.out), args.seed))
+    for name in args.only or list(VARIANTS) + list(GENERATORS):
+        if name in GENERATORS:
+            print(make_generator(checkout, name, Path(args.out), args.seed))
+        else:
+            print(make(checkout, name, Path(args.out), args.seed))
 
 
 def _stand_in_for_torchvision() -> None:
-    """The official `modeling` package imports its perceptual losses (torchvision models) on import; the tokenizer
-    never calls them, so without torchvision an empty module stands in (building those losses would fail loudly)."""
+    """The official `modeling` package imports its perceptual losses (torchvision models) on import, and timm (RAR's
+    MLP) imports torchvision in many modules; no tokenizer or generator code path calls them, so without torchvision
+    a stand-in package answers every import with inert classes (using one would fail loudly)."""
     try:
         import torchvision  # noqa: F401
     except ImportError:
+        import importlib.abc
+        import importlib.machinery
         import types
 
-        stub = types.ModuleType("torchvision")
-        stub.models = types.ModuleType("torchvision.models")
-        sys.modules["torchvision"], sys.modules["torchvision.models"] = stub, stub.models
+        class Inert(type):
+            def __getattr__(cls, attr):
+                if attr.startswith("__"):
+                    raise AttributeError(attr)
+                return Inert(attr, (), {})
+
+        def attribute(attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return Inert(attr, (), {})
+
+        class StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            def find_spec(self, name, path, target=None):
+                if name == "torchvision" or name.startswith("torchvision."):
+                    return importlib.machinery.ModuleSpec(name, self, is_package=True)
+                return None
+
+            def create_module(self, spec):
+                module = types.ModuleType(spec.name)
+                module.__path__, module.__getattr__ = [], attribute
+                return module
+
+            def exec_module(self, module):
+                pass
+
+        sys.meta_path.insert(0, StandIn())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ the caller owns, so a sampler can fork, crop (roll back rejected speculative tok
 live in `gentok.sampling` and take the model as an argument. Input ids are checked with `gentok.validate.check_ids`,
 the one id check every layer shares. The transformer both
 generators are built on (config fields, embeddings, head) is `gentok.generators.trunk`.
+
+Class conditioning is passed the same way to every generator: the keyword `cond`, a LongTensor (b,) of class ids in
+[0, num_classes), also accepted as the second positional argument of `forward` (and of `decode`, the cached step).
+Generators trained with class dropout for classifier-free guidance (RAR, TiTok's MaskGIT models) also accept
+`cond == num_classes`, their "no class" id, exposed as the property `null_class`; the model maps it to its own
+unconditional embedding, so samplers never need to know how a family stores it. A class-conditional generator
+exposes `num_classes`; an unconditional one takes `cond=None`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ functions: `detect(directory: Path, config: dict) -> bool` (cheap: it reads the 
 nothing heavy) and `convert(directory: Path, config: dict, map_location) -> model`, which returns an ordinary gentok
 model (encode/decode, `save_pretrained` into our format, fine-tuning with our loop). Weights are read from
 safetensors only; pickled checkpoints (`.bin`, `.pt`, `.ckpt`) are refused, since loading them can execute code.
+
+Some projects publish single weight files without a config (RAR's `rar_xl.bin`). A converter that reads those also
+offers `detect_weights(names: set[str]) -> bool` and `convert_weights(state, map_location, **options)`, and
+`convert_file` picks it by the tensor names. A published `.bin` state dict is the one pickle gentok reads, and only
+through `torch.load(weights_only=True)`, whose unpickler builds tensors and plain containers and refuses anything
+else (nothing in the file executes); what comes out must be a flat name -> tensor dict.
 """
 
 from __future__ import annotations
@@ -62,8 +68,64 @@ def check_keys(state: dict, expected: set[str], what: str) -> None:
                               f"{' ...' if len(unexpected) > 8 else ''}")
 
 
-def convert(directory: str | os.PathLike, map_location="cpu"):
-    """The gentok model of an official snapshot directory, by the first converter whose `detect` accepts it."""
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")
+
+
+def read_weights_file(path: Path, map_location="cpu") -> dict[str, torch.Tensor]:
+    """The tensors of one published weights file: safetensors, or a `.bin` state dict read with
+    `torch.load(weights_only=True)` (see the module docstring). Anything else is refused."""
+    import pickle
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise CheckpointError(f"{path} is corrupt or truncated: {e}") from None
+    if path.suffix != ".bin":
+        raise CheckpointError(f"{path}: gentok reads weights from .safetensors files, or a published .bin state "
+                              f"dict; not {path.suffix or 'a file without a suffix'}")
+    try:
+        state = torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object that is not a tensor or plain container
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "refused"
+        raise CheckpointError(f"{path} holds more than a state dict of tensors, so gentok will not load it "
+                              f"(torch.load weights_only refused it: {first})") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch state dict (corrupt or truncated?): {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path} is not a flat state dict (name -> tensor), got {type(state).__name__}")
+    return state
+
+
+def convert_file(path: str | os.PathLike, map_location="cpu", **options):
+    """The gentok model of one published weights file, by the converter whose `detect_weights` accepts its names."""
+    import importlib
+
+    path = Path(path)
+    state = read_weights_file(path, map_location)
+    for name, module in sorted(_converters().items()):
+        mod = importlib.import_module(module)
+        if hasattr(mod, "detect_weights") and mod.detect_weights(set(state)):
+            return mod.convert_weights(state, map_location, **options)
+    raise CheckpointError(f"{path}: no converter recognises these weights (first names: {sorted(state)[:5]}); "
+                          f"known converters: {sorted(_converters())}")
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The published weight files lying directly in a folder that has no config.json."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_FILE_SUFFIXES)
+
+
+def convert(directory: str | os.PathLike, map_location="cpu", **options):
+    """The gentok model of an official snapshot directory, by the first converter whose `detect` accepts it;
+    `options` (e.g. `heads=`) go to that converter's `convert`."""
     import importlib
 
     directory = Path(directory)
@@ -73,7 +135,7 @@ def convert(directory: str | os.PathLike, map_location="cpu"):
         raise CheckpointError(f"{directory / CONFIG_NAME} is not valid JSON ({e})") from None
     for name, module in sorted(_converters().items()):
         mod = importlib.import_module(module)
-        if mod.detect(directory, config):
-            return mod.convert(directory, config, map_location)
+        if hasattr(mod, "detect") and mod.detect(directory, config):  # converters of bare files have none
+            return mod.convert(directory, config, map_location, **options)
     raise CheckpointError(f"{directory / CONFIG_NAME} is not a gentok config (needs 'type', 'format_version' and "
                           f"'config') and no converter recognises it (known: {sorted(_converters())})")

@@ -1,0 +1,238 @@
+"""Official generators (RAR; TiTok's MaskGIT ImageBert / UViTBert) through `gentok.load`, exact to the official code.
+
+The fixtures (tests/fixtures/official/{rar_tiny, maskgit_vit_tiny, maskgit_uvit_tiny}, written by
+tools/make_official_fixtures.py from a checkout of bytedance/1d-tokenizer) are random-weight models in the published
+formats with the official logits for fixed inputs and the tokens of the official seeded `generate` for several
+guidance schedules and temperatures. No official code runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gentok
+import gentok.pretrained.convert as convert
+from gentok.checkpoint import CheckpointError
+from gentok.generators.maskgit import MaskGITBert, MaskGITUViT, masked_token_loss
+from gentok.generators.rar import RAR, preset, rar_loss
+from gentok.sampling.guided import guided_generate
+from gentok.sampling.maskgit import maskgit_generate
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "official"
+RAR_DIR = FIXTURES / "rar_tiny"
+MASKGIT = {"maskgit_vit_tiny": MaskGITBert, "maskgit_uvit_tiny": MaskGITUViT}
+OURS = {"generator-rar": "gentok.pretrained.rar", "generator-titok-maskgit": "gentok.pretrained.titok_generator"}
+
+
+@pytest.fixture(autouse=True)
+def converters(monkeypatch):
+    """The converters this branch declares in pyproject.toml, whatever the installed metadata lists."""
+    known = {**convert._converters(), **OURS}
+    monkeypatch.setattr(convert, "_converters", lambda: known)
+
+
+def _reference(d: Path):
+    return load_file(str(d / "reference" / "outputs.safetensors")), json.loads((d / "reference" / "settings.json")
+                                                                              .read_text())
+
+
+def test_entry_points_are_declared():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert {k: meta["gentok.converters"][k] for k in OURS} == OURS
+    assert sorted(OURS)[-1] < "titok-official"  # tried before the tokenizer converter, whose detect also matches
+    for t in ("generator.rar", "generator.maskgit_bert", "generator.maskgit_uvit"):
+        assert meta["gentok.models"][t].startswith("gentok.generators.")
+
+
+# -- RAR ------------------------------------------------------------------------------------------------------------
+def rar():
+    return gentok.load(RAR_DIR / "rar_tiny.bin")
+
+
+def test_rar_logits_match_official_full_and_cached():
+    ref, _ = _reference(RAR_DIR)
+    model = rar()
+    assert isinstance(model, RAR) and model.config.seq_len == 16 and model.config.num_classes == 10
+    with torch.no_grad():
+        full = model(ref["ids"], ref["cond"])
+        cache = model.new_cache()
+        steps = [model(ref["ids"][:, :5], ref["cond"], cache=cache)]
+        steps += [model(ref["ids"][:, t:t + 1], ref["cond"], cache=cache) for t in range(5, 16)]
+    assert (full - ref["logits"]).abs().max() < 1e-5
+    assert (torch.cat(steps, 1) - ref["logits"]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("setting", ["cfg_pow", "no_guidance", "constant_hot"])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_rar_seeded_sampling_is_token_identical_to_official(setting, use_cache):
+    ref, settings = _reference(RAR_DIR)
+    s = settings[setting]
+    out = guided_generate(rar(), ref["labels"], s["guidance_scale"], s["guidance_scale_pow"], s["temperature"],
+                          seed=settings["seed"], use_cache=use_cache)
+    assert torch.equal(out.ids, ref[f"samples_{setting}"])
+
+
+def test_rar_loads_from_a_folder_a_named_file_and_safetensors(tmp_path):
+    ref, _ = _reference(RAR_DIR)
+    state = convert.read_weights_file(RAR_DIR / "rar_tiny.bin")
+    save_file(state, str(tmp_path / "rar_tiny.safetensors"))
+    models = [gentok.load(RAR_DIR), gentok.load(RAR_DIR, filename="rar_tiny.bin", heads=4),
+              gentok.load(tmp_path / "rar_tiny.safetensors")]
+    with torch.no_grad():
+        for m in models:
+            assert torch.equal(m(ref["ids"], ref["cond"]), rar()(ref["ids"], ref["cond"]))
+    (tmp_path / "rar_b.safetensors").write_bytes((tmp_path / "rar_tiny.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="several weight files.*filename="):
+        gentok.load(tmp_path)
+
+
+def test_rar_heads_are_read_from_the_weights_and_a_wrong_override_is_refused():
+    assert gentok.load(RAR_DIR / "rar_tiny.bin").config.heads == 4  # width 32, per-head norms of 8
+    with pytest.raises(CheckpointError, match="heads=16 disagrees.*4 heads"):
+        gentok.load(RAR_DIR / "rar_tiny.bin", heads=16)
+
+
+def test_rar_save_load_round_trip(tmp_path):
+    ref, _ = _reference(RAR_DIR)
+    model = rar()
+    model.save_pretrained(tmp_path / "m")
+    again = gentok.load(tmp_path / "m")
+    assert type(again) is RAR and again.config == model.config
+    with torch.no_grad():
+        assert torch.equal(again(ref["ids"], ref["cond"]), model(ref["ids"], ref["cond"]))
+    with pytest.raises(CheckpointError, match="apply only to converted"):
+        gentok.load(tmp_path / "m", heads=4)
+
+
+class Payload:
+    """An arbitrary object: unpickling it would mean importing and building whatever a file names."""
+
+
+def test_rar_refuses_pickles_with_objects_and_non_state_dicts(tmp_path):
+    torch.save({"w": torch.zeros(2), "x": Payload()}, tmp_path / "evil.bin")
+    with pytest.raises(CheckpointError, match="more than a state dict"):
+        gentok.load(tmp_path / "evil.bin")
+    torch.save({"w": torch.zeros(2), "n": 3}, tmp_path / "mixed.bin")
+    with pytest.raises(CheckpointError, match="not a flat state dict"):
+        gentok.load(tmp_path / "mixed.bin")
+    data = (RAR_DIR / "rar_tiny.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        gentok.load(tmp_path / "cut.bin")
+    (tmp_path / "rar.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match="not .pt"):
+        gentok.load(tmp_path / "rar.pt")
+
+
+def test_rar_mismatched_keys_are_listed(tmp_path):
+    state = convert.read_weights_file(RAR_DIR / "rar_tiny.bin")
+    state.pop("blocks.1.attn.q_norm.weight")
+    state["blocks.1.extra.weight"] = torch.zeros(1)
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing \['blocks.1.attn.q_norm.weight'\].*blocks.1.extra.weight"):
+        gentok.load(tmp_path / "w.safetensors")
+    foreign = load_file(str(FIXTURES / "titok_l32" / "model.safetensors"))
+    save_file(foreign, str(tmp_path / "titok.safetensors"))
+    with pytest.raises(CheckpointError, match="no converter recognises"):
+        gentok.load(tmp_path / "titok.safetensors")
+
+
+def test_rar_trains_from_its_loss():
+    torch.manual_seed(0)
+    model = RAR(preset("tiny"))
+    ids, cond = torch.randint(0, 64, (4, 16)), torch.tensor([0, 1, 2, 10])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss, _ = rar_loss(model, (ids, cond))
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * first
+
+
+def test_rar_bad_class_ids():
+    model = rar()
+    with pytest.raises(ValueError, match=r"class ids in \[0, 10\]"):
+        model(torch.zeros(1, 3, dtype=torch.long), torch.tensor([11]))
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 10\)"):
+        guided_generate(model, torch.tensor([10]))  # "no class" is not a class to sample
+
+
+# -- TiTok MaskGIT generators ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(MASKGIT))
+def test_maskgit_logits_match_official(name):
+    ref, _ = _reference(FIXTURES / name)
+    model = gentok.load(FIXTURES / name)
+    assert type(model) is MASKGIT[name]
+    null = torch.full_like(ref["cond"], model.null_class)
+    with torch.no_grad():
+        assert (model(ref["ids"], ref["cond"]) - ref["logits"]).abs().max() < 1e-5
+        assert (model(ref["ids"], null) - ref["logits_null"]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(MASKGIT))
+@pytest.mark.parametrize("setting", ["linear", "power_cosine", "constant"])
+def test_maskgit_seeded_sampling_is_token_identical_to_official(name, setting):
+    ref, settings = _reference(FIXTURES / name)
+    s = settings[setting]
+    out = maskgit_generate(gentok.load(FIXTURES / name), ref["labels"], steps=s["steps"],
+                           guidance_scale=s["guidance_scale"], guidance_decay=s["guidance_decay"],
+                           guidance_scale_pow=s["guidance_scale_pow"], temperature=s["temperature"],
+                           softmax_temperature_annealing=s["softmax_temperature_annealing"], seed=settings["seed"])
+    assert torch.equal(out.ids, ref[f"samples_{setting}"])
+    assert int(out.nfe[0]) == s["steps"]
+
+
+@pytest.mark.parametrize("name", sorted(MASKGIT))
+def test_maskgit_save_load_round_trip_and_training_loss(name, tmp_path):
+    ref, _ = _reference(FIXTURES / name)
+    model = gentok.load(FIXTURES / name)
+    model.save_pretrained(tmp_path / "m")
+    again = gentok.load(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(again(ref["ids"], ref["cond"]), model(ref["ids"], ref["cond"]))
+    loss, _ = masked_token_loss(again.train(), (torch.randint(0, 64, (2, 16)), torch.tensor([1, 2])),
+                                torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and again.head.weight.grad.abs().sum() > 0
+
+
+def test_maskgit_mismatched_keys_and_pickle_only_snapshots(tmp_path):
+    src = FIXTURES / "maskgit_uvit_tiny"
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "config.json").write_text((src / "config.json").read_text())
+    state = load_file(str(src / "model.safetensors"))
+    state.pop("out_blocks.0.skip_linear.bias")
+    save_file(state, str(tmp_path / "cut" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing \['out_blocks.0.skip_linear.bias'\]"):
+        gentok.load(tmp_path / "cut")
+    (tmp_path / "cut" / "config.json").write_text((FIXTURES / "maskgit_vit_tiny" / "config.json").read_text()
+                                                 .replace('"hidden_size": 32', '"hidden_size": 48'))
+    with pytest.raises(CheckpointError, match="do not match"):
+        gentok.load(tmp_path / "cut")
+
+
+def test_titok_tokenizer_snapshots_still_load_as_tokenizers():
+    """The generator converter declines a tokenizer snapshot even though their configs look alike."""
+    from gentok.tokenizers.image.titok import TiTok
+
+    assert isinstance(gentok.load(FIXTURES / "titok_l32"), TiTok)
+
+
+def test_maskgit_bad_inputs():
+    model = gentok.load(FIXTURES / "maskgit_vit_tiny")
+    with pytest.raises(ValueError, match="mask id included"):
+        model(torch.full((1, 16), 65), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 10\)"):
+        maskgit_generate(model, torch.tensor([10]))
+    with pytest.raises(ValueError, match="guidance_decay"):
+        maskgit_generate(model, torch.tensor([1]), guidance_decay="cosine")
