@@ -23,7 +23,6 @@ benchmarks/results/generators.json and generators.png (the ratios).
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from benchmarks.common import parser, print_table, pyplot, save_figure, write_js
 from gentok.generators import ASARM, ARConfig, ARTransformer, ASARMConfig
 from gentok.generators.ar import DistillLoss
 from gentok.sampling import assd, generate, sequential, speculative
-from gentok.sampling.speculative import Conditioned
+from gentok.sampling.speculative import Conditioned, power_cosine
 
 
 # -- timing -------------------------------------------------------------------------------------------------------------
@@ -221,14 +220,6 @@ def our_rar(shape: str, tokens: int, official=None, seed: int = 0):
     return model.eval()
 
 
-def rar_guidance(scale: float, power: float, num_steps: int):
-    """RAR's power-cosine guidance schedule as a function of the predicted token's index (see sampling.guided)."""
-    def schedule(t):
-        ramp = (1 - torch.cos((t.float() / num_steps) ** power * math.pi)) / 2
-        return (scale - 1) * ramp + 1
-    return schedule
-
-
 def bench_rar_vs_official(args, device) -> list[dict]:
     """Ours vs the official `generate` for the RAR shapes at each batch (needs --official)."""
     from gentok.sampling.guided import guided_generate
@@ -259,7 +250,6 @@ def bench_rar_vs_official(args, device) -> list[dict]:
             rows.append(r)
             print(f"  RAR {shape} b={batch} ({args.rar_tokens} tokens): ours x{r['speedup']:.2f} vs official "
                   f"generate (same tokens: {same})", flush=True)
-        del official, ours
     return rows
 
 
@@ -308,7 +298,7 @@ def bench_rar_speculative(args, device) -> dict:
     L, gamma, out = args.rar_tokens, args.gamma, {}
     draft_shape, target_shape = args.rar_spec
     target, draft = our_rar(target_shape, L, seed=1).to(device), our_rar(draft_shape, L, seed=2).to(device)
-    schedule = rar_guidance(args.cfg, args.cfg_pow, L)
+    schedule = power_cosine(args.cfg, args.cfg_pow, L)
     for batch in args.batches:
         labels = torch.arange(batch, device=device) * 7 % 1000
         null = torch.full_like(labels, 1000)

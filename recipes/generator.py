@@ -10,10 +10,11 @@ when that does not exist. Images are tokenized once and cached as safetensors. A
 `samples.png` (rows: held-out images through the tokenizer / infills from half their tokens / new samples) and
 `summary.json`. Rerunning with the same --output-dir resumes.
 
-With --draft-for TARGET_DIR (a trained AR generator) it instead distils a smaller AR *draft* for speculative
-sampling: the draft is trained on KL(target || draft) of the next-token distributions (the target's logits as soft
-labels, `DistillLoss`), over token data: --draft-tokens FILE (safetensors with `ids` (n, L), optionally `labels` (n,)),
-by default the token cache this recipe wrote next to the target (TARGET_DIR/../tokens_train.safetensors), else
+With --draft-for TARGET (a trained AR generator, or a RAR one: a gentok folder or an official file) it instead
+distils a smaller *draft* for speculative sampling (AR: --preset; RAR: --draft-shape, default rar_b): the draft is
+trained on KL(target || draft) of the next-token distributions (the target's logits as soft labels, `DistillLoss`)
+over token data: --draft-tokens FILE (safetensors with `ids` (n, L), and `labels` (n,) for a class-conditional
+target), by default the token cache this recipe wrote next to the target (TARGET/../tokens_train.safetensors), else
 --num-images sequences sampled from the target (cached next to the draft, keyed by the target's weights). The
 summary reports the draft's acceptance and the speed of speculative vs plain decoding. Output: <output-dir>_draft.
 """
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None):
                         help="distil an AR draft for this trained AR generator (KL on its logits over token data)")
     parser.add_argument("--draft-tokens", default=None, metavar="FILE",
                         help="token data for --draft-for (default: the target's token cache, else its samples)")
+    parser.add_argument("--draft-shape", default="rar_b", metavar="PRESET",
+                        help="the draft's RAR preset when --draft-for is a RAR generator (default: rar_b)")
     args = parser.parse_args(argv)
     if args.draft_for:
         return train_draft(args, parser.get_default("output_dir"))
@@ -137,18 +140,30 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
 
 
 def train_draft(args, default_output: str):
-    """Distil a draft AR model for the AR generator at `args.draft_for` (see the module docstring)."""
+    """Distil a draft for the generator at `args.draft_for` (see the module docstring): an AR draft of --preset for
+    an AR target, a RAR of --draft-shape for a RAR target (scored without its class 10% of the time, so it can be
+    guided too)."""
+    from gentok.generators.rar import PRESETS as RAR_PRESETS
+    from gentok.generators.rar import RAR
+
     target_dir = Path(args.draft_for)
-    if not (target_dir / "config.json").is_file():
-        raise SystemExit(f"--draft-for {target_dir} is not a saved gentok model (no config.json)")
-    target = gentok.load(target_dir).eval()
-    if not isinstance(target, ARTransformer):
-        raise SystemExit(f"--draft-for needs an AR generator (speculative sampling), got {type(target).__name__}")
+    target = gentok.load(target_dir).eval()  # a gentok folder, or an official RAR file / folder
     if args.output_dir == default_output:
         args.output_dir = f"{default_output}_draft"
-    model_cfg, train_cfg = apply_overrides(ar_mod.PRESETS[args.preset], TRAIN, args)
     tc = target.config
-    model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+    if isinstance(target, ARTransformer):
+        model_cfg, train_cfg = apply_overrides(ar_mod.PRESETS[args.preset], TRAIN, args)
+        model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+        make, loss_fn, kind = ARTransformer, DistillLoss(target), "ar-draft"
+    elif isinstance(target, RAR):
+        if args.draft_shape not in RAR_PRESETS:
+            raise SystemExit(f"--draft-shape must be one of {sorted(RAR_PRESETS)}, got {args.draft_shape!r}")
+        model_cfg, train_cfg = apply_overrides(RAR_PRESETS[args.draft_shape], TRAIN, args)
+        model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+        make, loss_fn, kind = RAR, DistillLoss(target, target.null_class, cond_drop=0.1), "rar-draft"
+    else:
+        raise SystemExit(f"--draft-for needs an AR or RAR generator (speculative sampling), got "
+                         f"{type(target).__name__}")
     out = Path(train_cfg.output_dir)
     ids, labels, source = draft_data(args, target, target_dir, out, train_cfg.seed)
     held = max(1, ids.shape[0] // 20)  # 5% of the sequences score the draft's fit
@@ -157,13 +172,13 @@ def train_draft(args, default_output: str):
         eval_data = torch.utils.data.TensorDataset(ids[:held], labels[:held])
     else:
         train_data, eval_data = TokenRows(ids[held:]), TokenRows(ids[:held])
-    result = fit(ARTransformer(model_cfg), train_data, train_cfg, eval_data=eval_data, loss_fn=DistillLoss(target),
-                 run_config={"model": {"kind": "ar-draft", "preset": args.preset, "target": str(target_dir),
+    result = fit(make(model_cfg), train_data, train_cfg, eval_data=eval_data, loss_fn=loss_fn,
+                 run_config={"model": {"kind": kind, "preset": args.preset, "target": str(target_dir),
                                        "data": source}})
     if result.is_main_process:
         stats = draft_report(target, result.model.eval(), args.k, n=min(16, held),
                              labels=None if labels is None else labels[:held])
-        atomic_write_json(out / "summary.json", {"model": "ar-draft", "target": str(target_dir), "data": source,
+        atomic_write_json(out / "summary.json", {"model": kind, "target": str(target_dir), "data": source,
                                                  "eval": result.eval_metrics, "speculative": stats})
         print(f"\ndraft for {target_dir} -> {out / 'model'}")
         print("  " + "  ".join(f"{k}={v:.3g}" for k, v in stats.items()))
@@ -190,8 +205,12 @@ def draft_data(args, target, target_dir: Path, out: Path, seed: int):
             return ids.long()[:args.num_images], None if labels is None else labels.long()[:args.num_images], str(path)
     elif args.draft_tokens:
         raise SystemExit(f"--draft-tokens {path} does not exist")
-    ids, labels = target_samples(target, out / "target_samples.safetensors", tokenizer_fingerprint(target_dir),
-                                 args.num_images, seed)
+    if (target_dir / "config.json").is_file():
+        fingerprint = tokenizer_fingerprint(target_dir)  # a hash of the saved config and weights
+    else:  # an official file or folder: where it is, its size and age
+        st = target_dir.stat()
+        fingerprint = f"{target_dir.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    ids, labels = target_samples(target, out / "target_samples.safetensors", fingerprint, args.num_images, seed)
     return ids, labels, "target samples"
 
 

@@ -400,3 +400,31 @@ def test_draft_distillation_recipe_raises_acceptance(tmp_path):
               str(tmp_path / "bad.safetensors"))
     with pytest.raises(SystemExit, match=r"\(n, 8\)"):
         recipe["main"](argv + ["--draft-tokens", str(tmp_path / "bad.safetensors")])
+
+
+def test_distill_loss_with_class_dropout_trains_the_unconditional_rows():
+    """With cond_drop, a RAR draft is also scored on the null class (what guidance needs); the loss is zero exactly
+    when the draft is the target, and it validates its arguments."""
+    from gentok.generators.ar import DistillLoss
+    from gentok.generators.rar import RAR, RARConfig
+
+    torch.manual_seed(0)
+    cfg = RARConfig(vocab_size=16, seq_len=6, num_classes=4, dim=32, depth=1, heads=4, mlp_dim=64)
+    target, draft = RAR(cfg).eval(), RAR(cfg).eval()
+    with torch.no_grad():
+        for p in list(target.parameters()) + list(draft.parameters()):
+            p.normal_(0, 0.3)
+    ids, cond = torch.randint(16, (8, 6)), torch.randint(4, (8,))
+    seen = []
+
+    def spy(ids, cond):  # the draft, recording which class ids it was scored with
+        seen.append(cond.clone())
+        return draft(ids, cond)
+
+    loss = DistillLoss(target, target.null_class, cond_drop=0.5)
+    torch.manual_seed(1)
+    kl, _ = loss(spy, (ids, cond))
+    assert float(kl.detach()) > 0 and (seen[0] == 4).any() and (seen[0] == cond).any()
+    assert float(DistillLoss(target)(target, (ids, cond))[0]) < 1e-6
+    with pytest.raises(ValueError, match="null_class"):
+        DistillLoss(target, cond_drop=0.1)

@@ -23,6 +23,7 @@ condition goes in as keyword arguments (`cond=` for class ids, the keyword every
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,14 @@ from gentok.sampling.basic import (Chooser, SampleOutput, check_processing, make
 from gentok.validate import check_ids
 
 Guidance = float | Callable[[Tensor], Tensor]  # a scale, or (b, m) index of the predicted token -> (b, m) scales
+
+
+def power_cosine(scale: float, power: float, num_steps: int) -> Callable[[Tensor], Tensor]:
+    """RAR's guidance schedule (`gentok.sampling.guided`) as a `Conditioned` guidance: the scale for the token of
+    index t is 1 + (scale - 1) (1 - cos(pi (t / num_steps)^power)) / 2, on t's device."""
+    def schedule(t: Tensor) -> Tensor:
+        return (scale - 1) * (1 - torch.cos((t.float() / num_steps) ** power * math.pi)) / 2 + 1
+    return schedule
 
 
 class Conditioned:
