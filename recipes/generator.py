@@ -173,7 +173,8 @@ def train_draft(args, default_output: str):
     else:
         train_data, eval_data = TokenRows(ids[held:]), TokenRows(ids[:held])
     result = fit(make(model_cfg), train_data, train_cfg, eval_data=eval_data, loss_fn=loss_fn,
-                 run_config={"model": {"kind": kind, "preset": args.preset, "target": str(target_dir),
+                 run_config={"model": {"kind": kind, "preset": args.preset if kind == "ar-draft" else args.draft_shape,
+                                       "target": str(target_dir),
                                        "data": source}})
     if result.is_main_process:
         stats = draft_report(target, result.model.eval(), args.k, n=min(16, held),
