@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official"
 RAR_DIR = FIXTURES / "rar_tiny"
 MASKGIT = {"maskgit_vit_tiny": MaskGITBert, "maskgit_uvit_tiny": MaskGITUViT}
-OURS = {"generator-rar": "gentok.pretrained.rar", "generator-titok-maskgit": "gentok.pretrained.titok_generator"}
+OURS = {"generator-rar": "gentok.pretrained.rar", "generator-titok-maskgit": "gentok.pretrained.titok_generator",
+        "maskgit-vqgan-official": "gentok.pretrained.vqgan"}
+VQGAN_DIR = FIXTURES / "maskgit_vqgan_tiny"
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +48,11 @@ def _reference(d: Path):
 def test_entry_points_are_declared():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     assert {k: meta["gentok.converters"][k] for k in OURS} == OURS
-    assert sorted(OURS)[-1] < "titok-official"  # tried before the tokenizer converter, whose detect also matches
+    # the TiTok generator converter is tried before the tokenizer's, whose detect also matches its config
+    assert "generator-titok-maskgit" < "titok-official"
     for t in ("generator.rar", "generator.maskgit_bert", "generator.maskgit_uvit"):
         assert meta["gentok.models"][t].startswith("gentok.generators.")
+    assert meta["gentok.models"]["maskgit_vqgan"] == "gentok.tokenizers.image.vqgan"
 
 
 # -- RAR ------------------------------------------------------------------------------------------------------------
@@ -97,6 +101,27 @@ def test_rar_heads_are_read_from_the_weights_and_a_wrong_override_is_refused():
     assert gentok.load(RAR_DIR / "rar_tiny.bin").config.heads == 4  # width 32, per-head norms of 8
     with pytest.raises(CheckpointError, match="heads=16 disagrees.*4 heads"):
         gentok.load(RAR_DIR / "rar_tiny.bin", heads=16)
+
+
+def test_hub_id_with_a_filename_offline_fails_at_once_naming_the_local_alternative(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gentok\ntry:\n    gentok.load('yucornetto/RAR', filename='rar_b.bin')\n"
+            "except gentok.CheckpointError as e:\n    print(e)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=60)
+    assert "not in the local Hugging Face cache" in out.stdout and "gentok.load('/path/to/rar_b.bin')" in out.stdout
+    with pytest.raises(CheckpointError, match="must name a .safetensors or .bin"):
+        gentok.load("yucornetto/RAR", filename="rar_b.pkl")
+
+
+def test_options_a_converter_does_not_take_are_refused():
+    with pytest.raises(CheckpointError, match=r"takes no option\(s\) \['depth'\]"):
+        gentok.load(RAR_DIR, depth=3)
+    with pytest.raises(CheckpointError, match=r"titok-official converter takes no option"):
+        gentok.load(FIXTURES / "titok_l32", heads=4)
 
 
 def test_rar_save_load_round_trip(tmp_path):
@@ -221,6 +246,16 @@ def test_maskgit_mismatched_keys_and_pickle_only_snapshots(tmp_path):
         gentok.load(tmp_path / "cut")
 
 
+def test_maskgit_config_wrapped_by_the_hub_mixin_loads_the_same(tmp_path):
+    src = FIXTURES / "maskgit_uvit_tiny"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "config.json").write_text(json.dumps({"config": json.loads((src / "config.json").read_text())}))
+    (tmp_path / "w" / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    ref, _ = _reference(src)
+    with torch.no_grad():
+        assert (gentok.load(tmp_path / "w")(ref["ids"], ref["cond"]) - ref["logits"]).abs().max() < 1e-5
+
+
 def test_titok_tokenizer_snapshots_still_load_as_tokenizers():
     """The generator converter declines a tokenizer snapshot even though their configs look alike."""
     from gentok.tokenizers.image.titok import TiTok
@@ -236,3 +271,146 @@ def test_maskgit_bad_inputs():
         maskgit_generate(model, torch.tensor([10]))
     with pytest.raises(ValueError, match="guidance_decay"):
         maskgit_generate(model, torch.tensor([1]), guidance_decay="cosine")
+
+
+# -- gentok generate ------------------------------------------------------------------------------------------------
+def _shaped_for_titok_l32(cls, config_cls, tmp_path):
+    """A random generator over the TiTok-L-32 fixture's ids (1024 codes, 32 tokens), saved as a gentok checkpoint."""
+    torch.manual_seed(0)
+    model = cls(config_cls(vocab_size=1024, seq_len=32, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64))
+    return model.save_pretrained(tmp_path / cls.__name__)
+
+
+def test_cli_generate_writes_images_and_a_record(tmp_path, capsys):
+    from PIL import Image
+
+    from gentok.cli import main as cli
+    from gentok.generators.rar import RARConfig
+
+    gen_dir = _shaped_for_titok_l32(RAR, RARConfig, tmp_path)
+    args = ["generate", "--generator", str(gen_dir), "--tokenizer", str(FIXTURES / "titok_l32"), "--classes", "1,3",
+            "--num", "2", "--batch-size", "3", "--option", "guidance_scale=2", "--option", "guidance_scale_pow=1"]
+    assert cli(args + ["--out", str(tmp_path / "a")]) == 0
+    assert "generated 4 image(s)" in capsys.readouterr().out
+    record = json.loads((tmp_path / "a" / "generation.json").read_text())
+    assert record["sampler"] == "guided_ar" and record["nfe_per_image"] == 32 and record["seed"] == 0
+    assert record["settings"] == {"guidance_scale": 2, "guidance_scale_pow": 1}
+    assert record["files"] == ["00000_class1.png", "00001_class1.png", "00002_class3.png", "00003_class3.png"]
+    for f in record["files"]:
+        assert Image.open(tmp_path / "a" / f).size == (16, 16)
+    assert cli(args + ["--out", str(tmp_path / "b")]) == 0  # same seed, same images
+    for f in record["files"]:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+def test_generate_with_a_maskgit_generator_decodes_its_tokens(tmp_path):
+    from gentok.generate import generate_images
+    from gentok.generators.maskgit import MaskGITConfig
+
+    generator = gentok.load(_shaped_for_titok_l32(MaskGITBert, MaskGITConfig, tmp_path))
+    tokenizer = gentok.load(FIXTURES / "titok_l32")
+    record = generate_images(generator, tokenizer, [0, 9], 1, tmp_path / "out", seed=3, progress=False, steps=4,
+                             guidance_decay="linear")
+    assert record["sampler"] == "maskgit" and record["nfe_per_image"] == 4 and record["images"] == 2
+    # the files are the tokenizer's decode of the sampler's tokens for the same seed
+    ids = maskgit_generate(generator, torch.tensor([0, 9]), steps=4, guidance_decay="linear", seed=3).ids
+    expected = tokenizer.decode(ids)
+    from PIL import Image
+    import numpy as np
+
+    for i, f in enumerate(record["files"]):
+        got = torch.from_numpy(np.array(Image.open(tmp_path / "out" / f))).permute(2, 0, 1).float() / 255
+        assert (got - expected[i]).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_generate_drives_our_own_class_conditional_ar_model_too(tmp_path):
+    from gentok.generate import generate_images
+    from gentok.generators.ar import ARConfig, ARTransformer
+
+    torch.manual_seed(0)
+    model = ARTransformer(ARConfig(vocab_size=1024, seq_len=32, dim=32, depth=1, heads=4, num_classes=5))
+    record = generate_images(model, gentok.load(FIXTURES / "titok_l32"), [4], 3, tmp_path, batch_size=2,
+                             progress=False, temperature=0.9)
+    assert record["sampler"] == "ar" and record["images"] == 3 and record["nfe_per_image"] == 32
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == record["files"]
+
+
+def test_generate_errors_speak_to_the_user(tmp_path):
+    from gentok.cli import main as cli
+    from gentok.generate import generate_images
+    from gentok.generators.rar import RARConfig
+
+    gen_dir = _shaped_for_titok_l32(RAR, RARConfig, tmp_path)
+    generator, tokenizer = gentok.load(gen_dir), gentok.load(FIXTURES / "titok_l32")
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 10\).*\[10\]"):
+        generate_images(generator, tokenizer, [1, 10], 1, tmp_path / "x")
+    with pytest.raises(ValueError, match="mismatched vocabularies: the generator samples 64 codes"):
+        generate_images(rar(), tokenizer, [1], 1, tmp_path / "x")
+    with pytest.raises(ValueError, match="no decoder"):
+        generate_images(generator, generator, [1], 1, tmp_path / "x")
+    with pytest.raises(ValueError, match="continuous tokens"):
+        generate_images(generator, gentok.load(FIXTURES / "titok_ll32_vae_c16"), [1], 1, tmp_path / "x")
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['steps'\]"):
+        generate_images(generator, tokenizer, [1], 1, tmp_path / "x", steps=3)
+    code = cli(["generate", "--generator", str(gen_dir), "--tokenizer", str(FIXTURES / "titok_l32"),
+                "--classes", "1,x", "--out", str(tmp_path / "y")])
+    assert code == 2
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_rar_cache_with_ragged_rows_and_crop_matches_the_full_pass():
+    """What speculative and any-subset samplers do with a cache: rows at different lengths, rolled back by crop."""
+    ref, _ = _reference(RAR_DIR)
+    model, ids, cond = rar(), ref["ids"], ref["cond"]
+    with torch.no_grad():
+        full = model(ids, cond)
+        cache = model.new_cache()
+        model.decode(ids[:, :6], cache, cond)  # both rows: cls, class, 6 tokens
+        cache.crop([2 + 3, 2 + 6])  # row 0 rolls back to 3 tokens
+        step = model.decode(torch.stack([ids[0, 3:5], ids[1, 6:8]]), cache, cond)  # ragged: each from its own length
+    assert (step[0] - full[0, 4:6]).abs().max() < 1e-5
+    assert (step[1] - full[1, 7:9]).abs().max() < 1e-5
+
+
+# -- MaskGIT-VQGAN (RAR's tokenizer) and generation on the official fixtures ----------------------------------------
+def vqgan():
+    return gentok.load(VQGAN_DIR / "maskgit_vqgan_tiny.bin", image_size=8)
+
+
+def test_vqgan_matches_official_and_round_trips(tmp_path):
+    from gentok.tokenizers.image.vqgan import MaskGitVQGAN
+
+    ref = load_file(str(VQGAN_DIR / "reference" / "outputs.safetensors"))
+    tok = vqgan()
+    assert type(tok) is MaskGitVQGAN and tok.vocab_size == 64 and tok.tokens_per_item == 16
+    assert torch.equal(tok.encode(ref["images"]).ids, ref["ids"])
+    assert (tok.decode(ref["ids"]) - ref["decoded"]).abs().max() < 1e-5
+    tok.save_pretrained(tmp_path / "t")
+    again = gentok.load(tmp_path / "t")
+    assert torch.equal(again.decode(ref["ids"]), tok.decode(ref["ids"]))
+    out = again(ref["images"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and again.codebook.grad.abs().sum() > 0
+    with pytest.raises(CheckpointError, match="not divisible"):
+        gentok.load(VQGAN_DIR / "maskgit_vqgan_tiny.bin", image_size=7)
+
+
+def test_generate_end_to_end_on_the_official_fixtures(tmp_path):
+    """RAR fixture + MaskGIT-VQGAN fixture: the CLI writes the tokenizer's decode of the seeded RAR samples."""
+    from PIL import Image
+    import numpy as np
+
+    from gentok.cli import main as cli
+
+    vqgan().save_pretrained(tmp_path / "vqgan")
+    args = ["generate", "--generator", str(RAR_DIR), "--generator-file", "rar_tiny.bin", "--tokenizer",
+            str(tmp_path / "vqgan"), "--classes", "1,4,7", "--num", "1", "--seed", "4321", "--out", str(tmp_path / "o"),
+            "--option", "guidance_scale=4.0", "--option", "guidance_scale_pow=2.75"]
+    assert cli(args) == 0
+    ref, _ = _reference(RAR_DIR)
+    expected = vqgan().decode(ref["samples_cfg_pow"])  # the official generate's tokens for these classes and seed
+    record = json.loads((tmp_path / "o" / "generation.json").read_text())
+    assert record["sampler"] == "guided_ar" and record["tokenizer"]["type"] == "maskgit_vqgan"
+    for i, f in enumerate(record["files"]):
+        got = torch.from_numpy(np.array(Image.open(tmp_path / "o" / f))).permute(2, 0, 1).float() / 255
+        assert (got - expected[i]).abs().max() <= 0.5 / 255 + 1e-6

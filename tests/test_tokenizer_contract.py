@@ -77,6 +77,14 @@ def _titok():
     return TiTok(TiTokConfig(**IMG, quantizer=VQConfig(dim=4, codebook_size=16, cosine=False)))
 
 
+def _maskgit_vqgan():
+    from gentok.tokenizers.image.vqgan import MaskGitVQGAN, VQGANConfig
+
+    torch.manual_seed(0)
+    return MaskGitVQGAN(VQGANConfig(channels=(32, 32), num_res_blocks=1, z_channels=8, codebook_size=16,
+                                    image_size=16)).eval()
+
+
 def _titok_fsq():
     from gentok.tokenizers.image.titok import TiTok, TiTokConfig
 
@@ -164,6 +172,7 @@ CASES = {
     "titok-fsq": _image_case(_titok_fsq),
     "binary_tokenizer": _image_case(_binary),
     "flextok": _image_case(_flextok),
+    "maskgit_vqgan": _image_case(_maskgit_vqgan),
     "audio_codec": _audio_case(_codec),
     "audio.encodec": _audio_case(_hf("encodec")),
     "audio.dac": _audio_case(_hf("dac")),

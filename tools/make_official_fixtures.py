@@ -32,6 +32,9 @@ written by the official `save_pretrained` (`config.json` + `model.safetensors`, 
 reference holds `ids` and `cond` (class ids; `num_classes` = no class), the official logits for them (`logits`; the
 MaskGIT ones also `logits_null`, all rows without a class), and for each sampling setting in
 `reference/settings.json` the tokens of the official `generate` run after `torch.manual_seed(seed)`.
+`maskgit_vqgan_tiny` is RAR's tokenizer (the official MaskGIT-VQGAN encoder, quantizer and decoder) at a shape whose
+ids the RAR fixture samples (8 px images, 4 x 4 tokens over 64 codes): `maskgit_vqgan_tiny.bin` (a `torch.save`d
+state dict, as published) and `reference/outputs.safetensors` with `images`, the official `ids` and `decoded`.
 The generator code imports timm, which imports torchvision throughout; where torchvision is missing, a stand-in
 package whose every attribute is an inert class is registered (no generator code path uses torchvision).
 
@@ -208,6 +211,11 @@ MASKGIT_SETTINGS = {"linear": ("linear", 4.5, 3.0, 9.5, False, 8), "power_cosine
                     "constant": ("constant", 3.0, 3.0, 4.5, False, 4)}
 GENERATORS = {"rar_tiny": None, "maskgit_vit_tiny": ("TiTok/titok_l32.yaml", "ViT"),
               "maskgit_uvit_tiny": ("TiTok/titok_s128.yaml", "UViT")}
+# RAR's tokenizer at a shape whose ids the RAR fixture samples: 8 px -> 4 x 4 = 16 tokens over 64 codes (one
+# level of 2x down/upsampling and the 32 channels GroupNorm needs keep the file small)
+VQGAN_CROP = 8
+VQGAN_TINY = {"channel_mult": [1, 1], "num_resolutions": 2, "dropout": 0.0, "hidden_channels": 32,
+              "num_channels": 3, "num_res_blocks": 1, "resolution": VQGAN_CROP, "z_channels": 16}
 
 
 def generator_config(checkout: Path, name: str) -> dict:
@@ -299,12 +307,49 @@ def make_generator(checkout: Path, name: str, out: Path, seed: int) -> dict:
             "distinct_sampled_ids": int(samples.unique().numel())}
 
 
+def make_vqgan(name: str, out: Path, seed: int) -> dict:
+    """The MaskGIT-VQGAN tokenizer (`maskgit_vqgan_tiny`): the official encoder, decoder and quantizer at a tiny
+    shape, run through the official `PretrainedTokenizer.encode` / `decode`; saved as its published form, a
+    `torch.save`d state dict (`<name>.bin`), with `reference/outputs.safetensors`: `images`, `ids`, `decoded`."""
+    from omegaconf import OmegaConf
+
+    import modeling.modules.maskgit_vqgan as vqgan
+    import modeling.titok as modeling_titok
+
+    conf = OmegaConf.create(VQGAN_TINY)
+    for attempt in range(20):
+        torch.manual_seed(seed + attempt)
+        model = torch.nn.Module()
+        model.encoder, model.decoder = vqgan.Encoder(conf), vqgan.Decoder(conf)
+        model.quantize = vqgan.VectorQuantizer(GEN_CODES, conf.z_channels, 0.25)
+        model.eval()
+        gen = torch.Generator().manual_seed(seed + attempt)
+        randomise(model, gen)
+        images = torch.rand(2, 3, VQGAN_CROP, VQGAN_CROP, generator=gen)
+        with torch.no_grad():
+            z = model.encoder(images).permute(0, 2, 3, 1).reshape(-1, conf.z_channels)
+            two = torch.cdist(z.double(), model.quantize.embedding.weight.double()).pow(2).topk(2, largest=False).values
+        if float((two[:, 1] - two[:, 0]).min()) > 1e-3:
+            break
+    else:
+        raise RuntimeError(f"{name}: no seed gave well-separated codes")
+    ids = modeling_titok.PretrainedTokenizer.encode(model, images)
+    decoded = modeling_titok.PretrainedTokenizer.decode(model, ids)
+    d = out / name
+    (d / "reference").mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.clone().contiguous() for k, v in model.state_dict().items()}, str(d / f"{name}.bin"))
+    save_file({"images": images, "ids": ids.long().contiguous(), "decoded": decoded.contiguous()},
+              str(d / "reference" / "outputs.safetensors"))
+    return {"variant": name, "bytes": sum(f.stat().st_size for f in d.rglob("*") if f.is_file()),
+            "distinct_ids": int(ids.unique().numel()), "decoded_std": float(decoded.std())}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkout", required=True, help="a checkout of bytedance/1d-tokenizer")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS) + sorted(GENERATORS),
+    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS) + sorted(GENERATORS) + ["maskgit_vqgan_tiny"],
                    help="write these variants only (default: all)")
     args = p.parse_args(argv)
     checkout = Path(args.checkout).resolve()
@@ -315,8 +360,10 @@ def main(argv=None):
     import modeling.titok as modeling_titok
 
     patch_official_sizes(modeling_titok)
-    for name in args.only or list(VARIANTS) + list(GENERATORS):
-        if name in GENERATORS:
+    for name in args.only or list(VARIANTS) + list(GENERATORS) + ["maskgit_vqgan_tiny"]:
+        if name == "maskgit_vqgan_tiny":
+            print(make_vqgan(name, Path(args.out), args.seed))
+        elif name in GENERATORS:
             print(make_generator(checkout, name, Path(args.out), args.seed))
         else:
             print(make(checkout, name, Path(args.out), args.seed))

@@ -104,6 +104,16 @@ def read_weights_file(path: Path, map_location="cpu") -> dict[str, torch.Tensor]
     return state
 
 
+def _call(fn, name: str, *args, **options):
+    """`fn(*args, **options)`, or a clear error when the converter takes no such option."""
+    import inspect
+
+    unknown = sorted(set(options) - set(inspect.signature(fn).parameters))
+    if unknown:
+        raise CheckpointError(f"the {name} converter takes no option(s) {unknown}")
+    return fn(*args, **options)
+
+
 def convert_file(path: str | os.PathLike, map_location="cpu", **options):
     """The gentok model of one published weights file, by the converter whose `detect_weights` accepts its names."""
     import importlib
@@ -113,7 +123,7 @@ def convert_file(path: str | os.PathLike, map_location="cpu", **options):
     for name, module in sorted(_converters().items()):
         mod = importlib.import_module(module)
         if hasattr(mod, "detect_weights") and mod.detect_weights(set(state)):
-            return mod.convert_weights(state, map_location, **options)
+            return _call(mod.convert_weights, name, state, map_location, **options)
     raise CheckpointError(f"{path}: no converter recognises these weights (first names: {sorted(state)[:5]}); "
                           f"known converters: {sorted(_converters())}")
 
@@ -136,6 +146,6 @@ def convert(directory: str | os.PathLike, map_location="cpu", **options):
     for name, module in sorted(_converters().items()):
         mod = importlib.import_module(module)
         if hasattr(mod, "detect") and mod.detect(directory, config):  # converters of bare files have none
-            return mod.convert(directory, config, map_location, **options)
+            return _call(mod.convert, name, directory, config, map_location, **options)
     raise CheckpointError(f"{directory / CONFIG_NAME} is not a gentok config (needs 'type', 'format_version' and "
                           f"'config') and no converter recognises it (known: {sorted(_converters())})")

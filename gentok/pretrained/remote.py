@@ -29,8 +29,6 @@ def download_file(repo_id: str, filename: str, revision: str | None = None) -> P
         raise CheckpointError(f"{repo_id}: filename must name a .safetensors or .bin weights file, got {filename!r}")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except EntryNotFoundError:
-        raise CheckpointError(f"{repo_id} has no file {filename!r}") from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
             f"{repo_id}/{filename}: not in the local Hugging Face cache, and the hub cannot be reached (offline, or "
@@ -38,6 +36,8 @@ def download_file(repo_id: str, filename: str, revision: str | None = None) -> P
             f"gentok.load('/path/to/{filename}')") from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"{repo_id}: no such repository on the hub (or it is private)") from None
+    except EntryNotFoundError:  # after LocalEntryNotFoundError, which is a kind of it
+        raise CheckpointError(f"{repo_id} has no file {filename!r}") from None
     except (HfHubHTTPError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{repo_id}/{filename}: {first}") from None

@@ -50,9 +50,15 @@ def _architecture(names: set[str]) -> str | None:
     return None
 
 
+def _experiment(config: dict) -> dict:
+    """The experiment config: the file itself, or (as some huggingface_hub versions write it) under "config"."""
+    inner = config.get("config")
+    return inner if "model" not in config and isinstance(inner, dict) else config
+
+
 def detect(directory: Path, config: dict) -> bool:
     """A TiTok generator snapshot: `model.generator` in its config, and generator weights."""
-    model = config.get("model")
+    model = _experiment(config).get("model")
     if not isinstance(model, dict) or not isinstance(model.get("generator"), dict):
         return False
     if "hidden_size" not in model["generator"]:
@@ -63,6 +69,7 @@ def detect(directory: Path, config: dict) -> bool:
 def generator_config(config: dict, heads: int | None = None):
     from gentok.generators.maskgit import MaskGITConfig
 
+    config = _experiment(config)
     g, vq = config["model"]["generator"], config["model"].get("vq_model", {})
     try:
         return MaskGITConfig(vocab_size=int(vq["codebook_size"]), seq_len=int(g["image_seq_len"]),

@@ -63,14 +63,15 @@ def guided_generate(model, cond: Tensor, guidance_scale: float = 4.0, guidance_s
     rows = torch.cat([cond, torch.full_like(cond, model.null_class)]) if guided else cond
     ids = torch.empty(b, L, dtype=torch.long, device=device)
     cache = model.new_cache() if use_cache else None
+    if guided:  # the whole schedule at once: one host-to-device copy, not one per step
+        scales = torch.cat([guidance_schedule(t, L, guidance_scale, guidance_scale_pow) for t in range(L)]).to(device)
     step_in = ids[:, :0]
     for t in range(L):
         x = torch.cat([step_in, step_in]) if guided else step_in
         logits = model.decode(x, cache, rows)[:, -1] if use_cache else model.decode(
             torch.cat([ids[:, :t], ids[:, :t]]) if guided else ids[:, :t], None, rows)[:, -1]
         if guided:
-            s = guidance_schedule(t, L, guidance_scale, guidance_scale_pow).to(device)
-            logits = logits[b:] + (logits[:b] - logits[b:]) * s
+            logits = logits[b:] + (logits[:b] - logits[b:]) * scales[t]
         ids[:, t], _ = sample_step(logits, choose, temperature, top_k, top_p)
         step_in = ids[:, t:t + 1]
     n = torch.full((b,), L, dtype=torch.long)
