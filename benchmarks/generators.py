@@ -18,7 +18,8 @@ Sections (--parts, comma list):
     python -m benchmarks.generators --device cuda --official /path/to/1d-tokenizer      # the full sizes, on a GPU
 
 On a CPU the RAR shapes run with --rar-tokens (quick: 8) tokens instead of 256 (say so when quoting them). Writes
-benchmarks/results/generators.json and generators.png (the ratios).
+benchmarks/results/generators.json and generators.png (the ratios); with --samples-generator G --samples-tokenizer T
+(e.g. the official RAR and MaskGIT-VQGAN weights) also generators_samples.png, a grid of generated images.
 """
 
 from __future__ import annotations
@@ -325,6 +326,38 @@ def bench_rar_speculative(args, device) -> dict:
     return out
 
 
+def samples_png(args, path: Path) -> dict:
+    """Generated samples as one picture: `gentok.generate.generate_images` with the generator and tokenizer the user
+    names (e.g. the official RAR + MaskGIT-VQGAN weights), 8 classes x 2 images, laid out in a grid at `path`."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    import gentok
+    from gentok.files import atomic_write_bytes
+    from gentok.generate import generate_images
+
+    gen = gentok.load(args.samples_generator).eval().to(args.device)
+    tok = gentok.load(args.samples_tokenizer).eval().to(args.device)
+    classes = [int(c) for c in args.samples_classes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        record = generate_images(gen, tok, classes, 2, tmp, seed=0, batch_size=len(classes) * 2)
+        images = [np.asarray(Image.open(Path(tmp) / f).convert("RGB")) for f in record["files"]]
+    h, w = images[0].shape[:2]
+    cols = len(classes)
+    grid = np.zeros((2 * h, cols * w, 3), dtype=np.uint8)
+    for i, img in enumerate(images):  # files are class-major: column = class, row = sample
+        grid[(i % 2) * h:(i % 2 + 1) * h, (i // 2) * w:(i // 2 + 1) * w] = img
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    print(f"  samples of classes {classes} -> {path}")
+    return {"picture": str(path), "classes": classes, "nfe_per_image": record["nfe_per_image"],
+            "seconds_per_image": record["seconds"]["per_image"], "sampler": record["sampler"]}
+
+
 # -- report ---------------------------------------------------------------------------------------------------------------
 def plot(result: dict, path: Path) -> None:
     bars = []
@@ -366,6 +399,9 @@ def main(argv=None):
     p.add_argument("--rar-tokens", type=int, default=None, help="tokens per image (default 256; quick 8)")
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--cfg-pow", type=float, default=0.0)
+    p.add_argument("--samples-generator", default=None, help="a generator for the samples picture (gentok.load)")
+    p.add_argument("--samples-tokenizer", default=None, help="its tokenizer (gentok.load)")
+    p.add_argument("--samples-classes", default="207,360,387,974,88,979,417,279")
     args = p.parse_args(argv)
     q = args.quick
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -396,6 +432,9 @@ def main(argv=None):
     if "rar-spec" in parts:
         print(f"speculative {args.rar_spec[0]} -> {args.rar_spec[1]} with guidance ({args.rar_tokens} tokens)")
         result["rar_speculative"] = bench_rar_speculative(args, device)
+    if args.samples_generator and args.samples_tokenizer:
+        print("samples picture")
+        result["samples"] = samples_png(args, Path(args.out).with_name(Path(args.out).stem + "_samples.png"))
     out = write_json(args.out, result)
     plot(result, out.with_suffix(".png"))
     if result.get("assd"):
