@@ -159,15 +159,17 @@ def _run(model, state: ASSDState, k: int, choose: Chooser, process: dict, use_ca
         rem = T[rows] - c
         ver = mp > 0
         k2 = torch.where(ver, (rem - mp).clamp(max=k), 0)  # verify rows also draft the next round
-        qn = torch.where(ver, mp + k2, rem.clamp(max=k))
+        # queries: draft rows ask for targets c .. c + m - 1 (cutoff c + 1); verify rows for drafts 2..m (draft 1
+        # needs none: q_1 == p_1) with the earlier drafts seen, then the next round's drafts (cutoff after them all)
+        qn = torch.where(ver, mp - 1 + k2, rem.clamp(max=k))
         lo = torch.where(h < 0, T[rows], h)  # content to add: the prompt first, then targets not yet cached
         hi = torch.where(h < 0, L, c + mp)
         Q = int(qn.max())
         j = jq[:Q]
         qvalid = j < qn[:, None]
         tg = targets[rows]
-        qpos = tg.gather(1, (c[:, None] + j).clamp(max=L - 1)).masked_fill(~qvalid, 0)
-        see = torch.where(j < mp[:, None], c[:, None] + 1 + j, (c + mp + 1)[:, None]).masked_fill(~qvalid, 0)
+        qpos = tg.gather(1, (c[:, None] + ver.long()[:, None] + j).clamp(max=L - 1)).masked_fill(~qvalid, 0)
+        see = torch.where(j < mp[:, None] - 1, c[:, None] + 2 + j, (c + mp + 1)[:, None]).masked_fill(~qvalid, 0)
         dvalid = jk < mp[:, None]
         dpos = tg.gather(1, (c[:, None] + jk).clamp(max=L - 1))
         x_in = ids[rows]
@@ -184,13 +186,14 @@ def _run(model, state: ASSDState, k: int, choose: Chooser, process: dict, use_ca
         new_tok = torch.zeros(n, 2 * k, dtype=torch.long, device=dev)
         if bool(dm.any()):
             new_tok[:, :Q][dm] = choose.categorical(probs[dm])
-        # 2. verify rows: coins for drafts 2..m
-        W = min(Q, k)
+        # 2. verify rows: coins for drafts 2..m (draft d is verified by query column d - 1)
+        W = min(Q + 1, k)
         acc = mp.clone()
         rej = torch.zeros(n, dtype=torch.bool, device=dev)
         if bool(ver.any()):
             x = dtok[rows][:, :W]
-            px = probs[:, :W].gather(-1, x[..., None])[..., 0]
+            px = torch.cat([torch.zeros_like(x[:, :1], dtype=probs.dtype),
+                            probs[:, :W - 1].gather(-1, x[:, 1:, None])[..., 0]], 1)
             qx = dq[rows][:, :W].gather(-1, x[..., None])[..., 0]
             vm = ver[:, None] & (jk[:W] >= 1) & (jk[:W] < mp[:, None])
             ok = torch.ones(n, W, dtype=torch.bool, device=dev)
@@ -201,10 +204,10 @@ def _run(model, state: ASSDState, k: int, choose: Chooser, process: dict, use_ca
             # 3. a rejected draft is replaced by a draw from the residual
             if bool(rej.any()):
                 r_i = rej.nonzero()[:, 0]
-                fix = choose.categorical(residual(probs[r_i, acc[r_i]], dq[rows[r_i], acc[r_i]]))
+                fix = choose.categorical(residual(probs[r_i, acc[r_i] - 1], dq[rows[r_i], acc[r_i]]))
                 new_tok[r_i, acc[r_i]] = fix
             # 4. fully accepted rows draw the next round's drafts from the same pass
-            nm = (ver & ~rej)[:, None] & (j >= mp[:, None]) & (j < (mp + k2)[:, None])
+            nm = (ver & ~rej)[:, None] & (j >= mp[:, None] - 1) & (j < (mp - 1 + k2)[:, None])
             if bool(nm.any()):
                 new_tok[:, :Q][nm] = choose.categorical(probs[nm])
             log.append((rows[ver], acc[ver]))
@@ -220,7 +223,7 @@ def _run(model, state: ASSDState, k: int, choose: Chooser, process: dict, use_ca
         tok[:, :k] = torch.where(vmask, torch.where(jk < acc[:, None], dtok[rows], new_tok[:, :k]), 0)
         write[:, :k] = vmask
         # a single new draft is exact (q_1 == p_1) and decided too, right after the verified tokens
-        src = torch.where(ver, mp, 0)  # column of the new drafts in new_tok
+        src = torch.where(ver, mp - 1, 0)  # column of the new drafts in new_tok
         single = new_tok.gather(1, src[:, None])[:, 0]
         tok[one, decided_v[one]] = single[one]
         write[one, decided_v[one]] = True
