@@ -83,6 +83,22 @@ def test_rar_seeded_sampling_is_token_identical_to_official(setting, use_cache):
     assert torch.equal(out.ids, ref[f"samples_{setting}"])
 
 
+@pytest.mark.parametrize("positions", [1, 3, 40])
+def test_rar_precomputed_modulations_in_any_chunking_give_the_official_tokens(positions, monkeypatch):
+    """The guided sampler computes the adaLN maps `chunk` positions at a time; chunk boundaries change nothing."""
+    import gentok.sampling.guided as guided
+
+    ref, settings = _reference(RAR_DIR)
+    model = rar()
+    per_position = 2 * 3 * (6 * model.config.dim * model.config.depth + 2 * model.config.dim) * 4  # 2 x 3 rows
+    monkeypatch.setattr(guided, "MODULATION_BYTES", positions * per_position)
+    assert guided._chunk(model, 6) == min(positions, 32)
+    s = settings["cfg_pow"]
+    out = guided_generate(model, ref["labels"], s["guidance_scale"], s["guidance_scale_pow"], s["temperature"],
+                          seed=settings["seed"])
+    assert torch.equal(out.ids, ref["samples_cfg_pow"])
+
+
 def test_rar_loads_from_a_folder_a_named_file_and_safetensors(tmp_path):
     ref, _ = _reference(RAR_DIR)
     state = convert.read_weights_file(RAR_DIR / "rar_tiny.bin")

@@ -94,10 +94,11 @@ class RARBlock(nn.Module):
         self.fc2 = nn.Linear(c.mlp_dim, c.dim)
         self.ada = nn.Linear(c.dim, 6 * c.dim)
 
-    def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None, cache: KVCache | None = None,
-                layer: int = 0, step: Step | None = None) -> Tensor:
-        """x, c (b, m, dim) -> (b, m, dim)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).chunk(6, dim=-1)
+    def forward(self, x: Tensor, c: Tensor | None, mask: Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0, step: Step | None = None, mod: Tensor | None = None) -> Tensor:
+        """x, c (b, m, dim) -> (b, m, dim); `mod` (b, m, 6 dim): this block's adaLN output, if computed already."""
+        mod = self.ada(F.silu(c)) if mod is None else mod
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask, cache, layer, step)
         h = self.norm2(x) * (1 + scale2) + shift2
         return x + gate2 * self.fc2(F.gelu(self.fc1(h)))
@@ -192,8 +193,19 @@ class RAR(Generator):
                              f"got {cond.tolist()[:16]}")
         return cond
 
-    def decode(self, ids: Tensor, cache: KVCache | None, cond: Tensor) -> Tensor:
-        """`forward` for samplers that already validated their inputs (no checks, no device syncs)."""
+    def modulations(self, cond: Tensor, positions: slice | Tensor) -> list[Tensor]:
+        """The adaLN outputs of every block and of the final norm, [(b, m, 6 dim)] * depth + [(b, m, 2 dim)], at
+        `positions` (a slice, or (b, m) indices) for class ids `cond` (b,).
+
+        They depend on the class and the position only, never on the tokens, so a sampler can compute many steps'
+        worth in one matrix product per block and pass slices to `decode(mods=...)`: at batch 1 a decoding step reads
+        every weight once, and the adaLN maps are a third of them."""
+        c = F.silu(self.class_emb(cond)[:, None] + self.step_emb[positions])
+        return [block.ada(c) for block in self.blocks] + [self.final_ada(c)]
+
+    def decode(self, ids: Tensor, cache: KVCache | None, cond: Tensor, mods: list[Tensor] | None = None) -> Tensor:
+        """`forward` for samplers that already validated their inputs (no checks, no device syncs); `mods`: this
+        pass's slice of `modulations(cond, positions)` (cls and class positions included on the first pass)."""
         b, n = ids.shape
         label = self.class_emb(cond)  # (b, dim)
         x = self.tok_emb(ids)
@@ -214,14 +226,15 @@ class RAR(Generator):
         target = F.pad(self.target_pos, (0, 0, 1, 1))
         x = x + self.pos_emb[where]
         x = x + target[where]
-        c = label[:, None] + self.step_emb[where]  # (b, m, dim) the adaLN condition per position
+        c = label[:, None] + self.step_emb[where] if mods is None else None  # (b, m, dim) adaLN condition
         for i, block in enumerate(self.blocks):
-            x = block(x, c, mask, cache, i, step)
+            x = block(x, c, mask, cache, i, step, None if mods is None else mods[i])
         if cache is not None:
             cache.advance(step)
+        final = self.final_ada(F.silu(c)) if mods is None else mods[-1]
         if start:  # the cls row predicts nothing
-            x, c = x[:, 1:], c[:, 1:]
-        scale, shift = self.final_ada(F.silu(c)).chunk(2, dim=-1)
+            x, final = x[:, 1:], final[:, 1:]
+        scale, shift = final.chunk(2, dim=-1)
         x = F.layer_norm(x, (x.shape[-1],), eps=EPS) * (1 + scale) + shift
         return self.head(x)
 

@@ -18,6 +18,16 @@ from torch import Tensor
 from gentok.sampling.basic import Chooser, SampleOutput, check_processing, make_chooser, sample_step
 
 
+MODULATION_BYTES = 256 * 2**20  # memory the precomputed adaLN maps of one chunk may take
+
+
+def _chunk(model, rows: int) -> int:
+    """Positions per precomputed chunk of adaLN maps: up to 32, within MODULATION_BYTES."""
+    width = sum(b.ada.out_features for b in model.blocks) + model.final_ada.out_features
+    per_position = rows * width * model.head.weight.element_size()
+    return max(1, min(32, MODULATION_BYTES // max(per_position, 1)))
+
+
 def guidance_schedule(step: int, num_steps: int, scale: float, power: float) -> Tensor:
     """The guidance scale at `step` of `num_steps`: a float32 tensor of shape (1,) (see the module docstring)."""
     ramp = (1 - torch.cos((step / num_steps) ** (torch.ones(1) * power) * math.pi)) * 1 / 2
@@ -66,9 +76,17 @@ def guided_generate(model, cond: Tensor, guidance_scale: float = 4.0, guidance_s
     if guided:  # the whole schedule at once: one host-to-device copy, not one per step
         scales = torch.cat([guidance_schedule(t, L, guidance_scale, guidance_scale_pow) for t in range(L)]).to(device)
     step_in = ids[:, :0]
+    chunk = _chunk(model, rows.shape[0]) if use_cache and hasattr(model, "modulations") else 0
     for t in range(L):
         x = torch.cat([step_in, step_in]) if guided else step_in
-        logits = model.decode(x, cache, rows)[:, -1] if use_cache else model.decode(
+        mods = None
+        if chunk:  # class- and position-only adaLN maps, computed `chunk` positions at a time
+            first = 0 if t == 0 else t + 1  # cache slot of this pass's first position (cls, class, then tokens)
+            if t == 0 or (t - 1) % chunk == 0:
+                ahead = model.modulations(rows, slice(first, min(first + (2 if t == 0 else chunk), L + 1)))
+                base = first
+            mods = [m[:, first - base:first - base + x.shape[1] + (2 if t == 0 else 0)] for m in ahead]
+        logits = model.decode(x, cache, rows, mods)[:, -1] if use_cache else model.decode(
             torch.cat([ids[:, :t], ids[:, :t]]) if guided else ids[:, :t], None, rows)[:, -1]
         if guided:
             logits = logits[b:] + (logits[:b] - logits[b:]) * scales[t]
