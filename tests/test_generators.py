@@ -428,3 +428,31 @@ def test_distill_loss_with_class_dropout_trains_the_unconditional_rows():
     assert float(DistillLoss(target)(target, (ids, cond))[0]) < 1e-6
     with pytest.raises(ValueError, match="null_class"):
         DistillLoss(target, cond_drop=0.1)
+
+
+def test_draft_recipe_distils_a_rar_draft_for_a_rar_target(tmp_path):
+    """`--draft-for` a RAR generator trains a smaller RAR (--draft-shape, model fields overridable) on KL to the
+    target, over the target's samples, and reports its acceptance."""
+    import json
+    import runpy
+
+    from gentok.generators.rar import PRESETS, RAR
+
+    torch.manual_seed(0)
+    target = RAR(PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        for p in target.parameters():
+            if p.ndim >= 2:
+                p.normal_(0, p.shape[-1] ** -0.5)
+    target.save_pretrained(tmp_path / "target" / "model")
+    recipe = runpy.run_path("recipes/generator.py", run_name="rar_draft_test")
+    recipe["main"](["--draft-for", str(tmp_path / "target" / "model"), "--draft-shape", "tiny",
+                    "--set", "model.depth=1", "--output-dir", str(tmp_path / "draft"), "--num-images", "64",
+                    "--max-steps", "10", "--set", "train.batch_size=16", "--set", "train.progress=false",
+                    "--set", "train.checkpoint_every=0", "--set", "train.eval_every=0", "--set", "train.warmup_steps=2"])
+    draft = RAR.from_pretrained(tmp_path / "draft" / "model")
+    assert draft.config.depth == 1 and (draft.config.vocab_size, draft.config.seq_len, draft.config.num_classes) == (
+        target.config.vocab_size, target.config.seq_len, target.config.num_classes)
+    summary = json.loads((tmp_path / "draft" / "summary.json").read_text())
+    assert summary["model"] == "rar-draft" and 0 <= summary["speculative"]["acceptance_rate"] <= 1
+    assert summary["eval"]["kl"] > 0
