@@ -10,11 +10,13 @@ when that does not exist. Images are tokenized once and cached as safetensors. A
 `samples.png` (rows: held-out images through the tokenizer / infills from half their tokens / new samples) and
 `summary.json`. Rerunning with the same --output-dir resumes.
 
-With --draft-for TARGET_DIR (a trained AR generator) it instead trains a small AR *draft* for speculative sampling by
-sequence-level distillation: the target samples --num-images sequences once (cached next to the draft, keyed by the
-target's weights) and the draft learns next-token prediction on them, i.e. it is fitted to the target's own law at
-temperature 1, which is what acceptance min(1, p/q) rewards (data tokens would fit the data instead). The summary
-reports the draft's acceptance and the speed of speculative vs plain decoding. Output: <output-dir>_draft by default.
+With --draft-for TARGET (a trained AR generator, or a RAR one: a gentok folder or an official file) it instead
+distils a smaller *draft* for speculative sampling (AR: --preset; RAR: --draft-shape, default rar_b): the draft is
+trained on KL(target || draft) of the next-token distributions (the target's logits as soft labels, `DistillLoss`)
+over token data: --draft-tokens FILE (safetensors with `ids` (n, L), and `labels` (n,) for a class-conditional
+target), by default the token cache this recipe wrote next to the target (TARGET/../tokens_train.safetensors), else
+--num-images sequences sampled from the target (cached next to the draft, keyed by the target's weights). The
+summary reports the draft's acceptance and the speed of speculative vs plain decoding. Output: <output-dir>_draft.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from gentok.files import atomic_write_bytes, atomic_write_json
 from gentok.generators import ASARM, ARTransformer, ASARMLoss, ar_loss
 from gentok.generators import ar as ar_mod
 from gentok.generators import asarm as asarm_mod
+from gentok.generators.ar import DistillLoss
 from gentok.generators.data import TokenRows, pretokenize, tokenizer_fingerprint
 from gentok.sampling import assd, generate, sequential, speculative
 from gentok.training import TrainConfig, fit
@@ -68,7 +71,11 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--k", type=int, default=4, help="ASSD drafts per round when sampling")
     parser.add_argument("--samples", type=int, default=8, help="images per row of the picture")
     parser.add_argument("--draft-for", default=None, metavar="TARGET_DIR",
-                        help="train an AR draft for this trained AR generator (distilled on its samples)")
+                        help="distil an AR draft for this trained AR generator (KL on its logits over token data)")
+    parser.add_argument("--draft-tokens", default=None, metavar="FILE",
+                        help="token data for --draft-for (default: the target's token cache, else its samples)")
+    parser.add_argument("--draft-shape", default="rar_b", metavar="PRESET",
+                        help="the draft's RAR preset when --draft-for is a RAR generator (default: rar_b)")
     args = parser.parse_args(argv)
     if args.draft_for:
         return train_draft(args, parser.get_default("output_dir"))
@@ -134,36 +141,79 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
 
 
 def train_draft(args, default_output: str):
-    """Sequence-level distillation of a draft AR model for the AR generator at `args.draft_for` (see the docstring)."""
+    """Distil a draft for the generator at `args.draft_for` (see the module docstring): an AR draft of --preset for
+    an AR target, a RAR of --draft-shape for a RAR target (scored without its class 10% of the time, so it can be
+    guided too)."""
+    from gentok.generators.rar import PRESETS as RAR_PRESETS
+    from gentok.generators.rar import RAR
+
     target_dir = Path(args.draft_for)
-    if not (target_dir / "config.json").is_file():
-        raise UsageError(f"--draft-for {target_dir} is not a saved gentok model (no config.json)")
-    target = gentok.load(target_dir).eval()
-    if not isinstance(target, ARTransformer):
-        raise UsageError(f"--draft-for needs an AR generator (speculative sampling), got {type(target).__name__}")
+    target = gentok.load(target_dir).eval()  # a gentok folder, or an official RAR file / folder
     if args.output_dir == default_output:
         args.output_dir = f"{default_output}_draft"
-    model_cfg, train_cfg = apply_overrides(ar_mod.PRESETS[args.preset], TRAIN, args)
     tc = target.config
-    model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+    if isinstance(target, ARTransformer):
+        model_cfg, train_cfg = apply_overrides(ar_mod.PRESETS[args.preset], TRAIN, args)
+        model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+        make, loss_fn, kind = ARTransformer, DistillLoss(target), "ar-draft"
+    elif isinstance(target, RAR):
+        if args.draft_shape not in RAR_PRESETS:
+            raise UsageError(f"--draft-shape must be one of {sorted(RAR_PRESETS)}, got {args.draft_shape!r}")
+        model_cfg, train_cfg = apply_overrides(RAR_PRESETS[args.draft_shape], TRAIN, args)
+        model_cfg = replace(model_cfg, vocab_size=tc.vocab_size, seq_len=tc.seq_len, num_classes=tc.num_classes)
+        make, loss_fn, kind = RAR, DistillLoss(target, target.null_class, cond_drop=0.1), "rar-draft"
+    else:
+        raise UsageError(f"--draft-for needs an AR or RAR generator (speculative sampling), got "
+                         f"{type(target).__name__}")
     out = Path(train_cfg.output_dir)
-    ids, cond = target_samples(target, out / "target_samples.safetensors", tokenizer_fingerprint(target_dir),
-                               args.num_images, train_cfg.seed)
-    held = max(1, ids.shape[0] // 20)  # 5% of the samples score the draft's fit
-    if tc.num_classes:
-        train_data = torch.utils.data.TensorDataset(ids[held:], cond[held:])
-        eval_data = torch.utils.data.TensorDataset(ids[:held], cond[:held])
+    ids, labels, source = draft_data(args, target, target_dir, out, train_cfg.seed)
+    held = max(1, ids.shape[0] // 20)  # 5% of the sequences score the draft's fit
+    if labels is not None:
+        train_data = torch.utils.data.TensorDataset(ids[held:], labels[held:])
+        eval_data = torch.utils.data.TensorDataset(ids[:held], labels[:held])
     else:
         train_data, eval_data = TokenRows(ids[held:]), TokenRows(ids[:held])
-    result = fit(ARTransformer(model_cfg), train_data, train_cfg, eval_data=eval_data, loss_fn=ar_loss,
-                 run_config={"model": {"kind": "ar-draft", "preset": args.preset, "target": str(target_dir)}})
+    result = fit(make(model_cfg), train_data, train_cfg, eval_data=eval_data, loss_fn=loss_fn,
+                 run_config={"model": {"kind": kind, "preset": args.preset if kind == "ar-draft" else args.draft_shape,
+                                       "target": str(target_dir),
+                                       "data": source}})
     if result.is_main_process:
-        stats = draft_report(target, result.model.eval(), args.k, n=min(16, held))
-        atomic_write_json(out / "summary.json", {"model": "ar-draft", "target": str(target_dir),
+        stats = draft_report(target, result.model.eval(), args.k, n=min(16, held),
+                             labels=None if labels is None else labels[:held])
+        atomic_write_json(out / "summary.json", {"model": kind, "target": str(target_dir), "data": source,
                                                  "eval": result.eval_metrics, "speculative": stats})
         print(f"\ndraft for {target_dir} -> {out / 'model'}")
         print("  " + "  ".join(f"{k}={v:.3g}" for k, v in stats.items()))
     return result
+
+
+def draft_data(args, target, target_dir: Path, out: Path, seed: int):
+    """(ids (n, L), labels (n,) or None, description) to distil on: a token file, else samples of the target."""
+    from safetensors.torch import load_file
+
+    path = Path(args.draft_tokens) if args.draft_tokens else target_dir.parent / "tokens_train.safetensors"
+    tc = target.config
+    if path.is_file():
+        data = load_file(str(path))
+        ids, labels = data.get("ids"), data.get("labels")
+        if ids is None or ids.ndim != 2 or ids.shape[1] != tc.seq_len or int(ids.min()) < 0 \
+                or int(ids.max()) >= tc.vocab_size:
+            raise UsageError(f"{path}: expected `ids` (n, {tc.seq_len}) in [0, {tc.vocab_size}) for this target")
+        if bool(tc.num_classes) != (labels is not None):
+            if args.draft_tokens:
+                raise UsageError(f"{path}: a {'class-conditional' if tc.num_classes else 'unconditional'} target "
+                                 f"needs {'`labels` next to' if tc.num_classes else 'no `labels` with'} the ids")
+        else:
+            return ids.long()[:args.num_images], None if labels is None else labels.long()[:args.num_images], str(path)
+    elif args.draft_tokens:
+        raise UsageError(f"--draft-tokens {path} does not exist")
+    if (target_dir / "config.json").is_file():
+        fingerprint = tokenizer_fingerprint(target_dir)  # a hash of the saved config and weights
+    else:  # an official file or folder: where it is, its size and age
+        st = target_dir.stat()
+        fingerprint = f"{target_dir.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    ids, labels = target_samples(target, out / "target_samples.safetensors", fingerprint, args.num_images, seed)
+    return ids, labels, "target samples"
 
 
 @torch.no_grad()
@@ -196,22 +246,25 @@ def target_samples(target, path: Path, fingerprint: str, n: int, seed: int, batc
 
 
 @torch.no_grad()
-def draft_report(target, draft, gamma: int, n: int) -> dict:
-    """Acceptance of `draft` in speculative sampling of `target` and its speed against plain decoding (batch 1)."""
-    if target.config.num_classes:
-        return {}  # the benchmark measures class-conditional targets; here one code path keeps the recipe short
+def draft_report(target, draft, gamma: int, n: int, labels=None) -> dict:
+    """Acceptance of `draft` in speculative sampling of `target` (n rows in one batch) and its speed against plain
+    decoding at batch 1."""
     L = target.config.seq_len
+    spec = speculative(target, draft, L, gamma=gamma, batch_size=n, cond=labels, seed=0)
+    rounds = [a for row in spec.accepted for a in row]
+    one = None if labels is None else labels[:1]
     t0 = time.perf_counter()
-    plain = [generate(target, L, seed=i) for i in range(n)]
+    for i in range(4):
+        generate(target, L, cond=one, seed=i)
     t_plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    spec = [speculative(target, draft, L, gamma=gamma, seed=i) for i in range(n)]
+    for i in range(4):
+        speculative(target, draft, L, gamma=gamma, cond=one, seed=i)
     t_spec = time.perf_counter() - t0
-    rounds = [a for s in spec for a in s.accepted[0]]
     return {"gamma": gamma, "accepted_per_round": sum(rounds) / max(len(rounds), 1),
             "acceptance_rate": sum(rounds) / max(gamma * len(rounds), 1),
-            "target_nfe": sum(float(s.nfe[0]) for s in spec) / n, "tokens": L,
-            "plain_seconds": t_plain / len(plain), "speculative_seconds": t_spec / n, "speedup": t_plain / t_spec}
+            "target_nfe": float(spec.nfe.float().mean()), "tokens": L,
+            "plain_seconds": t_plain / 4, "speculative_seconds": t_spec / 4, "speedup": t_plain / t_spec}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 from gentok.generators import ASARM, ASARMConfig
 from gentok.sampling import assd, process_logits, sequential
-from gentok.sampling.assd import apply_step, plan_step, start_state
+from gentok.sampling.assd import start_state
 from gentok.sampling.basic import TorchChooser
 from gentok.sampling.exact import enumerate_outcomes
 
@@ -50,40 +50,21 @@ def target_joint(model, prompt_ids, prompt_mask, order, temperature=1.0, top_k=0
 
 
 def assd_law(model, prompt_ids, prompt_mask, order, k, temperature=1.0, top_k=0):
-    """Exact output law of `assd` by enumeration. The decision tree is walked pass by pass: for every reachable
-    sampler state the model runs once, then every branch of that pass's random choices (drafts, accept/reject coins,
-    residual resamples, next drafts) is enumerated through the sampler's own `apply_step`; identical states merge."""
-    state0 = start_state(prompt_ids[None], prompt_mask[None], order[None], None, L, V)
-    frontier = [(1.0, state0)]
+    """Exact output law of `assd` by enumeration: the sampler as users call it (keys and values kept across passes;
+    the recomputing path is held token-identical to it below) is re-run once per leaf of its decision tree (drafts,
+    accept/reject coins, residual resamples, next drafts; `enumerate_outcomes`). Also returns the probability that
+    the first round rejects a draft."""
     law: dict[tuple, float] = defaultdict(float)
-    rejections = 0.0  # expected number of rejected drafts per run
-    while frontier:
-        merged: dict[tuple, list] = {}
-        for prob, st in frontier:
-            plan = plan_step(st, k)
-            with torch.no_grad():
-                logits = model(plan.ids, st.ranks[plan.rows], plan.query_pos, plan.query_see)
-            probs = process_logits(logits, temperature, top_k)
+    rejections = 0.0
 
-            def run(chooser, st=st, plan=plan, probs=probs):
-                s = st.copy()
-                apply_step(s, probs, plan, chooser)
-                return s
+    def run(chooser):
+        return assd(model, prompt_ids[None], prompt_mask[None], k=k, temperature=temperature, top_k=top_k,
+                    order=order, chooser=chooser)
 
-            for p_leaf, s in enumerate_outcomes(run):
-                mass = prob * p_leaf
-                if any(a < n for a, n in zip(s.accepted[0][len(st.accepted[0]):], [plan.count[0]])):
-                    rejections += mass  # this pass verified drafts and rejected one
-                if not s.active():
-                    law[tuple(s.ids[0].tolist())] += mass
-                    continue
-                pend = s.pending[0]
-                key = (tuple(s.ids[0].tolist()), s.cursor[0], None if pend is None else tuple(pend[0].tolist()))
-                if key in merged:
-                    merged[key][0] += mass
-                else:
-                    merged[key] = [mass, s]
-        frontier = [(m, s) for m, s in merged.values()]
+    drafts = min(k, int((~prompt_mask).sum()))  # the first round's drafts
+    for prob, out in enumerate_outcomes(run):
+        law[tuple(out.ids[0].tolist())] += prob
+        rejections += prob * (out.accepted[0][:1] < [drafts])  # the first round rejected one
     return dict(law), rejections
 
 
@@ -146,25 +127,20 @@ def random_prompts(b: int, length: int, vocab: int, rate: float, seed: int):
 
 
 def test_first_draft_is_the_verifier_distribution():
+    """What ASSD's exactness rests on: drafting k targets in parallel (one shared cutoff) gives the first of them the
+    very distribution its verification query computes once the drafts are placed (q_1 == p_1), while later
+    verification queries do see the earlier drafts (otherwise nothing would ever be rejected)."""
     model = peaky_model(seed=5, vocab=7, length=10, dtype=torch.float32)
     ids, mask = random_prompts(6, 10, 7, 0.7, seed=0)
-    mask[:, :2] = False  # at least 2 targets per row
-    chooser = TorchChooser(0)
-    st = start_state(ids, mask, "random", chooser, 10, 7)
-    torch.set_grad_enabled(False)
-    plan = plan_step(st, 4)
-    assert all(st.pending[r] is None for r in plan.rows)
-    q = process_logits(model(plan.ids, st.ranks[plan.rows], plan.query_pos, plan.query_see))
-    apply_step(st, q, plan, chooser)
-    verify = plan_step(st, 4)
-    p = process_logits(model(verify.ids, st.ranks[verify.rows], verify.query_pos, verify.query_see))
-    for a, r in enumerate(verify.rows):
-        m = verify.count[a]
-        assert m == min(4, st.num_targets[r])
-        torch.testing.assert_close(p[a, 0], q[plan.rows.index(r), 0], atol=1e-6, rtol=0)
-    # later verifier rows do condition on the earlier drafts (otherwise nothing would ever be rejected)
-    assert max(float((p[a, 1] - q[plan.rows.index(r), 1]).abs().max()) for a, r in enumerate(verify.rows)) > 1e-3
-    torch.set_grad_enabled(True)
+    mask[:, :4] = False  # at least 4 targets per row
+    st = start_state(ids, mask, "random", TorchChooser(0), 10, 7)
+    q_pos = st.targets[:, :4]  # the first 4 targets of each row, drafted given the prompt only (cutoff 1)
+    with torch.no_grad():
+        q = model(st.ids, st.ranks, q_pos, torch.ones_like(q_pos))
+        drafted = st.ids.scatter(1, q_pos, torch.randint(7, q_pos.shape))
+        p = model(drafted, st.ranks, q_pos, torch.arange(1, 5).expand(6, 4))  # each sees the drafts before it
+    torch.testing.assert_close(p[:, 0], q[:, 0], atol=1e-5, rtol=0)
+    assert float((p[:, 1:] - q[:, 1:]).abs().max()) > 1e-3
 
 
 @pytest.mark.parametrize("k", [2, 3, 5, 8])
@@ -223,3 +199,20 @@ def test_positions_outside_the_prompt_are_never_read():
         assert torch.equal(a.ids, b.ids) and torch.equal(a.ids[mask], ids[mask])
     with pytest.raises(ValueError, match="integer"):
         assd(model, ids.float(), mask)
+
+
+# -- the KV cache across passes -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rate,seed", [(0.5, 0), (0.9, 1), (1.0, 2)])
+def test_cached_samplers_equal_the_full_recomputation(rate, seed):
+    """Same seed, same draws: keeping keys and values across passes changes no token, no NFE and no acceptance, with
+    ragged prompts, rows that finish early and a row with nothing to sample."""
+    model = peaky_model(seed=2, vocab=7, length=12)
+    ids, mask = random_prompts(6, 12, 7, rate, seed)
+    mask[1] = True  # nothing to sample in this row
+    for k in (1, 3, 5):
+        a = assd(model, ids, mask, k=k, seed=seed, top_k=5)
+        b = assd(model, ids, mask, k=k, seed=seed, top_k=5, use_cache=False)
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.nfe, b.nfe) and a.accepted == b.accepted
+    a = sequential(model, ids, mask, seed=seed)
+    b = sequential(model, ids, mask, seed=seed, use_cache=False)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.nfe, b.nfe) and torch.equal(a.ids[mask], ids[mask])

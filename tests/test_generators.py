@@ -314,3 +314,145 @@ def test_ragged_cache_rows_continue_from_their_own_lengths():
         assert picked.lengths == [8]
         torch.testing.assert_close(model(ids[1:2, 7:8], cond[1:2], cache=picked)[0, 0], full[1, 8], atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_asarm_cached_extension_equals_the_full_pass():
+    """`ASARM.extend`: content added to a cache over several passes (prompt first, then targets in rank order, a
+    padded ragged batch, a dropped draft) answers queries exactly as the full pass does."""
+    model = asarm_model()
+    g = torch.Generator().manual_seed(3)
+    b, L = 3, 8
+    ids = torch.randint(11, (b, L), generator=g)
+    ranks = random_ranks(b, L, torch.tensor([5, 8, 3]), generator=g)
+    order = (ranks + (ranks == 0) * -100).argsort(1)  # prompt first, then targets by rank
+    prompt = (ranks == 0).sum(1).tolist()
+    cache = model.new_cache(extra=2 * L)  # ragged rows: the longest cached row + the widest pass (C + Q)
+    held = [0] * b
+    with torch.no_grad():
+        for upto in ([p for p in prompt], [p + 1 for p in prompt], [p + 3 for p in prompt], [L] * b):
+            upto = [min(u, L) for u in upto]
+            count = [u - h for u, h in zip(upto, held)]
+            C = max(max(count), 1)
+            pos = torch.zeros(b, C, dtype=torch.long)
+            rk = torch.full((b, C), 1 << 40)
+            for r in range(b):
+                pos[r, :count[r]] = order[r, held[r]:upto[r]]
+                rk[r, :count[r]] = ranks[r, pos[r, :count[r]]]
+            x = ids.gather(1, pos)
+            # query every position, seeing the first `upto` content slots (ranks < upto - prompt + 1)
+            qpos = torch.arange(L).expand(b, L)
+            see = torch.tensor(upto)[:, None] - torch.tensor(prompt)[:, None] + 1
+            got = model.extend(cache, x, pos, rk, count, qpos, (torch.tensor(upto)[:, None]).expand(b, L))
+            want = model(ids, ranks, qpos, see.expand(b, L))
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            assert cache.lengths == upto
+            held = upto
+        cache.crop([p + 1 for p in prompt])  # roll back to prompt + first target and ask again
+        see = torch.full((b, L), 2)
+        got = model.extend(cache, ids[:, :1], torch.zeros(b, 1, dtype=torch.long), torch.full((b, 1), 1 << 40),
+                           [0] * b, torch.arange(L).expand(b, L), torch.tensor(prompt)[:, None].expand(b, L) + 1)
+        torch.testing.assert_close(got, model(ids, ranks, torch.arange(L).expand(b, L), see), atol=1e-5, rtol=1e-5)
+
+
+# -- distilling a draft ---------------------------------------------------------------------------------------------
+def test_draft_distillation_recipe_raises_acceptance(tmp_path):
+    """`recipes/generator.py --draft-for`: a tiny draft trained on KL to a class-conditional target's logits (over
+    tokens the target sampled) fits it far better than before training, and so accepts more drafts."""
+    import runpy
+
+    from gentok.generators.ar import DistillLoss
+    from gentok.sampling import generate, speculative
+
+    torch.manual_seed(0)
+    target = ARTransformer(ARConfig(vocab_size=11, seq_len=8, num_classes=3, dim=32, depth=2, heads=4)).eval()
+    with torch.no_grad():
+        target.head.weight.mul_(6)  # peaked, so a random draft disagrees with it
+    target.save_pretrained(tmp_path / "target" / "model")
+    recipe = runpy.run_path("recipes/generator.py", run_name="draft_test")
+    out = tmp_path / "draft"
+    argv = ["--draft-for", str(tmp_path / "target" / "model"), "--preset", "tiny", "--output-dir", str(out),
+            "--num-images", "256", "--max-steps", "60", "--k", "3", "--set", "train.batch_size=32",
+            "--set", "train.eval_every=0", "--set", "train.checkpoint_every=0", "--set", "train.progress=false",
+            "--set", "train.warmup_steps=5", "--set", "train.lr=3e-3"]
+    recipe["main"](argv)
+    draft = ARTransformer.from_pretrained(out / "model").eval()
+    torch.manual_seed(1)
+    untrained = ARTransformer(draft.config).eval()
+    ids = generate(target, 8, batch_size=64, cond=torch.arange(64) % 3, seed=3).ids  # held-out target samples
+    batch = (ids, torch.arange(64) % 3)
+    loss = DistillLoss(target)
+    with torch.no_grad():
+        kl_trained, kl_before = float(loss(draft, batch)[0]), float(loss(untrained, batch)[0])
+    assert kl_trained < 0.5 * kl_before, (kl_trained, kl_before)
+
+    def acceptance(d):
+        out = speculative(target, d, 8, gamma=3, batch_size=32, cond=torch.arange(32) % 3, seed=0)
+        rounds = [a for row in out.accepted for a in row]
+        return sum(rounds) / len(rounds)
+
+    assert acceptance(draft) > acceptance(untrained) + 0.3
+    import json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"] == "target samples" and summary["speculative"]["accepted_per_round"] > 0
+    # token data of the wrong shape is refused before any training
+    from safetensors.torch import save_file
+    save_file({"ids": torch.zeros(4, 5, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)},
+              str(tmp_path / "bad.safetensors"))
+    with pytest.raises(SystemExit, match=r"\(n, 8\)"):
+        recipe["main"](argv + ["--draft-tokens", str(tmp_path / "bad.safetensors")])
+
+
+def test_distill_loss_with_class_dropout_trains_the_unconditional_rows():
+    """With cond_drop, a RAR draft is also scored on the null class (what guidance needs); the loss is zero exactly
+    when the draft is the target, and it validates its arguments."""
+    from gentok.generators.ar import DistillLoss
+    from gentok.generators.rar import RAR, RARConfig
+
+    torch.manual_seed(0)
+    cfg = RARConfig(vocab_size=16, seq_len=6, num_classes=4, dim=32, depth=1, heads=4, mlp_dim=64)
+    target, draft = RAR(cfg).eval(), RAR(cfg).eval()
+    with torch.no_grad():
+        for p in list(target.parameters()) + list(draft.parameters()):
+            p.normal_(0, 0.3)
+    ids, cond = torch.randint(16, (8, 6)), torch.randint(4, (8,))
+    seen = []
+
+    def spy(ids, cond):  # the draft, recording which class ids it was scored with
+        seen.append(cond.clone())
+        return draft(ids, cond)
+
+    loss = DistillLoss(target, target.null_class, cond_drop=0.5)
+    torch.manual_seed(1)
+    kl, _ = loss(spy, (ids, cond))
+    assert float(kl.detach()) > 0 and (seen[0] == 4).any() and (seen[0] == cond).any()
+    assert float(DistillLoss(target)(target, (ids, cond))[0]) < 1e-6
+    with pytest.raises(ValueError, match="null_class"):
+        DistillLoss(target, cond_drop=0.1)
+
+
+def test_draft_recipe_distils_a_rar_draft_for_a_rar_target(tmp_path):
+    """`--draft-for` a RAR generator trains a smaller RAR (--draft-shape, model fields overridable) on KL to the
+    target, over the target's samples, and reports its acceptance."""
+    import json
+    import runpy
+
+    from gentok.generators.rar import PRESETS, RAR
+
+    torch.manual_seed(0)
+    target = RAR(PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        for p in target.parameters():
+            if p.ndim >= 2:
+                p.normal_(0, p.shape[-1] ** -0.5)
+    target.save_pretrained(tmp_path / "target" / "model")
+    recipe = runpy.run_path("recipes/generator.py", run_name="rar_draft_test")
+    recipe["main"](["--draft-for", str(tmp_path / "target" / "model"), "--draft-shape", "tiny",
+                    "--set", "model.depth=1", "--output-dir", str(tmp_path / "draft"), "--num-images", "64",
+                    "--max-steps", "10", "--set", "train.batch_size=16", "--set", "train.progress=false",
+                    "--set", "train.checkpoint_every=0", "--set", "train.eval_every=0", "--set", "train.warmup_steps=2"])
+    draft = RAR.from_pretrained(tmp_path / "draft" / "model")
+    assert draft.config.depth == 1 and (draft.config.vocab_size, draft.config.seq_len, draft.config.num_classes) == (
+        target.config.vocab_size, target.config.seq_len, target.config.num_classes)
+    summary = json.loads((tmp_path / "draft" / "summary.json").read_text())
+    assert summary["model"] == "rar-draft" and 0 <= summary["speculative"]["acceptance_rate"] <= 1
+    assert summary["eval"]["kl"] > 0

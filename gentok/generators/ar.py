@@ -115,3 +115,37 @@ def ar_loss(model: nn.Module, batch) -> tuple[Tensor, dict]:
     logits = model(ids, cond)[:, :-1]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
     return loss, {"nll": loss.detach()}
+
+
+class DistillLoss:
+    """Distil a (smaller) draft from a target generator: mean over next-token positions of KL(target || draft), the
+    target's logits on the same token data as soft labels.
+
+    Why this objective: in speculative sampling a draft token is accepted with probability sum_x min(p, q) =
+    1 - TV(p, q) at each prefix, and KL(p || q) bounds TV (Pinsker), so fitting the target's whole next-token
+    distribution (not only the data's next token) is what raises acceptance. `batch` is ids (b, n) or (ids, class
+    ids); both models are called as `model(ids, cond)` and must return the same rows (e.g. two `ARTransformer`s or two
+    `RAR`s). With `cond_drop` > 0 (and the target's "no class" id `null_class`), that fraction of rows is scored
+    without its class, so the draft also learns the unconditional rows classifier-free guidance needs. The target
+    is frozen and follows the batch to its device.
+    """
+
+    def __init__(self, target: nn.Module, null_class: int | None = None, cond_drop: float = 0.0):
+        if not 0.0 <= cond_drop < 1.0 or (cond_drop > 0 and null_class is None):
+            raise ValueError(f"cond_drop must lie in [0, 1) and needs null_class, got {cond_drop}, {null_class}")
+        self.target = target.eval().requires_grad_(False)
+        self.null_class, self.cond_drop = null_class, cond_drop
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, dict]:
+        ids, cond = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        if next(self.target.parameters()).device != ids.device:
+            self.target.to(ids.device)
+        if cond is not None and self.cond_drop > 0:
+            drop = torch.rand(cond.shape, device=cond.device) < self.cond_drop
+            cond = torch.where(drop, torch.full_like(cond, self.null_class), cond)
+        with torch.no_grad():
+            p = self.target(ids, cond)[:, :-1].float().log_softmax(-1)
+        q = model(ids, cond)[:, :-1].float().log_softmax(-1)
+        kl = (p.exp() * (p - q)).sum(-1).mean()
+        nll = F.nll_loss(q.reshape(-1, q.shape[-1]), ids.reshape(-1))
+        return kl, {"kl": kl.detach(), "nll": nll.detach()}

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
+from gentok.generators.cache import KVCache
 from gentok.generators.trunk import GeneratorConfig, TransformerGenerator, pick_preset
 from gentok.validate import check_ids
 
@@ -98,6 +99,52 @@ class ASARM(TransformerGenerator):
         x = torch.cat([content, queries], dim=1)
         mask = attention_mask(ranks, query_see)
         return self.logits(self.run_blocks(x, mask)[:, L:])
+
+    def extend(self, cache: KVCache, ids: Tensor, pos: Tensor, ranks: Tensor, count: list[int], query_pos: Tensor,
+               query_span: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The cached pass of `forward` for samplers (no input checks): add content to each row's cache and answer
+        queries, recomputing nothing already cached.
+
+        A row's cache holds content in rank order (the prompt first, then targets in generation order). Because
+        content only attends to content of lower or equal rank, a cached token's keys and values never change once
+        every token of lower rank is decided, so each pass only adds the newly decided (or drafted) tokens.
+
+        Args:
+            cache: `new_cache(extra)` with `extra` >= the most transient slots of a pass (padding + queries).
+            ids, pos, ranks: (n, C) the new content of each row, in rank order and ranked after everything already in
+                its cache; the first `count[i]` are real, the rest padding (any ids, pos 0; discarded).
+            query_pos: (n, Q) positions to predict.
+            query_span: (n, Q) how many leading content slots of its row (cached, then this pass's, in rank order)
+                each query sees; 0 for padding queries.
+            rows: (n,) the cache rows of this pass; None = all rows.
+        Returns:
+            logits (n, Q, vocab), equal to `forward`'s with `see` = the rank after the last seen slot. Afterwards the
+            cache holds `count[i]` more positions per row; queries and padding are not kept.
+        """
+        n, C = ids.shape
+        Q = query_pos.shape[1]
+        all_lengths = cache.lengths or [0] * (n if rows is None else cache.batch_size)
+        lengths = all_lengths if rows is None else [all_lengths[r] for r in rows.tolist()]
+        x = torch.cat([self.tok_emb(ids) + self.pos_emb[pos], self.query_emb + self.pos_emb[query_pos]], dim=1)
+        step = self.begin(cache, x, rows, causal=False)
+        device = x.device
+        keys = torch.arange(step.span, device=device)
+        length = torch.tensor(lengths, device=device)[:, None]  # (n, 1) slots cached before this pass
+        rel = keys - length  # (n, span) key index inside this pass's block (negative: cached)
+        key_rank = ranks.gather(1, rel.clamp(0, C - 1))
+        fresh = (rel >= 0) & (rel < C)
+        # content -> every cached slot, and new content of lower or equal rank (padding ranks above everything)
+        content = (rel < 0)[:, None] | (fresh[:, None] & (key_rank[:, None] <= ranks[:, :, None]))  # (n, C, span)
+        # query -> its leading `span` content slots, and itself
+        query = (keys < query_span[:, :, None]) | (rel[:, None] == C + torch.arange(Q, device=device)[:, None])
+        step.mask = torch.cat([content, query], 1)[:, None]
+        h = self.cached_blocks(x, cache, step)
+        cache.advance(step)
+        new = list(all_lengths)
+        for i, r in enumerate(range(n) if rows is None else rows.tolist()):
+            new[r] = lengths[i] + count[i]
+        cache.crop(new)
+        return self.logits(h[:, C:])
 
     def log_prob(self, ids: Tensor, ranks: Tensor) -> Tensor:
         """log p(targets | prompt) under the order given by `ranks` (b, L): (b,) summed over rank > 0 positions."""

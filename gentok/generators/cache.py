@@ -85,7 +85,7 @@ class KVCache:
             raise ValueError(f"cannot crop a cache of lengths {self._lengths} to {new}")
         self._lengths = new
 
-    def select(self, rows: Tensor) -> "KVCache":
+    def select(self, rows: Tensor) -> KVCache:
         """A new cache holding only batch rows `rows` (a 1-d index tensor), copied."""
         out = KVCache(self.num_layers, self.capacity)
         idx = rows.tolist()

@@ -51,7 +51,7 @@ def check_processing(temperature: float, top_k: int, top_p: float) -> None:
         raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
 
 
-def sample_step(logits: Tensor, chooser: "Chooser", temperature: float = 1.0, top_k: int = 0,
+def sample_step(logits: Tensor, chooser: Chooser, temperature: float = 1.0, top_k: int = 0,
                 top_p: float = 1.0) -> tuple[Tensor, Tensor]:
     """The one decoding step every sampler takes: logits (n, V) -> (tokens (n,) long, probabilities (n, V)).
 

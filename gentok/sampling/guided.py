@@ -17,7 +17,6 @@ from torch import Tensor
 
 from gentok.sampling.basic import Chooser, SampleOutput, check_processing, make_chooser, sample_step
 
-
 MODULATION_BYTES = 256 * 2**20  # memory the precomputed adaLN maps of one chunk may take
 
 
