@@ -34,7 +34,7 @@ import pyarrow as pa
 from gentok.engines.common import fault_plan, maybe_fail, runner
 from gentok.files import atomic_write_json, write_parquet_atomic
 from recsys import ids as idk
-from recsys.histories import file_user_kind, iter_input, missing
+from recsys.histories import check_input, file_user_kind, iter_input, missing
 from recsys.scoring import (MAX_REPORTED, BatchScorer, empty_output, output_table, partition_of, score_partition,
                             user_id_dtype)
 
@@ -132,8 +132,7 @@ def score_on_engine(model_dir, input_path, out_dir, engine: str = "ray", k: int 
 
     start = time.time()
     input_path, out = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise ValueError(f"input {input_path} does not exist")
+    check_input(input_path)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     run = runner(engine)

@@ -44,11 +44,19 @@ def file_user_kind(chunks_kinds) -> str:
     return idk.INT if kinds == {idk.INT} else idk.STR
 
 
-def iter_input(path: str | os.PathLike, chunk_rows: int = 100_000):
-    """Yield `Chunk`s of the file at `path` (.csv, .tsv, .jsonl/.ndjson or .parquet)."""
+def check_input(path: str | os.PathLike) -> Path:
+    """`path` as a Path when it is a file of histories; else a `ValueError` saying what is wrong with it."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"input {path} is a directory: give one file of histories (.csv, .tsv, .parquet or .jsonl)")
     if not p.is_file():
         raise ValueError(f"input {path} does not exist")
+    return p
+
+
+def iter_input(path: str | os.PathLike, chunk_rows: int = 100_000):
+    """Yield `Chunk`s of the file at `path` (.csv, .tsv, .jsonl/.ndjson or .parquet)."""
+    p = check_input(path)
     suffix = p.suffix.lower()
     if suffix in (".csv", ".tsv"):
         yield from _iter_csv(p, chunk_rows, "\t" if suffix == ".tsv" else ",")

@@ -1,7 +1,8 @@
 """Offline batch scoring: a file of user histories in, top-K recommendations out, in original ids.
 
-Input: CSV, Parquet or JSONL in long form (`user_id, item_id[, timestamp]`, one interaction per row, like the
-training data; read by `recsys.histories`). Output: Parquet or CSV with `user_id, rank, item_id, score, error`.
+Input: CSV, Parquet or JSONL in long form (`user_id, item_id[, timestamp]`, one interaction per row, columns named
+as the training data may name them: `userId`, `movie_id`, ...; read by `recsys.histories`). Output: Parquet or CSV
+with `user_id, rank, item_id, score, error`.
 
 Ids keep their type, so the output joins back to the input: user ids come back in the input's type (for files by the
 rules of `recsys.ids`: an integer Parquet/JSON column or canonical integers in a CSV give int64, anything else
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 
 from gentok.files import atomic_write_bytes, atomic_write_json, write_parquet_atomic
 from recsys import ids as idk
-from recsys.histories import file_user_kind, iter_input
+from recsys.histories import check_input, columns, file_user_kind, iter_input
 
 OUT_COLUMNS = ["user_id", "rank", "item_id", "score", "error"]
 MAX_REPORTED = 50  # malformed rows listed one by one in the summary (all are counted)
@@ -94,13 +95,11 @@ class BatchScorer:
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
         """Histories with user, item[, timestamp] columns (named as in the training data, `recsys.data.find_column`;
         ids of any type) -> the output rows, user ids in the caller's dtype."""
-        from recsys.histories import columns
-
         cu, ci, ct = columns(df.columns, "the histories")
         df = df.reset_index(drop=True)
         absent = df[cu].isna().to_numpy()
         if absent.any():
-            raise ValueError(f"user_id is missing in {int(absent.sum())} row(s), first at row {int(absent.argmax())}")
+            raise ValueError(f"{cu} is missing in {int(absent.sum())} row(s), first at row {int(absent.argmax())}")
         items = np.full(len(df), None, dtype=object)
         present = df[ci].notna().to_numpy()
         items[present] = idk.id_strings(df[ci][present])  # the one conversion of the caller's item ids
@@ -232,8 +231,7 @@ def score_file(model_dir, input_path, out_path, k: int = 10, exclude_seen: bool 
     out_path, input_path = Path(out_path), Path(input_path)
     if out_path.suffix.lower() not in (".parquet", ".csv"):
         raise ValueError(f"output must end in .parquet or .csv, got {out_path.name}")
-    if not input_path.is_file():
-        raise ValueError(f"input {input_path} does not exist")
+    check_input(input_path)
     # the model (and catalog) first: a wrong model directory is reported before the input is read
     scorer = BatchScorer(model_dir, k=k, exclude_seen=exclude_seen, batch_users=batch_users, catalog=catalog,
                          text_encoder=text_encoder)

@@ -113,6 +113,7 @@ def test_catalog_with_sasrec_counts_outside_items_apart_from_unknown_ones(tmp_pa
 @pytest.mark.parametrize("argv, says", [
     (["score", "--model", "{tmp}/none", "--input", "{tmp}/h.csv", "--out", "{tmp}/o.parquet"], "none"),
     (["score", "--model", "{model}", "--input", "{tmp}/missing.csv", "--out", "{tmp}/o.parquet"], "missing.csv"),
+    (["score", "--model", "{model}", "--input", "{tmp}", "--out", "{tmp}/o.parquet"], "is a directory: give one file"),
     (["score", "--model", "{model}", "--input", "{tmp}/h.csv", "--out", "{tmp}/o.txt"], ".parquet or .csv"),
     (["score", "--model", "{model}", "--input", "{tmp}/h.csv", "--out", "{tmp}/o.parquet", "--k", "0"], "k must"),
     (["evaluate", "--model", "{tmp}", "--data", "{tmp}/h.csv"], "config.json"),

@@ -351,8 +351,8 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
     def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True,
                   use_faiss: bool | None = None, index: str | None = None) -> tuple[Tensor, Tensor]:
         """Top-k items (b, k) and scores (b, k): faiss inner-product search when the catalog has at least
-        `faiss_min_items` items (or `use_faiss=True`), exact brute force otherwise. The faiss index is
-        `index` (default `config.index`; "auto" resolves by catalog size, see `resolve_index`); it is built once and
+        `faiss_min_items` items (or `use_faiss=True`), exact brute force otherwise. The faiss index is `index`
+        (default `config.index`; "auto" resolves by catalog size, `recsys.index.resolve_index`); it is built once and
         cached in eval mode, and rebuilt whenever the catalog table is (weights, catalog, device changes)."""
         self.check_histories(histories)
         q, keys = self.queries_and_keys(histories)
