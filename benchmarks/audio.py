@@ -23,7 +23,7 @@ from benchmarks.common import best_time, parser, print_table, pyplot, save_figur
 from gentok.data.audio import default_audio_data
 from gentok.evaluation.audio import collect, equal_bit_baseline, mel_distance, rate_distortion
 from gentok.tokenizers.audio import AudioCodec, preset
-from gentok.tokenizers.audio.hf import EncodecCodec
+from gentok.pretrained.audio_codecs import EncodecCodec
 
 
 def matching_encodec(model: AudioCodec) -> EncodecCodec:

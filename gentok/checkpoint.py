@@ -69,6 +69,11 @@ def model_class(type_name: str) -> type:
     return _MODELS[type_name]
 
 
+def loaded_models() -> dict[str, type]:
+    """type -> class of the types registered so far (imports nothing; `registered_models` imports every one)."""
+    return dict(_MODELS)
+
+
 def registered_models() -> dict[str, type]:
     """Every declared model type and its class (imports every declared module)."""
     return {name: model_class(name) for name in sorted(declared_types())}
@@ -97,6 +102,14 @@ class PretrainedMixin:
 
     config_class: type = None
     model_type: str = None
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> tuple[type, dict]:
+        """The class to build and the config dict it reads, for a `config` saved under this class's type.
+
+        A class whose type once covered a model that now has a class of its own overrides this, so directories
+        written by an older gentok keep loading (identity by default)."""
+        return cls, config
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write `model.safetensors` then `config.json` (with `type` and `format_version`) into `directory`."""
@@ -146,7 +159,8 @@ def read_config(directory: str | os.PathLike) -> dict:
 def build_and_load(cls, meta: dict, directory, map_location):
     directory = Path(directory)
     try:
-        config = from_dict(meta["config"], expected=cls.config_class)
+        cls, config = cls.upgrade_config(meta["config"])
+        config = from_dict(config, expected=cls.config_class)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{directory}: config does not describe a {cls.__name__}: {e}") from None
     weights = directory / WEIGHTS_NAME

@@ -56,7 +56,7 @@ def _encode(args) -> int:
     names = [Path(p).name for p in args.inputs]
     tokens.save(args.out, {"model_type": tok.model_type, "names": names, "model": str(Path(args.model).resolve())})
     if isinstance(tokens, Tokens):
-        print(f"encoded {len(names)} file(s) -> {args.out}: ids {tuple(tokens.ids.shape)}, {_bits(tokens)}")
+        print(f"encoded {len(names)} file(s) -> {args.out}: ids {tuple(tokens.ids.shape)}, {_bits(tok, tokens)}")
     else:
         print(f"encoded {len(names)} file(s) -> {args.out}: continuous latents {tuple(tokens.values.shape)}")
     return 0
@@ -74,17 +74,9 @@ def _encode_on_engine(args) -> int:
     return 0
 
 
-def _bits(tokens) -> str:
-    """The bit counts of a batch, each named by its unit."""
-    per_item = tokens.bits_per_item
-    text = f"{tokens.bits_per_token:g} bits per token, {float(per_item.mean()):,.0f} bits per file (mean)"
-    rate = tokens.meta.get("frame_rate")
-    if rate:
-        text += f", {tokens.bits_per_token * rate:,.0f} bits per second of audio"
-    bases = tokens.extras.get("record_bases")  # DNA: bases per record (zero padding adds nothing)
-    if bases is not None and int(bases.sum()):
-        text += f", {float(per_item.sum()) / int(bases.sum()):.2f} bits per base"
-    return text
+def _bits(tok, tokens) -> str:
+    """The bit counts of a batch, each named by its unit (the tokenizer's family adds its own units)."""
+    return tok.bits_summary(tokens)
 
 
 def _decode(args) -> int:

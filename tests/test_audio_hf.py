@@ -1,4 +1,5 @@
-"""transformers EnCodec / DAC / Mimi behind the audio contract, built offline from small configs with random weights."""
+"""transformers EnCodec / DAC / Mimi behind the audio contract, built offline from small configs with random weights;
+their transformers checkpoint directories load through `gentok.load` (the converter route of every pretrained model)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import math
 
 import pytest
 import torch
+from checkout_entry_points import declared, use_checkout_entry_points
 
 import gentok
-from gentok.tokenizers.audio.hf import DacCodec, EncodecCodec, HFCodecConfig, MimiCodec
+from gentok.checkpoint import CheckpointError
+from gentok.pretrained.audio_codecs import DacCodec, EncodecCodec, HFCodecConfig, MimiCodec
 from gentok.validate import PAD_ID
 
 SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def checkout_entry_points(monkeypatch):
+    """This checkout's converters and types (see tests/checkout_entry_points.py); the audio converter is one."""
+    assert declared("gentok.converters").get("audio-codecs") == "gentok.pretrained.audio_codecs"
+    use_checkout_entry_points(monkeypatch)
 
 
 def _configs():
@@ -78,8 +88,9 @@ def test_adapter_round_trip(name, tmp_path):
     m.save_pretrained(tmp_path / "g")
     loaded = gentok.load(tmp_path / "g")
     assert type(loaded) is cls and torch.equal(loaded.encode(x).ids, ids)
-    m.model.save_pretrained(tmp_path / "hf")
-    assert torch.equal(cls.from_local(tmp_path / "hf").encode(x).ids, ids)
+    m.model.save_pretrained(tmp_path / "hf")  # a transformers checkpoint directory, converted on load
+    converted = gentok.load(tmp_path / "hf")
+    assert type(converted) is cls and torch.equal(converted.encode(x).ids, ids)
 
 
 def test_adapter_errors(tmp_path):
@@ -100,7 +111,11 @@ def test_adapter_errors(tmp_path):
         m.decode(torch.zeros(1, 5, 4, dtype=torch.long))  # more levels than the model has
     with pytest.raises(ValueError, match="wraps 'encodec'"):
         EncodecCodec(HFCodecConfig(hf_config=m.config.hf_config))
-    with pytest.raises(ValueError, match="not a transformers checkpoint"):
-        cls.from_local(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist|no config"):
+        gentok.load(tmp_path / "missing")
+    m.model.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "hf" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle"):  # pickled weights are refused, never unpickled
+        gentok.load(tmp_path / "hf")
     with pytest.raises(TypeError, match="inference adapter"):
         m(torch.zeros(1, 320))

@@ -125,20 +125,19 @@ def test_encode_returns_packed_ids_and_encode_bits_the_same_bits():
     assert torch.equal(torch.cat([tok.encode_bits(x[i:i + 1]) for i in range(3)]), bits)
 
 
-def test_deprecated_forms_warn_and_still_work():
-    """For one release: `encode_ids` (now `encode(x).ids`) and `decode(bits)` (now decode of ids or Tokens)."""
+def test_removed_shims_are_gone_and_bits_are_refused():
+    """`encode_ids` and `decode(bits)` were removed (CHANGELOG): bits (b, K, B) are refused with a message, and
+    `pack_bits` turns them into the ids `decode` takes."""
+    from gentok.quantizers.binary import pack_bits
+
     tok = _tok()
     x = torch.rand(2, 3, 16, 16)
     tokens = tok.encode(x)
-    with pytest.warns(DeprecationWarning, match="encode_ids"):
-        ids = tok.encode_ids(x)
-    assert torch.equal(ids, tokens.ids)
+    assert not hasattr(tok, "encode_ids")
     bits = tok.encode_bits(x)
-    with pytest.warns(DeprecationWarning, match="decode\\(bits\\)"):
-        from_bits = tok.decode(bits)
-    assert torch.equal(from_bits, tok.decode(tokens))
-    with pytest.warns(DeprecationWarning):
-        assert torch.equal(tok.decode(bits.bool()), from_bits)
+    with pytest.raises(ValueError):
+        tok.decode(bits)
+    assert torch.equal(tok.decode(pack_bits(bits)), tok.decode(tokens))
 
 
 def test_lfq_alternative_through_config():
@@ -161,13 +160,10 @@ def test_decode_rejects_bad_tokens():
         tok.decode(torch.cat([ids[:, :5], torch.full((1, 1), -1)], 1))
     with pytest.raises(ValueError, match="shape"):
         tok.decode(ids[:, :5])
-    with pytest.warns(DeprecationWarning):  # bits, the deprecated form, are still checked
-        with pytest.raises(ValueError, match="shape"):
-            tok.decode(torch.zeros(1, 6, 7, dtype=torch.uint8))
-        with pytest.raises(ValueError, match="0 or 1"):
-            tok.decode(torch.full((1, 6, 8), 2, dtype=torch.uint8))
-        with pytest.raises(ValueError, match="integer"):
-            tok.decode(torch.zeros(1, 6, 8))
+    with pytest.raises(ValueError, match="shape"):  # bits (b, K, B) are not ids: pack_bits them first
+        tok.decode(torch.zeros(1, 6, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        tok.decode(torch.zeros(1, 6))
     with pytest.raises(ValueError, match="shape"):
         tok.encode(torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="shape"):

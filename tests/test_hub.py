@@ -39,8 +39,11 @@ def test_config_round_trip_nested():
         from_dict({"_class": "os.system"})
 
 
-def test_registry_entries_are_consistent():
+def test_registry_entries_are_consistent(monkeypatch):
     """Every declared type names its class and config class (models are built and reloaded in their own tests)."""
+    from checkout_entry_points import use_checkout_entry_points
+
+    use_checkout_entry_points(monkeypatch)  # the types this checkout declares (tests/checkout_entry_points.py)
     models = registered_models()
     assert {"titok", "quantizer.vq", "quantizer.fsq", "quantizer.lfq", "recsys.sasrec"} <= set(models)
     for name, cls in models.items():

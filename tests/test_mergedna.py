@@ -17,7 +17,7 @@ from gentok.cli import main as cli
 from gentok.config import replace
 from gentok.tokenizers.dna import PRESETS, MergeDNA, MergeDNAConfig, read_fasta
 from gentok.tokenizers.dna.fasta import PAD, N, codes_to_text
-from gentok.tokenizers.dna.tokens import DNATokens, base_lengths, base_spans, bits_per_base, num_bases
+from gentok.tokenizers.dna.tokens import base_lengths, from_counts, base_spans, bits_per_base, num_bases
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID
 
@@ -161,16 +161,19 @@ def test_decode_accepts_tokens_and_bare_ids(trained):
     assert model.decode(Tokens(ids, torch.tensor([30, 12]), {"window": TINY.window})) == out
 
 
-def test_deprecated_call_forms_still_work(trained):
+def test_old_zero_padded_layout_converts_through_from_counts(trained):
+    """`DNATokens` and `decode(num_tokens=)` were removed (CHANGELOG); `from_counts` turns the pre-0.2 layout (zeros
+    past each row's count) into `Tokens`, which decode like the same ids padded with PAD_ID."""
     model, _ = trained
     ids = torch.randint(0, model.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1))
+    padded = ids.clone()
+    padded[1, 12:] = PAD_ID
     ids[1, 12:] = 0  # the old layout: zeros past num_tokens
-    with pytest.warns(DeprecationWarning, match="DNATokens"):
-        old = DNATokens(ids, torch.tensor([30, 12]), TINY.window)
+    old = from_counts(ids, torch.tensor([30, 12]), TINY.window)
     assert isinstance(old, Tokens) and (old.ids[1, 12:] == PAD_ID).all()
-    with pytest.warns(DeprecationWarning, match="num_tokens"):
-        via_counts = model.decode(ids, num_tokens=torch.tensor([30, 12]))
-    assert via_counts == model.decode(old)
+    assert model.decode(old) == model.decode(padded)
+    with pytest.raises(TypeError):
+        model.decode(ids, num_tokens=torch.tensor([30, 12]))
     assert not hasattr(model, "bits_per_sample")
 
 

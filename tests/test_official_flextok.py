@@ -16,16 +16,20 @@ from safetensors.torch import load_file, save_file
 
 import gentok
 from gentok.checkpoint import CheckpointError
+from gentok.pretrained.flextok_model import OfficialFlexTok
 from gentok.tokenizers.image.flextok import FlexTok
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "flextok_tiny"
 SNAPSHOT = FIXTURE / "snapshot"
+# config.json of this snapshot converted and saved by gentok before OfficialFlexTok existed (type "flextok" with an
+# `official` field), and the weight names it saved beside it
+LEGACY = Path(__file__).parent / "fixtures" / "legacy" / "flextok_official"
 
 
 @pytest.fixture(scope="module")
-def model() -> FlexTok:
+def model() -> OfficialFlexTok:
     return gentok.load(SNAPSHOT)
 
 
@@ -34,10 +38,25 @@ def ref() -> dict[str, torch.Tensor]:
     return load_file(str(FIXTURE / "reference.safetensors"))
 
 
-def test_converts_to_an_ordinary_flextok(model):
-    assert isinstance(model, FlexTok) and model.config.official is not None
+def test_converts_to_an_official_flextok_tokenizer(model):
+    assert isinstance(model, OfficialFlexTok) and not isinstance(model, FlexTok)
     assert model.tokens_per_item == 8 and model.vocab_size == 64000
-    assert model.decodes_prefixes
+    assert model.decodes_prefixes and model.default_decode_options == {"steps": 25, "guidance": 1.0}
+    assert not model.has_bits
+
+
+def test_fsq_is_gentoks_and_matches_the_official_ids_to_codes(model, ref):
+    """The quantizer is gentok's FSQ; its codes of the official ids lie on the official grid
+    ((id // basis) % levels - levels // 2) / (levels // 2) (its encode is checked against the official ids above)."""
+    from gentok.quantizers import FSQ
+
+    assert isinstance(model.quantizer, FSQ)
+    levels = torch.tensor(model.config.levels)
+    basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels[:-1]]), 0)
+    ids = ref["tokens"]
+    grid = ((ids[..., None] // basis) % levels - levels // 2) / (levels // 2)
+    codes = model.quantizer.decode(ids)
+    assert torch.equal(codes, grid.float())
 
 
 def test_token_ids_are_identical_to_the_official_code(model, ref):
@@ -51,7 +70,7 @@ def test_token_ids_are_identical_to_the_official_code(model, ref):
 def test_one_decoder_forward_matches_at_fixed_time_and_noise(model, ref):
     net = model.net
     with torch.no_grad():
-        registers = net.registers_for(ref["tokens"], ref["dec_keep_k"])  # prefixes of 8, 3 and 1 tokens
+        registers = model.registers_for(ref["tokens"], ref["dec_keep_k"])  # prefixes of 8, 3 and 1 tokens
         v = net.velocity(ref["dec_noise"], ref["dec_t"], registers)
         v_null = net.velocity(ref["dec_noise"], ref["dec_t"], net.null_registers(registers))
     assert (v - ref["dec_velocity"]).abs().max() < 1e-4
@@ -61,7 +80,7 @@ def test_one_decoder_forward_matches_at_fixed_time_and_noise(model, ref):
     for i, k in enumerate(ref["dec_keep_k"].tolist()):
         scrambled[i, k:] = torch.randint(0, 64000, (8 - k,))
     with torch.no_grad():
-        again = net.velocity(ref["dec_noise"], ref["dec_t"], net.registers_for(scrambled, ref["dec_keep_k"]))
+        again = net.velocity(ref["dec_noise"], ref["dec_t"], model.registers_for(scrambled, ref["dec_keep_k"]))
     assert torch.equal(again, v)
 
 
@@ -92,12 +111,28 @@ def test_prefix_decoding_through_tokens_and_padding(model, ref):
 def test_save_pretrained_into_gentok_format_reloads_with_same_ids(model, ref, tmp_path):
     model.save_pretrained(tmp_path / "ours")
     meta = json.loads((tmp_path / "ours" / "config.json").read_text())
-    assert meta["type"] == "flextok"
+    assert meta["type"] == "flextok.official"
     again = gentok.load(tmp_path / "ours")
+    assert isinstance(again, OfficialFlexTok)
     images = (ref["images"] + 1) / 2
     assert torch.equal(again.encode(images).ids, ref["tokens"])
     assert torch.equal(again.decode(ref["tokens"][:1, :4], steps=2, seed=1),
                        model.decode(ref["tokens"][:1, :4], steps=2, seed=1))
+
+
+def test_directory_saved_before_the_official_class_loads_with_the_same_ids(model, ref, tmp_path):
+    """A converted model saved by an older gentok (type "flextok", a FlexTokConfig with `official`) still loads,
+    through `gentok.load` and `FlexTok.from_pretrained`, as OfficialFlexTok with the same weights and ids."""
+    model.save_pretrained(tmp_path / "old")
+    saved = load_file(str(tmp_path / "old" / "model.safetensors"))
+    assert sorted(saved) == json.loads((LEGACY / "weight_names.json").read_text())  # same weight names as then
+    shutil.copy(LEGACY / "config.json", tmp_path / "old" / "config.json")
+    for again in (gentok.load(tmp_path / "old"), FlexTok.from_pretrained(tmp_path / "old")):
+        assert isinstance(again, OfficialFlexTok)
+        assert again.config.sample_steps == 25 and again.config.guidance == 1.0
+        assert torch.equal(again.encode((ref["images"] + 1) / 2).ids, ref["tokens"])
+        assert torch.equal(again.decode(ref["tokens"][:1, :4], steps=2, seed=1),
+                           model.decode(ref["tokens"][:1, :4], steps=2, seed=1))
 
 
 def _copy_snapshot(tmp_path: Path, edit) -> Path:

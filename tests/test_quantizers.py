@@ -49,6 +49,21 @@ def test_every_registered_quantizer_is_covered():
     assert set(registered_quantizers()) <= set(CASES), "add a CASES entry for every registered quantizer"
 
 
+def test_one_registry_builds_quantizers():
+    """`build_quantizer` finds classes through the one model registry (`gentok.checkpoint.register`): every
+    "quantizer.*" type, and nothing else, is a quantizer it builds, bound by the class's own `config_class`."""
+    from gentok.checkpoint import loaded_models
+    from gentok.quantizers import Quantizer, QuantizerConfig
+
+    by_type = {name: cls for name, cls in loaded_models().items() if name.startswith("quantizer.")}
+    assert set(CASES) == set(registered_quantizers()) == {cls.config_class for cls in by_type.values()}
+    for cfg_cls, (cfg, _, _) in CASES.items():
+        q = build_quantizer(cfg)
+        assert type(q) is registered_quantizers()[cfg_cls] and isinstance(q, Quantizer)
+    with pytest.raises(ValueError, match="no quantizer registered for QuantizerConfig"):
+        build_quantizer(QuantizerConfig())
+
+
 def _trained(cfg, seed=0):
     torch.manual_seed(seed)
     q = build_quantizer(cfg)

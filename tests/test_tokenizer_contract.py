@@ -96,6 +96,11 @@ def _flextok():
                                  sample_steps=2))
 
 
+def _official_flextok():
+    # the official FlexTok fixture snapshot (random weights in the hub layout), converted on load
+    return gentok.load(Path(__file__).parent / "fixtures" / "official" / "flextok_tiny" / "snapshot")
+
+
 # -- audio --------------------------------------------------------------------------------------------------------
 def _wavs():
     g = torch.Generator().manual_seed(0)
@@ -164,6 +169,7 @@ CASES = {
     "titok-fsq": _image_case(_titok_fsq),
     "binary_tokenizer": _image_case(_binary),
     "flextok": _image_case(_flextok),
+    "flextok.official": _image_case(_official_flextok),
     "audio_codec": _audio_case(_codec),
     "audio.encodec": _audio_case(_hf("encodec")),
     "audio.dac": _audio_case(_hf("dac")),
@@ -206,8 +212,12 @@ def _check_tokens(tok, tokens: Tokens):
         assert bool((tokens.lengths == tok.tokens_per_item).all())
 
 
-def test_every_registered_tokenizer_has_a_case():
+def test_every_registered_tokenizer_has_a_case(monkeypatch):
+    from checkout_entry_points import use_checkout_entry_points
+
+    use_checkout_entry_points(monkeypatch)  # the types this checkout declares (tests/checkout_entry_points.py)
     types = {name for name, cls in registered_models().items() if issubclass(cls, Tokenizer)}
+    assert {"flextok.official", "audio.encodec"} <= types
     covered = {name.split("-")[0] for name in CASES}
     assert types <= covered, f"tokenizer types without a contract case: {sorted(types - covered)}"
 
@@ -309,6 +319,24 @@ def test_checkpoint_of_another_type_is_refused(case, tmp_path):
         type(tok).from_pretrained(tmp_path / "other")
     assert other.model_type in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_capabilities_are_declared_not_probed(case):
+    """Every tokenizer answers the optional capabilities of the base class; one without bits says so clearly."""
+    _, c, tok = case
+    assert isinstance(tok.decodes_prefixes, bool) and isinstance(tok.has_bits, bool)
+    assert isinstance(tok.default_decode_options, dict)
+    tokens = tok.encode(c.batch())
+    if tok.has_bits:
+        bits = tok.to_bits(tokens)
+        assert bits.shape[:2] == tokens.ids.shape[:2] and set(bits.unique().tolist()) <= {0, 1}
+    else:
+        with pytest.raises(NotImplementedError, match="has_bits"):
+            tok.to_bits(tokens)
+    if tok.decodes_prefixes:  # the first token alone decodes
+        assert tok.decode(tokens.ids[:, :1], **tok.default_decode_options).shape[0] == len(tokens)
+    summary = tok.bits_summary(tokens)
+    assert summary.startswith(f"{tokens.bits_per_token:g} bits per token, ")
 
 
 def test_bits_are_named_by_unit(case):

@@ -43,11 +43,7 @@ def _collect(dataset: Dataset, limit: int | None = None) -> Tensor:
 def _decode_options(model, options: dict) -> dict:
     """The model's default decode options overridden by the given ones that are not None."""
     given = {k: v for k, v in options.items() if v is not None}
-    return {**getattr(model, "default_decode_options", {}), **given}
-
-
-def _has_bits(model) -> bool:
-    return callable(getattr(model, "to_bits", None))
+    return {**model.default_decode_options, **given}
 
 
 @torch.no_grad()
@@ -164,7 +160,7 @@ def image_eval_fn(model, loader: DataLoader) -> dict:
     """`fit` eval hook: PSNR and codebook usage over the held-out loader; PSNR from 1 token where prefixes decode;
     per-bit utilisation for bit tokens."""
     stats = CodebookStats(model.vocab_size, model.num_codebooks)
-    prefixes, has_bits = getattr(model, "decodes_prefixes", False), _has_bits(model)
+    prefixes, has_bits = model.decodes_prefixes, model.has_bits
     total, total_k1, n, bits = 0.0, 0.0, 0, []
     # a held-out set that labels its items and is read in order (fit's eval loader does not shuffle): PSNR per source
     sources = getattr(loader.dataset, "sources", None) if isinstance(loader.sampler, SequentialSampler) else None
@@ -227,9 +223,9 @@ def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, 
     tensors = {"images": images, "recon": recon, "baseline": base}
     if labels is not None:
         tensors["scales"] = labels[1]
-    if getattr(model, "decodes_prefixes", False):
+    if model.decodes_prefixes:
         report["by_tokens"], tensors["prefixes"] = _by_prefix(model, images, tokens.ids, recon, batch_size, options)
-    if _has_bits(model):
+    if model.has_bits:
         report.update(bit_usage(model.to_bits(tokens)))
     report["_tensors"] = tensors
     return report

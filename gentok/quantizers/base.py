@@ -43,30 +43,23 @@ class QuantizerOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-_QUANTIZERS: dict[type, type] = {}
+def registered_quantizers() -> dict[type, type]:
+    """config class -> quantizer class, for every quantizer type registered with `gentok.checkpoint.register`
+    (`gentok.quantizers` imports them all; a quantizer of another package counts once its module is imported)."""
+    from gentok.checkpoint import loaded_models
 
-
-def register_quantizer(config_class: type):
-    """Class decorator binding a quantizer class to its config class, for `build_quantizer`."""
-
-    def wrap(cls):
-        _QUANTIZERS[config_class] = cls
-        cls.config_class = config_class
-        return cls
-
-    return wrap
+    return {cls.config_class: cls for cls in loaded_models().values()
+            if isinstance(cls, type) and issubclass(cls, Quantizer) and cls.config_class is not QuantizerConfig}
 
 
 def build_quantizer(cfg: QuantizerConfig) -> "Quantizer":
-    """Instantiate the quantizer a config describes."""
-    cls = _QUANTIZERS.get(type(cfg))
+    """Instantiate the quantizer a config describes (the registered class whose `config_class` is its type)."""
+    known = registered_quantizers()
+    cls = known.get(type(cfg))
     if cls is None:
-        raise ValueError(f"no quantizer registered for {type(cfg).__name__}; known: {[c.__name__ for c in _QUANTIZERS]}")
+        raise ValueError(f"no quantizer registered for {type(cfg).__name__}; known: "
+                         f"{sorted(c.__name__ for c in known)}")
     return cls(cfg)
-
-
-def registered_quantizers() -> dict[type, type]:
-    return dict(_QUANTIZERS)
 
 
 def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:

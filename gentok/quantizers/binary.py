@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
+from gentok.quantizers.base import Quantizer, QuantizerConfig
 from gentok.validate import check_ids
 
 MAX_PACKED_BITS = 62  # int64 holds 63 value bits; one spare keeps every packed id non-negative with room to spare
@@ -71,9 +71,10 @@ class BinaryConfig(QuantizerConfig):
 
 
 @register("quantizer.binary")
-@register_quantizer(BinaryConfig)
 class Binary(Quantizer):
     """Bernoulli/STE bit quantizer; see the module docstring. `quantized = bits @ embed` (b, n, dim)."""
+
+    config_class = BinaryConfig
 
     def __init__(self, config: BinaryConfig):
         super().__init__(config)

@@ -14,7 +14,7 @@ from vector_quantize_pytorch import FSQ as _FSQ
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
+from gentok.quantizers.base import Quantizer, QuantizerConfig
 
 
 @config
@@ -37,8 +37,9 @@ class FSQConfig(QuantizerConfig):
 
 
 @register("quantizer.fsq")
-@register_quantizer(FSQConfig)
 class FSQ(Quantizer):
+    config_class = FSQConfig
+
     def __init__(self, config: FSQConfig):
         super().__init__(config)
         self.fsq = _FSQ(levels=list(config.levels), dim=config.dim)

@@ -12,7 +12,7 @@ from vector_quantize_pytorch import LFQ as _LFQ
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.quantizers.base import Quantizer, QuantizerConfig, register_quantizer
+from gentok.quantizers.base import Quantizer, QuantizerConfig
 
 
 @config
@@ -30,8 +30,9 @@ class LFQConfig(QuantizerConfig):
 
 
 @register("quantizer.lfq")
-@register_quantizer(LFQConfig)
 class LFQ(Quantizer):
+    config_class = LFQConfig
+
     def __init__(self, config: LFQConfig):
         super().__init__(config)
         self.lfq = _LFQ(

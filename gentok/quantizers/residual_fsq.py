@@ -10,7 +10,7 @@ from vector_quantize_pytorch import ResidualFSQ as _ResidualFSQ
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.quantizers.base import QuantizerConfig, register_quantizer
+from gentok.quantizers.base import QuantizerConfig
 from gentok.quantizers.residual import ResidualQuantizer
 
 
@@ -27,8 +27,9 @@ class ResidualFSQConfig(QuantizerConfig):
 
 
 @register("quantizer.residual_fsq")
-@register_quantizer(ResidualFSQConfig)
 class ResidualFSQ(ResidualQuantizer):
+    config_class = ResidualFSQConfig
+
     def __init__(self, config: ResidualFSQConfig):
         super().__init__(config)
         self.rfsq = _ResidualFSQ(

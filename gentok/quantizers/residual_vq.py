@@ -11,7 +11,7 @@ from vector_quantize_pytorch import ResidualVQ as _ResidualVQ
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.quantizers.base import QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
+from gentok.quantizers.base import QuantizerConfig, enable_ddp_codebook_sync
 from gentok.quantizers.residual import ResidualQuantizer
 from gentok.quantizers.search import lookup
 
@@ -35,8 +35,9 @@ class ResidualVQConfig(QuantizerConfig):
 
 
 @register("quantizer.residual_vq")
-@register_quantizer(ResidualVQConfig)
 class ResidualVQ(ResidualQuantizer):
+    config_class = ResidualVQConfig
+
     def __init__(self, config: ResidualVQConfig):
         super().__init__(config)
         self.rvq = _ResidualVQ(

@@ -15,7 +15,7 @@ from vector_quantize_pytorch import VectorQuantize
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.quantizers.base import Quantizer, QuantizerConfig, enable_ddp_codebook_sync, register_quantizer
+from gentok.quantizers.base import Quantizer, QuantizerConfig, enable_ddp_codebook_sync
 from gentok.quantizers.search import lookup
 
 
@@ -44,8 +44,9 @@ class VQConfig(QuantizerConfig):
 
 
 @register("quantizer.vq")
-@register_quantizer(VQConfig)
 class VQ(Quantizer):
+    config_class = VQConfig
+
     def __init__(self, config: VQConfig):
         super().__init__(config)
         self.vq = VectorQuantize(

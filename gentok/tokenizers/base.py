@@ -20,6 +20,12 @@ For the CLI (`gentok encode/decode`) a tokenizer also turns files into a batch a
 `write_assets(x, out_dir, names)`, and `encode_files(paths) -> Tokens` / `decode_to_files(tokens, out_dir, names)`
 which families override when a file needs more than its ids to come back (an audio file's rate and length, FASTA
 headers); they put that in `Tokens.extras`. The CLI never asks what kind of tokenizer it holds.
+
+Optional capabilities are declared here with their defaults and overridden by the families that have them, so
+evaluation and the CLI read them without probing: `decodes_prefixes` (every prefix `ids[:, :k]` decodes: FlexTok),
+`default_decode_options` (the options `decode` uses when not given), `has_bits` / `to_bits` (ids that are packed bit
+vectors: the binary tokenizer), `bits_summary(tokens)` (the bit counts the CLI prints; audio adds bits per second,
+DNA bits per base).
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ class TokenizerOutput:
 class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
     """Base class of all tokenizers; see the module docstring."""
 
+    decodes_prefixes: bool = False  # True: every prefix ids[:, :k], 1 <= k <= n, decodes (evaluation reports per k)
+    has_bits: bool = False  # True: ids are packed bit vectors and `to_bits` unpacks them
+
     @property
     @abc.abstractmethod
     def vocab_size(self) -> int | None:
@@ -72,6 +81,21 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
     def tokens_per_item(self) -> int | None:
         """Positions per item for fixed-length families (images); None where it depends on the input."""
         return None
+
+    @property
+    def default_decode_options(self) -> dict:
+        """The keyword options `decode` uses when they are not given (reported beside evaluation results)."""
+        return {}
+
+    def to_bits(self, tokens) -> Tensor:
+        """`Tokens` or ids -> their bits (b, n, B) uint8, for tokenizers whose ids are bit vectors (`has_bits`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no bit view of its ids (has_bits is False); only "
+                                  "tokenizers whose ids pack bit vectors (e.g. BinaryTokenizer) offer to_bits")
+
+    def bits_summary(self, tokens: Tokens) -> str:
+        """The bit counts of a batch of this tokenizer's `Tokens`, each named by its unit (for the CLI)."""
+        return (f"{tokens.bits_per_token:g} bits per token, {float(tokens.bits_per_item.mean()):,.0f} bits per file "
+                "(mean)")
 
     @abc.abstractmethod
     def encode(self, x, **options) -> Tokens:
@@ -139,6 +163,16 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
         meta = tokens.meta if isinstance(tokens, Tokens) else {"bits_per_code": self.bits_per_code}
         extras = tokens.extras if isinstance(tokens, Tokens) else {}
         return Tokens(ids, lengths, meta, extras).to(self._device())
+
+    def as_prefix_tokens(self, tokens, max_length: int, what: str = "ids") -> Tokens:
+        """`as_tokens` for a tokenizer that decodes prefixes (`decodes_prefixes`): every item keeps its first
+        1..max_length ids, so ids are (b, k) with k <= max_length and every length >= 1."""
+        t = self.as_tokens(tokens, what=what)
+        if t.ids.shape[1] > max_length or int(t.lengths.min()) < 1:
+            raise ValueError(f"expected {what} of shape (b, k) with 1 <= k <= {max_length} real ids per item, got "
+                             f"shape {tuple(t.ids.shape)} with lengths in [{int(t.lengths.min())}, "
+                             f"{int(t.lengths.max())}]")
+        return t
 
     def as_latents(self, latents, length: int, dim: int) -> Latents:
         """Validate `Latents` or a float tensor (b, length, dim) against this tokenizer; return `Latents` on its device.

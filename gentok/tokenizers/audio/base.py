@@ -77,6 +77,12 @@ class AudioTokenizer(Tokenizer):
         """Bits per second of audio when the first `n_quantizers` levels are kept (all by default)."""
         return self._check_n(n_quantizers) * self.bits_per_code * self.frame_rate
 
+    def bits_summary(self, tokens: Tokens) -> str:
+        """The base summary plus bits per second of audio (at the levels the tokens keep)."""
+        text = super().bits_summary(tokens)
+        rate = tokens.meta.get("frame_rate")
+        return text + (f", {tokens.bits_per_token * rate:,.0f} bits per second of audio" if rate else "")
+
     def num_frames(self, samples: int) -> int:
         """Code frames of `samples` samples at the model rate."""
         return -(-int(samples) // self.hop)

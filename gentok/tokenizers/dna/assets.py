@@ -74,6 +74,14 @@ class DNAAssetsMixin:
     """`read_assets` / `write_assets` / `encode_files` / `decode_to_files` for DNA tokenizers with `encode`/`decode`
     (`encode` -> `Tokens` one row per sequence, `decode` -> one base string per row)."""
 
+    def bits_summary(self, tokens: Tokens) -> str:
+        """The base summary plus bits per base when the tokens carry their files' record tables (`encode_files`)."""
+        text = super().bits_summary(tokens)
+        bases = tokens.extras.get("record_bases")  # bases per record (zero padding adds nothing)
+        if bases is not None and int(bases.sum()):
+            text += f", {float(tokens.bits_per_item.sum()) / int(bases.sum()):.2f} bits per base"
+        return text
+
     def read_assets(self, paths):
         """FASTA paths -> one list of records per file."""
         return [read_fasta(p) for p in paths]

@@ -24,7 +24,6 @@ sequence costs `bits_per_token x tokens / bases` bits per base (`dna.tokens.bits
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
@@ -48,7 +47,6 @@ from gentok.tokenizers.dna.merging import (
     offsets_in_token,
     unmerge,
 )
-from gentok.tokenizers.dna.tokens import DNATokens, from_counts  # noqa: F401 (DNATokens: deprecated re-export)
 from gentok.tokenizers.tokens import Tokens
 from gentok.validate import PAD_ID
 
@@ -322,18 +320,13 @@ class MergeDNA(DNAAssetsMixin, Tokenizer):
         return self.make_tokens(out.ids, out.lengths, window=c.window)
 
     @torch.no_grad()
-    def decode(self, tokens, batch_size: int = 64, *, num_tokens: Tensor | None = None) -> list[str]:
+    def decode(self, tokens, batch_size: int = 64) -> list[str]:
         """`Tokens` (or bare ids (b, L), `PAD_ID` past each row's end) -> one uppercase A/C/G/T string per row.
 
         Any id sequence decodes: each id carries its token's length, so row i gives `num_bases(tokens)[i]` bases.
-        `num_tokens` is the deprecated pre-0.2 form (ids zero-padded past `num_tokens`); pass `Tokens` instead.
         Raises `ValueError` for ids that are not integers, lie outside [0, vocab_size), or are padded wrongly, and for
         tokens of a model with another window."""
         c = self.config
-        if num_tokens is not None:
-            warnings.warn("decode(ids, num_tokens=...) is deprecated: pass Tokens, or ids with PAD_ID (-1) past each "
-                          "row's end", DeprecationWarning, stacklevel=2)
-            tokens = from_counts(tokens, num_tokens, c.window)
         tokens = self.as_tokens(tokens)
         window = tokens.meta.get("window", c.window)
         if window != c.window:

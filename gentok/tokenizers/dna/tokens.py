@@ -5,12 +5,9 @@ sequence's layout needs no side information. These functions read it from any `T
 (what `MergeDNA.encode` returns) or from bare ids with the window given. They live apart from the model so the
 FASTA edge (`assets.py`) and the model (`mergedna.py`) can both use them without importing each other.
 
-`DNATokens`, the old per-family tokens class, is kept for one release as a deprecated function returning `Tokens`.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 from torch import Tensor
@@ -73,14 +70,3 @@ def from_counts(ids: Tensor, num_tokens: Tensor, window: int) -> Tokens:
     valid = torch.arange(ids.shape[1], device=ids.device)[None] < num_tokens[:, None]
     ids = ids.long()
     return Tokens(torch.where(valid, ids, torch.full_like(ids, PAD_ID)), num_tokens, {"window": int(window)})
-
-
-def DNATokens(ids: Tensor, num_tokens: Tensor, window: int) -> Tokens:  # noqa: N802 (the old class name)
-    """Deprecated: the pre-0.2 tokens class; now `from_counts`, returning `Tokens`.
-
-    `Tokens.lengths` is what `num_tokens` was; the old `.lengths` / `.spans` / `.num_bases` are `base_lengths`,
-    `base_spans` and `num_bases` of this module."""
-    warnings.warn("DNATokens is deprecated: MergeDNA.encode returns Tokens; use gentok.tokenizers.dna.tokens."
-                  "base_lengths / base_spans / num_bases for what .lengths / .spans / .num_bases gave",
-                  DeprecationWarning, stacklevel=2)
-    return from_counts(ids, num_tokens, window)

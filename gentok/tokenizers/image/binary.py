@@ -10,7 +10,6 @@ from the explicitly named `encode_bits` (b, K, B) uint8; `to_bits` / `gentok.qua
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import Tensor
@@ -18,7 +17,7 @@ from torch import Tensor
 from gentok.checkpoint import register
 from gentok.config import config
 from gentok.quantizers import BinaryConfig, LFQConfig
-from gentok.quantizers.binary import MAX_PACKED_BITS, pack_bits, unpack_bits
+from gentok.quantizers.binary import MAX_PACKED_BITS, unpack_bits
 from gentok.tokenizers.image.titok import TiTok, TiTokConfig
 
 
@@ -67,6 +66,7 @@ class BinaryTokenizer(TiTok):
     `forward` (training) is TiTok's, with ids = packed bits."""
 
     config_class = BinaryTokenizerConfig
+    has_bits = True  # ids pack B bits each; `to_bits` unpacks them (evaluation reports per-bit utilisation)
 
     @property
     def bits(self) -> int:
@@ -85,28 +85,6 @@ class BinaryTokenizer(TiTok):
     def to_bits(self, tokens) -> Tensor:
         """`Tokens` or packed ids (b, K) -> bits (b, K, B) uint8, most significant bit first."""
         return unpack_bits(self.as_tokens(tokens, length=self.config.num_tokens).ids, self.bits)
-
-    @torch.no_grad()
-    def decode(self, tokens) -> Tensor:
-        """`Tokens` or packed ids (b, K) -> images (b, 3, S, S) in [0, 1].
-
-        Bits (b, K, B) (bool or integer 0/1) are still accepted for one release, with a `DeprecationWarning`: pack
-        them with `gentok.quantizers.binary.pack_bits` (or keep the ids `encode` returns)."""
-        if isinstance(tokens, Tensor) and tokens.ndim == 3:
-            warnings.warn("BinaryTokenizer.decode(bits) is deprecated: pass Tokens or packed ids (b, K) "
-                          "(pack_bits(bits)); it will be removed in the next release", DeprecationWarning, stacklevel=2)
-            c = self.config
-            if tuple(tokens.shape[1:]) != (c.num_tokens, self.bits):
-                raise ValueError(f"expected bits of shape (b, {c.num_tokens}, {self.bits}) or ids (b, {c.num_tokens}),"
-                                 f" got {tuple(tokens.shape)}")
-            tokens = pack_bits(tokens)  # validates dtype and 0/1 values
-        return super().decode(tokens)
-
-    def encode_ids(self, images) -> Tensor:
-        """Deprecated alias of `encode(images).ids` (packed ids (b, K)); removed in the next release."""
-        warnings.warn("BinaryTokenizer.encode_ids(images) is deprecated: use encode(images).ids (encode_bits for the "
-                      "bits)", DeprecationWarning, stacklevel=2)
-        return self.encode(images).ids
 
 
 __all__ = ["BinaryTokenizer", "BinaryTokenizerConfig", "PRESETS", "MAX_PACKED_BITS"]

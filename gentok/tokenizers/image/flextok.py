@@ -12,8 +12,6 @@ half is `gentok.nn.LatentEncoder`, shared with TiTok.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
@@ -21,7 +19,6 @@ from torch import Tensor, nn
 from gentok.checkpoint import register
 from gentok.config import config
 from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, patchify, unpatchify
-from gentok.pretrained.flextok import OfficialFlexTokConfig
 from gentok.quantizers import FSQConfig, QuantizerConfig, build_quantizer
 from gentok.sampling.flow import flow_sample, guided, make_scheduler
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
@@ -62,9 +59,6 @@ class FlexTokConfig:
     min_loss_sigma: float = 0.05  # floor of sigma in the flow loss's 1 / sigma^2 weight (see `forward`)
     sample_steps: int = 25  # default Euler steps for `decode`
     guidance: float = 1.0  # default classifier-free guidance scale for `decode` (1 = off)
-    # the network of apple/ml-flextok's published checkpoints (VAE latent space, velocity decoder, Euler steps
-    # t = i / T), set by their converter (`gentok.pretrained.flextok`); None: gentok's own network above
-    official: OfficialFlexTokConfig | None = None
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -148,16 +142,23 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
     config_class = FlexTokConfig
     decodes_prefixes = True  # every prefix ids[:, :k], 1 <= k <= K, decodes: evaluation reports quality per k
 
+    @classmethod
+    def upgrade_config(cls, config: dict) -> tuple[type, dict]:
+        """Directories saved before the official network had a class of its own hold a FlexTokConfig whose
+        `official` field describes it: they load as `OfficialFlexTok` (same weights, same ids)."""
+        if not isinstance(config, dict) or config.get("official") is None:
+            return cls, config
+        from gentok.pretrained.flextok_model import OfficialFlexTok
+
+        official = dict(config["official"])
+        for key in ("sample_steps", "guidance"):  # the decoding defaults lived on the outer config
+            if key in config:
+                official[key] = config[key]
+        return OfficialFlexTok, official
+
     def __init__(self, config: FlexTokConfig):
         super().__init__()
         self.config = c = config
-        if c.official is not None:  # the official network; the fields above only describe its tokens
-            from gentok.pretrained.flextok import OfficialFlexTokNet
-
-            if tuple(c.quantizer.levels) != tuple(c.official.levels) or c.num_tokens != c.official.registers:
-                raise ValueError("FlexTokConfig: quantizer levels and num_tokens must match the official network's")
-            self.net = OfficialFlexTokNet(c.official)
-            return
         scale = c.width**-0.5
         patch_dim = c.patch_size * c.patch_size * 3
         tree = region_tree(c.num_tokens, c.image_size // c.patch_size) if c.token_mixing else None  # (K, N) 0/1
@@ -193,7 +194,7 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
     # -- contract -------------------------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        return math.prod(self.config.quantizer.levels) if self.config.official else self.quantizer.codebook_size
+        return self.quantizer.codebook_size
 
     @property
     def tokens_per_item(self) -> int:
@@ -211,9 +212,6 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         `recon` is the clean-image estimate at the sampled noise level (cheap, for logging).
         """
         c = self.config
-        if c.official is not None:
-            raise NotImplementedError("training the official FlexTok network is not supported; it encodes and "
-                                      "decodes (fine-tune gentok's own FlexTok instead)")
         x = to_image_batch(images, c.image_size)
         b = x.shape[0]
         q = self.quantizer(self._encode_latents(x))
@@ -248,13 +246,11 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         """Images (tensor (b, 3, S, S) in [0, 1], PIL images or paths) -> `Tokens` with ids (b, K); every prefix
         decodes."""
         x = to_image_batch(images, self.config.image_size)
-        if self.config.official is not None:
-            return self.make_tokens(self.net.tokenize(x * 2 - 1))
         return self.make_tokens(self.quantizer.encode(self._encode_latents(x)))
 
     @torch.no_grad()
     def decode(self, tokens, steps: int | None = None, guidance: float | None = None, seed: int = 0,
-               generator: torch.Generator | None = None, norm_guidance: bool = False) -> Tensor:
+               generator: torch.Generator | None = None) -> Tensor:
         """Token prefixes -> images (b, 3, S, S) in [0, 1], by flow sampling.
 
         Args:
@@ -264,25 +260,15 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
             guidance: classifier-free guidance scale (default `config.guidance`; 1 = off).
             seed: seeds the starting noise, the same for every item, so an item decodes to the same image alone or
                 in any batch; ignored when `generator` is given (which draws one noise per item of the batch).
-            norm_guidance: guide with APG (Sadat et al. 2024) instead of plain CFG; official network only (their
-                recommended setting is guidance 7.5 with APG).
         """
         c = self.config
-        t = self.as_tokens(tokens)  # any length: a prefix
+        t = self.as_prefix_tokens(tokens, c.num_tokens)
         b, n = t.ids.shape
-        if n > c.num_tokens or int(t.lengths.min()) < 1:
-            raise ValueError(f"expected ids of shape (b, k) with 1 <= k <= {c.num_tokens} real ids per item, got "
-                             f"shape {tuple(t.ids.shape)} with lengths in [{int(t.lengths.min())}, "
-                             f"{int(t.lengths.max())}]")
         steps = c.sample_steps if steps is None else int(steps)
         guidance = c.guidance if guidance is None else float(guidance)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         device = t.ids.device
-        if c.official is not None:
-            return self._decode_official(t, steps, guidance, seed, generator, norm_guidance)
-        if norm_guidance:
-            raise ValueError("norm_guidance is only available for the official FlexTok network")
         codes = torch.zeros(b, c.num_tokens, c.quantizer.dim, device=device)
         codes[:, :n] = self.quantizer.decode(t.ids.clamp_min(0))  # padding becomes code 0, then the mask token
         cond = self._decoder_registers(codes, t.lengths)
@@ -298,19 +284,6 @@ class FlexTok(ImageAssetsMixin, Tokenizer):
         return (unpatchify(x0, c.patch_size, c.image_size, c.image_size).clamp(-1, 1) + 1) / 2
 
     # -- internals ------------------------------------------------------------------------------------------------
-    def _decode_official(self, t: Tokens, steps: int, guidance: float, seed: int, generator, norm_guidance: bool):
-        net, c = self.net, self.config.official
-        b, device = t.ids.shape[0], t.ids.device
-        shape = (c.latent_channels, c.latent_grid, c.latent_grid)
-        if generator is None:  # one noise for every item, as in gentok's own FlexTok
-            noise = torch.randn(1, *shape, generator=torch.Generator(device=device).manual_seed(seed), device=device)
-            noise = noise.expand(b, *shape)
-        else:  # one draw per item, in order: the official pipeline's noise for the same generator
-            noise = torch.cat([torch.randn(1, *shape, generator=generator, device=device) for _ in range(b)])
-        registers = net.registers_for(t.ids, t.lengths)
-        latents = net.sample(registers, noise, steps, guidance, norm_guidance)
-        return ((net.vae_decode(latents) + 1) / 2).clamp(0, 1)
-
     def _encode_latents(self, x: Tensor) -> Tensor:
         return self.encoder(x * 2 - 1)  # (b, K, code_dim); the model works in [-1, 1]
 

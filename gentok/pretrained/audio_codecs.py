@@ -1,12 +1,15 @@
-"""transformers' EnCodec, DAC and Mimi behind gentok's audio tokenizer contract, so pretrained codecs already on
-disk get the same API as the codec trained here (`encode(wav, sample_rate=None, n_quantizers=None) -> Tokens` with
-ids `(b, frames, q)`, `decode`, `bitrate`, files through the CLI, `save_pretrained` / `gentok.load`; see
-`audio/base.py`). transformers keeps codes as `(b, q, frames)`: the adapters transpose at their edge.
+"""transformers' EnCodec, DAC and Mimi behind gentok's audio tokenizer contract, so pretrained codecs get the same
+API as the codec trained here (`encode(wav, sample_rate=None, n_quantizers=None) -> Tokens` with ids
+`(b, frames, q)`, `decode`, `bitrate`, files through the CLI, `save_pretrained` / `gentok.load`; see
+`gentok/tokenizers/audio/base.py`). transformers keeps codes as `(b, q, frames)`: the adapters transpose at their
+edge.
 
-Nothing is downloaded: `from_local(dir)` reads a transformers checkpoint directory (`config.json` +
-`model.safetensors`) with `local_files_only=True`; `from_hf_config(cfg)` builds one with random weights (tests).
-The transformers config travels as JSON text inside the gentok config, the weights in gentok's safetensors.
-Items of a padded batch are encoded one by one, because these models' own padding semantics differ.
+Pretrained codecs load like every other project's checkpoint: `gentok.load(dir)` on a transformers checkpoint
+directory (`config.json` + `model.safetensors`, read with `local_files_only=True`; pickled weights are refused), or
+on a hub id the user names, goes through `detect` / `convert` here (the `gentok.converters` entry point).
+`from_hf_config(cfg)` builds one with random weights (tests). The transformers config travels as JSON text inside
+the gentok config, the weights in gentok's safetensors. Items of a padded batch are encoded one by one, because
+these models' own padding semantics differ.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from __future__ import annotations
 import abc
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from gentok.checkpoint import register
+from gentok.checkpoint import CheckpointError, register
 from gentok.config import config
+from gentok.pretrained.convert import safetensors_files
 from gentok.tokenizers.audio.base import AudioTokenizer
 from gentok.validate import PAD_ID
 
@@ -71,18 +74,6 @@ class HFAudioCodec(AudioTokenizer):
         """A randomly initialised model from a transformers config object or dict."""
         data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
         return cls(HFCodecConfig(hf_config=json.dumps(data, default=_json_default)))
-
-    @classmethod
-    def from_local(cls, directory: str | os.PathLike) -> "HFAudioCodec":
-        """Load a transformers checkpoint directory (never downloads)."""
-        directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise ValueError(f"{directory} is not a transformers checkpoint directory (no config.json)")
-        model_cls, _ = cls._hf_classes()
-        hf = model_cls.from_pretrained(str(directory), local_files_only=True)
-        out = cls.from_hf_config(hf.config)
-        out.model.load_state_dict(hf.state_dict())
-        return out.eval()
 
     # -- contract -------------------------------------------------------------------------------------------------
     @property
@@ -224,3 +215,27 @@ class MimiCodec(HFAudioCodec):
 
     def _decode_batch(self, codes):
         return self.model.decode(codes).audio_values[:, 0]
+
+
+# -- converter (the `gentok.converters` entry point) ------------------------------------------------------------
+ADAPTERS = {cls.hf_model_type: cls for cls in (EncodecCodec, DacCodec, MimiCodec)}
+
+
+def detect(directory: Path, config: dict) -> bool:
+    """A transformers checkpoint of one of the wrapped codecs: its config's `model_type` names it."""
+    return isinstance(config, dict) and config.get("model_type") in ADAPTERS
+
+
+def convert(directory: Path, config: dict, map_location="cpu") -> HFAudioCodec:
+    """The gentok adapter of a transformers codec checkpoint directory, with its weights (never downloads)."""
+    directory = Path(directory)
+    cls = ADAPTERS[config["model_type"]]
+    safetensors_files(directory)  # a clear refusal of pickled weights before transformers looks at the directory
+    model_cls, _ = cls._hf_classes()
+    try:
+        hf = model_cls.from_pretrained(str(directory), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{directory}: not a {config['model_type']} checkpoint transformers can read: {e}") from None
+    out = cls.from_hf_config(hf.config)
+    out.model.load_state_dict(hf.state_dict())
+    return out.to(map_location).eval()
