@@ -33,7 +33,7 @@ def make_inputs(folder: Path, users: int, items: int, seed: int = 0) -> tuple[Pa
     """A saved random SASRec over `items` items and a Parquet file of histories for `users` users."""
     from recsys.data import RecData
     from recsys.models.sasrec import SASRec, SASRecConfig
-    from recsys.pipeline import save_recommender
+    from recsys.saving import save_recommender
 
     torch.manual_seed(seed)
     model = folder / "model"

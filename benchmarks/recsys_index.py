@@ -23,7 +23,8 @@ import torch
 
 from benchmarks.common import best_time, machine, parser, print_table, write_json
 from gentok.config import replace
-from recsys.models.setrec import SETRec, SETRecConfig, build_index, ivf_nlist
+from recsys.index import build_index, ivf_nlist
+from recsys.models.setrec import SETRec, SETRecConfig
 
 
 def catalog(kind: str, n: int, text_dim: int = 48, cf_dim: int = 64, topics: int = 2000, seed: int = 0):
@@ -67,7 +68,7 @@ def run_catalog(kind: str, args) -> list[dict]:
     t = time.perf_counter()
     flat = build_index(keys, "flat")
     build_flat = time.perf_counter() - t
-    model._faiss["flat"] = flat
+    model.indexes.built["flat"] = flat
     t_exact, exact = best_time(lambda: model.recommend(hists, k=args.k, index="flat")[0], args.repeats, warmup=0)
     rows.append({"catalog": kind, "index": "flat (exact)", "param": "", "build_s": build_flat,
                  "users_per_s": len(hists) / t_exact, "speedup": 1.0, "recall@10": 1.0})
@@ -76,9 +77,9 @@ def run_catalog(kind: str, args) -> list[dict]:
         t = time.perf_counter()
         index = build_index(keys, kind_ix)
         build_s = time.perf_counter() - t
-        for param in params[kind_ix] + [0]:  # 0: the default, calibrated on the first queries (`calibrate_index`)
+        for param in params[kind_ix] + [0]:  # 0: the default, calibrated on the first queries (`recsys.index.calibrate_index`)
             model.config = replace(model.config, nprobe=param, hnsw_ef=param)
-            model._faiss[kind_ix] = index
+            model.indexes.built[kind_ix] = index
             model.index_calibration.pop(kind_ix, None)
             if param and kind_ix == "ivf":
                 index.nprobe = param

@@ -20,22 +20,14 @@ with a trained SASRec's item embedding (`--sasrec DIR`, or one trained first int
 
 from __future__ import annotations
 
-from gentok.cli.errors import run
-from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.training import TrainConfig
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
+from recsys.cli.errors import run
+from recsys.cli.recipe_args import add_text_model_args, data_help
+from recsys.data import load_split
 from recsys.models.recgpt import PRESETS, RecGPT
-from recsys.pipeline import (
-    SASREC_CF_TRAIN,
-    cf_source,
-    data_help,
-    item_embeddings,
-    prepare,
-    report,
-    save_recommender,
-    train_item_tokenizer,
-    train_recommender,
-    warm_items,
-)
+from recsys.text import item_embeddings
+from recsys.train import cf_source, save_and_report, train_item_tokenizer, train_recommender, warm_items
 
 # collaborative item codes, CF weight 1: chosen on validation NDCG@10 (all 671 demo users, top-10 served lists) at a
 # budget of 50 training CPU-seconds: text codes 0.0034, collaborative codes with CF weight 0.3 / 1 / 3: 0.0081 /
@@ -52,18 +44,15 @@ TRAIN = TrainConfig(max_steps=1200, batch_size=64, lr=2e-3, warmup_steps=30, min
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/recgpt", data_help=data_help(True))
-    parser.add_argument("--text-encoder", default=None, help="local transformers model dir (default all-MiniLM-L6-v2)")
+    add_text_model_args(parser, sasrec_use="collaborative codes")
     parser.add_argument("--tokenizer-steps", type=int, default=300)
     parser.add_argument("--item-codes", choices=("text", "collaborative"), default=ITEM_CODES,
                         help="item codes from text alone, or from text fused with SASRec item embeddings")
     parser.add_argument("--cf-weight", type=float, default=CF_WEIGHT,
                         help="weight of the CF vector in collaborative item codes")
-    parser.add_argument("--sasrec", default=None,
-                        help="trained SASRec model dir for collaborative codes (default: train one first)")
-    parser.add_argument("--sasrec-steps", type=int, default=SASREC_CF_TRAIN.max_steps)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
-    data, split = prepare(args.data, seed=train_cfg.seed)
+    data, split = load_split(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
     emb = item_embeddings(data, args.text_encoder, model="RecGPT")
     from gentok.config import replace
@@ -84,13 +73,8 @@ def main(argv: list[str] | None = None):
     result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}, "item_codes": args.item_codes},
                                         eval_users=300)
-    model = result.model
-    if result.is_main_process:
-        save_recommender(model, f"{train_cfg.output_dir}/model", data, text_encoder=args.text_encoder)
-        return report(model, split, train_cfg.output_dir, "RecGPT",
-                      extra={"item_tokens": stats, "best_valid_ndcg@10_subset": selector.best})
-    return None
-
+    return save_and_report(result, data, split, train_cfg.output_dir, "RecGPT", text_encoder=args.text_encoder,
+                           extra={"item_tokens": stats, "best_valid_ndcg@10_subset": selector.best})
 
 if __name__ == "__main__":
     run(main, prog="recgpt")

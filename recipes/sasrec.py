@@ -13,12 +13,14 @@ be used stops with a one-line error (exit status 2).
 
 from __future__ import annotations
 
-from gentok.cli.errors import run
-from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.config import replace
 from gentok.training import TrainConfig
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
+from recsys.cli.errors import run
+from recsys.cli.recipe_args import data_help
+from recsys.data import load_split
 from recsys.models.sasrec import PRESETS, SASRec
-from recsys.pipeline import data_help, prepare, report, save_recommender, train_recommender
+from recsys.train import save_and_report, train_recommender
 
 TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
@@ -28,17 +30,13 @@ def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/sasrec", data_help=data_help(False))
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
-    data, split = prepare(args.data, seed=train_cfg.seed)
+    data, split = load_split(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
     model_cfg = replace(model_cfg, num_items=data.num_items)
     result, selector = train_recommender(SASRec(model_cfg), split, train_cfg, model_cfg.max_len,
                                         run_config={"model": {"preset": args.preset}})
-    model = result.model
-    if result.is_main_process:
-        save_recommender(model, f"{train_cfg.output_dir}/model", data)
-        return report(model, split, train_cfg.output_dir, "SASRec", extra={"best_valid_ndcg@10": selector.best})
-    return None
-
+    return save_and_report(result, data, split, train_cfg.output_dir, "SASRec",
+                           extra={"best_valid_ndcg@10": selector.best})
 
 if __name__ == "__main__":
     run(main, prog="sasrec")

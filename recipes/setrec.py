@@ -15,21 +15,16 @@ error (exit status 2): train SASRec (recipes/sasrec.py) on id-only data.
 
 from __future__ import annotations
 
-from gentok.cli.errors import run
-from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.config import replace
 from gentok.training import TrainConfig
-from recsys.models.setrec import PRESETS, SETRec, choose_cf_weight
-from recsys.pipeline import (
-    SASREC_CF_TRAIN,
-    cf_source,
-    data_help,
-    item_embeddings,
-    prepare,
-    report,
-    save_recommender,
-    train_recommender,
-)
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
+from recsys.cli.errors import run
+from recsys.cli.recipe_args import add_text_model_args, data_help
+from recsys.data import load_split
+from recsys.evaluation import choose_cf_weight
+from recsys.models.setrec import PRESETS, SETRec
+from recsys.text import item_embeddings
+from recsys.train import cf_source, save_and_report, train_recommender
 
 TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
@@ -37,12 +32,10 @@ TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/setrec", data_help=data_help(True))
-    parser.add_argument("--text-encoder", default=None, help="local transformers model dir (default all-MiniLM-L6-v2)")
-    parser.add_argument("--sasrec", default=None, help="trained SASRec model dir (default: train one first)")
-    parser.add_argument("--sasrec-steps", type=int, default=SASREC_CF_TRAIN.max_steps)
+    add_text_model_args(parser, sasrec_use="the CF tokens")
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
-    data, split = prepare(args.data, seed=train_cfg.seed)
+    data, split = load_split(args.data, seed=train_cfg.seed)
     print(f"data: {data.summary()}  split: {split.summary()}")
     emb = item_embeddings(data, args.text_encoder, model="SETRec")
     sasrec = cf_source(data, split, args.sasrec, f"{train_cfg.output_dir}/sasrec", args.sasrec_steps,
@@ -51,16 +44,13 @@ def main(argv: list[str] | None = None):
     model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
     result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}}, eval_users=300)
-    model = result.model
+    chosen = None
     if result.is_main_process:
-        chosen = choose_cf_weight(model, split)  # validation cases only
+        chosen = choose_cf_weight(result.model, split)  # validation cases only
         print(f"CF weight chosen on validation: {chosen['weight']}  (NDCG@10 by weight: "
               f"{ {w: round(v, 4) for w, v in chosen['ndcg'].items()} })")
-        save_recommender(model, f"{train_cfg.output_dir}/model", data, text_encoder=args.text_encoder)
-        return report(model, split, train_cfg.output_dir, "SETRec",
-                      extra={"cf_weight": chosen, "best_valid_ndcg@10_subset": selector.best})
-    return None
-
+    return save_and_report(result, data, split, train_cfg.output_dir, "SETRec", text_encoder=args.text_encoder,
+                           extra={"cf_weight": chosen, "best_valid_ndcg@10_subset": selector.best})
 
 if __name__ == "__main__":
     run(main, prog="setrec")

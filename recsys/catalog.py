@@ -29,7 +29,7 @@ import torch
 
 from gentok.checkpoint import CheckpointError
 from gentok.files import atomic_write_json
-from recsys.data import DataError, RecData
+from recsys.data import DataError, RecData, load_items
 
 ITEMS_FILE = "items.json"
 EXAMPLES = 3  # mismatching items named in an error message
@@ -153,15 +153,20 @@ def remap_to_catalog(data: RecData, catalog: Catalog, source: str = "the data") 
     return out, int((~keep).sum())
 
 
-def with_catalog(model, catalog: Catalog, items: RecData, text_encoder: str | None = None,
-                 embed: Callable[[list[str]], torch.Tensor] | None = None, source: str = "the catalog",
+def with_catalog(model, catalog: Catalog, items: RecData | str | Path, text_encoder: str | None = None,
+                 embed: Callable[[list[str]], torch.Tensor] | None = None, source: str | None = None,
                  progress: bool = False):
-    """Make `model` (with catalog `catalog`) rank exactly the items of `items` (ids + text), without retraining.
+    """Make `model` (with catalog `catalog`) rank exactly the items of `items` (ids + text, or a path that
+    `recsys.data.load_items` reads), without retraining.
 
     Items the model knows (same id and text) keep their index; the others are embedded with the model's text
     encoder (`text_encoder` overrides the one `catalog` records; `embed(texts) -> (m, d)` replaces encoding, e.g.
     in tests) and added with `model.add_items`. Changes `model` in place; returns (model, the new `Catalog`).
     Raises `DataError` when an item to add has no text or the model cannot add items (id-based models)."""
+    if isinstance(items, (str, Path)):
+        source = source or f"the catalog {items}"
+        items = load_items(items)
+    source = source or "the catalog"
     if not items.item_ids:
         raise DataError(f"{source} lists no items")
     idx, differs = catalog.identify(items.item_ids, items.item_text, source)

@@ -4,7 +4,8 @@ Training data format (`load_data`, the recipes' `--data`):
 - Interactions, one row per interaction: a user id column (`user_id`; also `userid`, `user`, `uid`), an item id
   column (`item_id`; also `itemid`, `item`, `movieid`, `movie_id`, `iid`) and optionally a time column (`timestamp`;
   also `time`, `ts`, `datetime`: numbers or dates; without one, file order is time order). Names match
-  case-insensitively; other columns are ignored unless they are text columns.
+  case-insensitively (`find_column`: the same names in `recsys score` input); other columns are ignored unless they
+  are text columns.
 - Given as a CSV/TSV/Parquet file, a directory holding `interactions.csv|.tsv|.parquet` and optionally
   `items.csv|.tsv|.parquet`, or RecBole atomic files (`x.inter` + optional `x.item`, as the directory or the file).
 - Item text: the `TEXT_COLUMNS` (`text`, `title`, `name`, `description`, `genres`, `category`, `brand`, ...) joined
@@ -31,9 +32,10 @@ import pandas as pd
 
 from recsys import ids as idk
 
-_USER_COLS = ("user_id", "userid", "user", "uid")
-_ITEM_COLS = ("item_id", "itemid", "item", "movieid", "movie_id", "iid")
-_TIME_COLS = ("timestamp", "time", "ts", "datetime")
+# the one column-name policy of training data, `recsys evaluate` and `recsys score` input (`find_column`)
+USER_COLUMNS = ("user_id", "userid", "user", "uid")
+ITEM_COLUMNS = ("item_id", "itemid", "item", "movieid", "movie_id", "iid")
+TIME_COLUMNS = ("timestamp", "time", "ts", "datetime")
 TEXT_COLUMNS = ("text", "title", "name", "movie_title", "description", "year", "release_year", "genres", "genre",
                 "class", "categories", "category", "brand")
 
@@ -113,15 +115,30 @@ def leave_one_out(data: RecData, seed: int = 0) -> Split:
     return Split(seqs, data.num_items, too_short)
 
 
+def load_split(path: str | None, seed: int = 0) -> tuple[RecData, Split]:
+    """`load_data(path)` and its leave-one-out split (`seed` breaks timestamp ties)."""
+    data = load_data(path)
+    return data, leave_one_out(data, seed=seed)
+
+
+def require_item_text(data: RecData, model: str) -> None:
+    """Raise `DataError` unless some catalog item has text (RecGPT and SETRec embed it; SASRec needs ids only)."""
+    if not any(data.item_text):
+        raise DataError(f"the data has no item text, which {model} needs: add a text column "
+                        f"({', '.join(TEXT_COLUMNS[:4])}, ...) to the interactions, or give a directory with "
+                        f"interactions.* and items.* (or RecBole .inter + .item); id-only data trains SASRec "
+                        f"(recipes/sasrec.py)")
+
+
 def from_frames(inter: pd.DataFrame, items: pd.DataFrame | None = None, source: str = "data",
                 typed: bool = True) -> RecData:
     """Build `RecData` from an interactions frame (user, item, optional timestamp, optional text columns) and an
     optional item frame (item id + text columns). Column names are matched case-insensitively against common names.
     `typed=False` says the frames were read from a text format (all strings), so integer ids are recognised by their
     spelling (`recsys.ids`)."""
-    ucol = _find(inter, _USER_COLS, "user id", source)
-    icol = _find(inter, _ITEM_COLS, "item id", source)
-    tcol = _find(inter, _TIME_COLS, None, source)
+    ucol = find_column(inter.columns, USER_COLUMNS, "user id", source)
+    icol = find_column(inter.columns, ITEM_COLUMNS, "item id", source)
+    tcol = find_column(inter.columns, TIME_COLUMNS, None, source)
     if inter[[ucol, icol]].isna().any().any():
         bad = int(inter[[ucol, icol]].isna().any(axis=1).to_numpy().argmax())
         raise DataError(f"{source}: row {bad} has an empty user or item id")
@@ -142,7 +159,7 @@ def from_frames(inter: pd.DataFrame, items: pd.DataFrame | None = None, source: 
     text: dict[str, str] = {}
     id_kind = _id_kind(inter[icol], typed)
     if items is not None:
-        jcol = _find(items, _ITEM_COLS, "item id", f"{source} (items)")
+        jcol = find_column(items.columns, ITEM_COLUMNS, "item id", f"{source} (items)")
         if items[jcol].isna().any():
             raise DataError(f"{source} (items): row {int(items[jcol].isna().to_numpy().argmax())} has an empty item id")
         text = dict(zip(idk.id_strings(items[jcol]), _join_text(items, exclude=(jcol,))))
@@ -220,9 +237,9 @@ def load_items(path: str | Path) -> RecData:
         frame = _read_atomic(p)
     else:
         frame, typed = read_table(p), _typed_format(p)
-        if _find(frame, _USER_COLS, None, str(path)) is not None:
+        if find_column(frame.columns, USER_COLUMNS, None, str(path)) is not None:
             return load_data(path)  # interactions with text columns: their catalog
-    icol = _find(frame, _ITEM_COLS, "item id", str(path))
+    icol = find_column(frame.columns, ITEM_COLUMNS, "item id", str(path))
     if not len(frame):
         raise DataError(f"{path} lists no items")
     if frame[icol].isna().any():
@@ -276,14 +293,18 @@ def _id_kind(col: pd.Series, typed: bool) -> str:
     return idk.column_kind(col) if typed else idk.text_kind(col.astype(str))
 
 
-def _find(df: pd.DataFrame, names, what, source):
-    lower = {c.lower(): c for c in df.columns}
+def find_column(columns, names: tuple[str, ...], what: str | None, source: str):
+    """The first of `columns` (a frame's columns, a CSV header, a JSON record's keys) whose name is one of `names`
+    (`USER_COLUMNS`, `ITEM_COLUMNS`, `TIME_COLUMNS`), matched case-insensitively and ignoring surrounding blanks, so
+    every reader accepts the same names. None when absent and optional (`what` None); else `DataError` naming the
+    accepted names and the columns found."""
+    lower = {str(c).strip().lower(): c for c in reversed(list(columns))}  # the first of duplicates wins
     for n in names:
         if n in lower:
             return lower[n]
     if what is None:
         return None
-    raise DataError(f"{source}: no {what} column (looked for {', '.join(names)}; found {list(df.columns)})")
+    raise DataError(f"{source}: no {what} column (looked for {', '.join(names)}; found {list(columns)})")
 
 
 def _text_columns(df: pd.DataFrame) -> list[str]:

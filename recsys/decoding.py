@@ -1,10 +1,12 @@
 """Catalog-aware decoding: a sorted-prefix trie of the items' code sequences and a batched beam search over it that
-can only produce items in the catalog (zero invalid items by construction), plus exhaustive scoring of every item
-through the same trie (the brute-force reference, and full-ranking evaluation).
+can only produce items in the catalog (zero invalid items by construction), the same search made exact (`exact_top_k`:
+widened where a pruned prefix could still hold a better item), plus exhaustive scoring of every item through the same
+trie (the brute-force reference, and full-ranking evaluation).
 
 The model is passed in and provides three functions over a per-beam state (m, d):
   `decode_init(histories) -> (b, d)`, `decode_logprobs(state, level) -> (m, V_level)` log-probabilities, and
-  `decode_advance(state, tokens (m,), level) -> (m, d)`. An item's score is the sum of its tokens' log-probabilities.
+  `decode_advance(state, tokens (m,), level) -> (m, d)`. An item's score is the sum of its tokens' log-probabilities
+  (each <= 0, which `exact_top_k` relies on).
 """
 
 from __future__ import annotations
@@ -116,13 +118,45 @@ def beam_search(model, state: Tensor, index: CatalogIndex, beam: int, k: int,
             excluded items are pruned during the search, so excluded items never take a beam.
     Returns:
         items (b, k) long (catalog indices, -1 where fewer than k items exist) and scores (b, k) summed log-probs.
+        A beam narrower than the trie may miss an item of the exact top-k; `exact_top_k` never does.
     """
+    items, scores, _ = _search(model, state, index, beam, k, exclude)
+    return items, scores
+
+
+@torch.no_grad()
+def exact_top_k(model, state: Tensor, index: CatalogIndex, beam: int, k: int,
+                exclude: list | None = None) -> tuple[Tensor, Tensor, int]:
+    """`beam_search` that returns exactly the top-k items of the model's own scores, with the beam widened (x4 at a
+    time, up to the trie's widest level) for the users whose result it cannot prove exact.
+
+    The proof: an item's score is a sum of log-probabilities, each <= 0, so a prefix's score bounds the score of every
+    item under it; when the k-th returned score is at least the best score of every prefix the beam pruned, no item
+    outside the result can beat it. Returns items (b, k), scores (b, k) and how many users the first beam did not
+    prove exact (its misses are among them)."""
+    items, scores, bound = _search(model, state, index, beam, k, exclude)
+    todo = bound > scores[:, -1]
+    misses = int(todo.sum())
+    widest = max(index.nodes_per_level())
+    while bool(todo.any()):
+        beam = min(beam * 4, widest)  # at the widest level's width nothing is pruned, so the result is exact
+        rows = torch.nonzero(todo).squeeze(1)
+        sub = None if exclude is None else [exclude[int(i)] for i in rows]
+        items[rows], scores[rows], again = _search(model, state[rows.to(state.device)], index, beam, k, sub)
+        todo[rows] = (again > scores[rows, -1]) & (beam < widest)
+    return items, scores, misses
+
+
+def _search(model, state: Tensor, index: CatalogIndex, beam: int, k: int,
+            exclude: list | None) -> tuple[Tensor, Tensor, Tensor]:
+    """`beam_search`, plus (b,) the best score of a prefix it pruned above the last level (-inf: none)."""
     if beam < k:
         raise ValueError(f"beam width ({beam}) must be >= k ({k})")
     b, device = state.shape[0], state.device
     seen_keys = _seen_keys(index, exclude)
     nodes = torch.zeros(b, 1, dtype=torch.long)  # the root: its children are level 0's nodes
     scores = torch.zeros(b, 1)
+    bound = torch.full((b,), float("-inf"))
     states = state[:, None]
     for level in range(index.length):
         m, v = nodes.shape[1], index.vocab_sizes[level]
@@ -135,17 +169,21 @@ def beam_search(model, state: Tensor, index: CatalogIndex, beam: int, k: int,
         cand_scores = cand_scores.masked_fill(dead, float("-inf"))
         cand = torch.full((b * m, v), float("-inf"))
         cand[rows, tok] = cand_scores
-        width = k if level == index.length - 1 else beam
-        top = cand.reshape(b, m * v).topk(min(width, m * v), dim=1)
-        beam_idx, tok_new = top.indices // v, top.indices % v
+        last = level == index.length - 1
+        width = k if last else beam
+        top = cand.reshape(b, m * v).topk(min(width + (not last), m * v), dim=1)
+        if not last and top.values.shape[1] > width:  # the best candidate that falls off the beam
+            bound = torch.maximum(bound, top.values[:, width])
+        values, picked = top.values[:, :width], top.indices[:, :width]
+        beam_idx, tok_new = picked // v, picked % v
         parent = nodes.gather(1, beam_idx)
         key = parent * v + tok_new
         node = torch.searchsorted(index.key[level], key.reshape(-1)).reshape(key.shape)
         node = node.clamp_max(len(index.key[level]) - 1)
-        valid = torch.isfinite(top.values) & (index.key[level][node] == key)
+        valid = torch.isfinite(values) & (index.key[level][node] == key)
         nodes = torch.where(valid, node, -1)
-        scores = torch.where(valid, top.values, float("-inf"))
-        if level < index.length - 1:
+        scores = torch.where(valid, values, float("-inf"))
+        if not last:
             flat = (torch.arange(b)[:, None] * m + beam_idx).reshape(-1).to(device)
             prev = states.reshape(b * m, -1)[flat]
             states = model.decode_advance(prev, tok_new.reshape(-1).to(device), level).reshape(b, -1, prev.shape[-1])
@@ -154,7 +192,7 @@ def beam_search(model, state: Tensor, index: CatalogIndex, beam: int, k: int,
         pad = k - items.shape[1]
         items = torch.cat([items, items.new_full((b, pad), -1)], 1)
         scores = torch.cat([scores, scores.new_full((b, pad), float("-inf"))], 1)
-    return items, scores
+    return items, scores, bound
 
 
 @torch.no_grad()

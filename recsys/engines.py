@@ -34,8 +34,9 @@ import pyarrow as pa
 from gentok.engines.common import fault_plan, maybe_fail, runner
 from gentok.files import atomic_write_json, write_parquet_atomic
 from recsys import ids as idk
-from recsys.histories import file_user_kind, iter_input, missing
-from recsys.scoring import MAX_REPORTED, BatchScorer, _partition, _user_dtype, output_table, score_partition
+from recsys.histories import check_input, file_user_kind, iter_input, missing
+from recsys.scoring import (MAX_REPORTED, BatchScorer, empty_output, output_table, partition_of, score_partition,
+                            user_id_dtype)
 
 STATS = [("bucket", "long"), ("users", "long"), ("unknown_items", "long"), ("users_with_unknown", "long"),
          ("errors", "long"), ("rows", "long")]  # what each group returns to the driver
@@ -50,7 +51,7 @@ class ScoreWorker:
     def __init__(self, model: str, out_dir: str, k: int, exclude_seen: bool, batch_users: int, user_kind: str,
                  faults: dict | None = None):
         self.scorer = BatchScorer(model, k=k, exclude_seen=exclude_seen, batch_users=batch_users)
-        self.out, self.user_dtype, self.faults = Path(out_dir), _user_dtype(user_kind), faults
+        self.out, self.user_dtype, self.faults = Path(out_dir), user_id_dtype(user_kind), faults
 
     def __call__(self, group: pd.DataFrame) -> pd.DataFrame:
         bucket = int(group["bucket"].iloc[0])
@@ -94,7 +95,7 @@ def stage_input(input_path: Path, staging: Path, partitions: int, chunk_rows: in
                           "item_id": pa.array([None if missing(v) else v for v in rows["item_id"]], pa.string()),
                           "timestamp": pa.array(_timestamp_text(rows["timestamp"]), pa.string()),
                           "line": pa.array(rows["line"].astype("int64")),
-                          "bucket": pa.array(_partition(rows["user_id"], partitions))}, schema=STAGED)
+                          "bucket": pa.array(partition_of(rows["user_id"], partitions))}, schema=STAGED)
         write_parquet_atomic(table, staging / f"chunk-{chunks:05d}.parquet")
         chunks += 1
     facts = {"rows": n_rows, "malformed": n_bad, "malformed_rows": malformed, "user_kind": file_user_kind(kinds),
@@ -131,8 +132,7 @@ def score_on_engine(model_dir, input_path, out_dir, engine: str = "ray", k: int 
 
     start = time.time()
     input_path, out = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise ValueError(f"input {input_path} does not exist")
+    check_input(input_path)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     run = runner(engine)
@@ -175,10 +175,8 @@ def _summarize(out: Path, facts: dict, empty_item_kind: str | None) -> dict:
         for key in totals:
             totals[key] += s[key]
     if not stats:
-        from recsys.scoring import _empty_output
-
-        user_dtype = _user_dtype(facts["user_kind"])
-        write_parquet_atomic(output_table(_empty_output(empty_item_kind, user_dtype), empty_item_kind, user_dtype),
+        user_dtype = user_id_dtype(facts["user_kind"])
+        write_parquet_atomic(output_table(empty_output(empty_item_kind, user_dtype), empty_item_kind, user_dtype),
                              out / _part(0))
     totals["item_id_type"] = empty_item_kind or _item_kind(out)
     totals.update(malformed_rows=facts["malformed"],

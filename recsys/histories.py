@@ -1,5 +1,6 @@
 """Reading files of user histories for batch scoring: CSV/TSV, JSON lines or Parquet in long form (`user_id,
-item_id[, timestamp]`, one interaction per row), streamed in chunks.
+item_id[, timestamp]`, one interaction per row), streamed in chunks. Columns are named as in the training data
+(`recsys.data.find_column`: `userId`, `movie_id`, `time`, ... are accepted too).
 
 Each chunk carries the valid rows (ids as canonical strings, `recsys.ids`), the malformed rows with their line number
 and why they were skipped, and the kind ("int"/"str") of the chunk's user ids by the rules of `recsys.ids`, so the
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from recsys import ids as idk
+from recsys.data import ITEM_COLUMNS, TIME_COLUMNS, USER_COLUMNS, find_column
 
 COLUMNS = ["user_id", "item_id", "timestamp", "line"]
 
@@ -42,11 +44,19 @@ def file_user_kind(chunks_kinds) -> str:
     return idk.INT if kinds == {idk.INT} else idk.STR
 
 
-def iter_input(path: str | os.PathLike, chunk_rows: int = 100_000):
-    """Yield `Chunk`s of the file at `path` (.csv, .tsv, .jsonl/.ndjson or .parquet)."""
+def check_input(path: str | os.PathLike) -> Path:
+    """`path` as a Path when it is a file of histories; else a `ValueError` saying what is wrong with it."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"input {path} is a directory: give one file of histories (.csv, .tsv, .parquet or .jsonl)")
     if not p.is_file():
         raise ValueError(f"input {path} does not exist")
+    return p
+
+
+def iter_input(path: str | os.PathLike, chunk_rows: int = 100_000):
+    """Yield `Chunk`s of the file at `path` (.csv, .tsv, .jsonl/.ndjson or .parquet)."""
+    p = check_input(path)
     suffix = p.suffix.lower()
     if suffix in (".csv", ".tsv"):
         yield from _iter_csv(p, chunk_rows, "\t" if suffix == ".tsv" else ",")
@@ -56,6 +66,14 @@ def iter_input(path: str | os.PathLike, chunk_rows: int = 100_000):
         yield from _iter_parquet(p, chunk_rows)
     else:
         raise ValueError(f"{path}: unsupported input type {suffix!r} (use .csv, .tsv, .parquet or .jsonl)")
+
+
+def columns(names, path, need: bool = True) -> tuple:
+    """(user, item, timestamp) column names among `names` by the training data's policy (`find_column`); the
+    timestamp is optional. `need`: raise `DataError` when the user or item column is missing (else None)."""
+    user, item = ("user id", "item id") if need else (None, None)
+    return (find_column(names, USER_COLUMNS, user, str(path)), find_column(names, ITEM_COLUMNS, item, str(path)),
+            find_column(names, TIME_COLUMNS, None, str(path)))
 
 
 def _check_row(user, ts):
@@ -79,17 +97,13 @@ def _iter_csv(p: Path, chunk_rows: int, sep: str):
         header = next(reader, None)
         if header is None:
             return
-        cols = [h.strip().lower() for h in header]
-        if "user_id" not in cols or "item_id" not in cols:
-            raise ValueError(f"{p}: header must name user_id and item_id (optionally timestamp), got {header}")
-        iu, ii = cols.index("user_id"), cols.index("item_id")
-        it = cols.index("timestamp") if "timestamp" in cols else None
+        iu, ii, it = (None if c is None else header.index(c) for c in columns(header, p))
         rows, bad = [], []
         for rec in reader:
             line = reader.line_num
-            if len(rec) != len(cols):
+            if len(rec) != len(header):
                 if rec:  # blank lines are not rows
-                    bad.append((line, f"expected {len(cols)} fields, got {len(rec)}"))
+                    bad.append((line, f"expected {len(header)} fields, got {len(rec)}"))
                 continue
             ts = rec[it] if it is not None else None
             why = _check_row(rec[iu], ts)
@@ -105,7 +119,7 @@ def _iter_csv(p: Path, chunk_rows: int, sep: str):
 
 
 def _iter_jsonl(p: Path, chunk_rows: int):
-    rows, users, bad = [], [], []
+    rows, users, bad, named = [], [], [], {}
     with open(p, encoding="utf-8") as f:
         for line, text in enumerate(f, 1):
             if not text.strip():
@@ -115,10 +129,17 @@ def _iter_jsonl(p: Path, chunk_rows: int):
             except json.JSONDecodeError as e:
                 bad.append((line, f"invalid JSON ({e.msg})"))
                 continue
-            if not isinstance(rec, dict) or "user_id" not in rec:
-                bad.append((line, "not an object with user_id"))
+            if not isinstance(rec, dict):
+                bad.append((line, "not a JSON object"))
                 continue
-            user, item, ts = rec.get("user_id"), rec.get("item_id"), rec.get("timestamp")
+            keys = tuple(rec)
+            if keys not in named:  # records usually share their keys: resolve each set of names once
+                named[keys] = columns(keys, p, need=False)
+            cu, ci, ct = named[keys]
+            if cu is None:
+                bad.append((line, f"no user id (looked for {', '.join(USER_COLUMNS)})"))
+                continue
+            user, item, ts = rec[cu], None if ci is None else rec[ci], None if ct is None else rec[ct]
             why = _check_row(user, ts)
             if why:
                 bad.append((line, why))
@@ -133,16 +154,13 @@ def _iter_jsonl(p: Path, chunk_rows: int):
 
 def _iter_parquet(p: Path, chunk_rows: int):
     f = pq.ParquetFile(p)
-    names = [n.lower() for n in f.schema_arrow.names]
-    if "user_id" not in names or "item_id" not in names:
-        raise ValueError(f"{p}: columns must include user_id and item_id, got {f.schema_arrow.names}")
+    cu, ci, ct = columns(f.schema_arrow.names, p)
     start = 1
-    for batch in f.iter_batches(batch_size=chunk_rows):
+    for batch in f.iter_batches(batch_size=chunk_rows, columns=[c for c in (cu, ci, ct) if c is not None]):
         df = batch.to_pandas()
-        df.columns = [c.lower() for c in df.columns]
-        ts = df["timestamp"] if "timestamp" in df.columns else pd.Series([None] * len(df))
+        ts = df[ct] if ct is not None else pd.Series([None] * len(df))
         rows, keep, bad = [], [], []
-        for i, (u, it, t) in enumerate(zip(df["user_id"], df["item_id"], ts)):
+        for i, (u, it, t) in enumerate(zip(df[cu], df[ci], ts)):
             why = _check_row(u, t)
             if why:
                 bad.append((start + i, why))
@@ -151,4 +169,4 @@ def _iter_parquet(p: Path, chunk_rows: int):
             rows.append((idk.id_string(u), None if missing(it) else idk.id_string(it), None if missing(t) else t,
                          start + i))
         start += len(df)
-        yield _chunk(rows, bad, idk.column_kind(df["user_id"].iloc[keep]))
+        yield _chunk(rows, bad, idk.column_kind(df[cu].iloc[keep]))

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from gentok.files import atomic_write_bytes
+from recsys.data import RecData, require_item_text
 
 
 def default_text_encoder() -> str:
@@ -72,3 +73,11 @@ def encode_texts(texts: list[str], model_dir: str | None = None, batch_size: int
 
         atomic_write_bytes(path, save({"embeddings": emb}))
     return emb
+
+
+def item_embeddings(data: RecData, text_encoder: str | None = None, progress: bool = True,
+                    model: str = "a text-based recommender") -> torch.Tensor:
+    """Text embeddings (N, d) of every catalog item of `data` (cached); `DataError` naming `model` when the data has
+    no item text."""
+    require_item_text(data, model)
+    return encode_texts(data.item_text, text_encoder, progress=progress)

@@ -149,7 +149,7 @@ def _save_tiny_models(root: Path) -> None:
     from gentok.tokenizers.image.titok import TiTok, TiTokConfig
     from recsys.data import load_data
     from recsys.models.sasrec import SASRec, SASRecConfig
-    from recsys.pipeline import save_recommender
+    from recsys.saving import save_recommender
 
     torch.manual_seed(0)
     out = root / "outputs"

@@ -59,7 +59,7 @@ def spark_session():
 def rec_model(tmp_path_factory):
     from recsys.data import RecData
     from recsys.models.sasrec import SASRec, SASRecConfig
-    from recsys.pipeline import save_recommender
+    from recsys.saving import save_recommender
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("rec") / "m"

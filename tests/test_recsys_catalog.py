@@ -16,7 +16,7 @@ import torch
 
 from recsys.catalog import Catalog, CatalogMismatch, CatalogWarning, remap_to_catalog, text_fingerprint, with_catalog
 from recsys.data import DataError, RecData, load_items
-from recsys.pipeline import load_catalog, load_recommender, open_recommender, save_recommender
+from recsys.saving import load_catalog, load_recommender, open_recommender, save_recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 E = 24

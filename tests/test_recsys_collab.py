@@ -127,7 +127,7 @@ def test_collaborative_tokenizer_round_trips_and_text_only_is_unchanged(tmp_path
 
 
 def test_pipeline_trains_collaborative_codes(tmp_path):
-    from recsys.pipeline import train_item_tokenizer
+    from recsys.train import train_item_tokenizer
 
     text, cf = _items(40)
     has_cf = torch.arange(40) >= 10
@@ -198,7 +198,7 @@ def test_recipe_path_collaborative_codes_from_a_sasrec_and_zero_shot_items(tmp_p
     from recsys.catalog import Catalog, with_catalog
     from recsys.data import RecData, from_frames, leave_one_out
     from recsys.models.sasrec import SASRec
-    from recsys.pipeline import cf_source, train_item_tokenizer, warm_items
+    from recsys.train import cf_source, train_item_tokenizer, warm_items
 
     rng = np.random.default_rng(0)
     rows = [(u, int(rng.integers(0, 16)), t) for u in range(40) for t in range(6)]

@@ -18,7 +18,7 @@ import torch
 from gentok import checkpoint
 from recsys.data import DataError, RecData, from_frames, leave_one_out
 from recsys.models.base import Recommender
-from recsys.pipeline import load_recommender, run_recipe, save_recommender
+from recsys.saving import load_recommender, save_recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -68,25 +68,38 @@ def test_id_only_data_trains_sasrec_and_recommendations_join_back(tmp_path, id_o
     assert len(joined) == len(recs) == 30 * 3
 
 
-def test_run_recipe_turns_data_errors_into_one_line_and_status_2(capsys):
+def test_user_mistakes_end_in_one_line_and_status_2_bugs_keep_their_traceback(capsys, monkeypatch):
+    from recsys.cli.errors import call, run
+
     def bad(argv):
         raise DataError("the data has no item text")
 
     with pytest.raises(SystemExit) as e:
-        run_recipe(bad, [], "demo")
+        run(bad, [], "demo")
     assert e.value.code == 2 and capsys.readouterr().err == "demo: error: the data has no item text\n"
+    assert call(lambda argv: open("/no/such/file"), [], "demo") == 2
+    assert capsys.readouterr().err == "demo: error: /no/such/file: no such file or directory\n"
 
     def bug(argv):  # anything else is a bug and keeps its traceback
-        raise ValueError("a bug")
+        raise RuntimeError("a bug")
 
-    with pytest.raises(ValueError, match="a bug"):
-        run_recipe(bug, [], "demo")
+    with pytest.raises(RuntimeError, match="a bug"):
+        call(bug, [], "demo")
+    # --debug (taken out of the arguments) or GENTOK_DEBUG=1 shows the traceback of a user mistake too
+    seen = []
+    assert call(lambda argv: seen.append(argv) or bad(argv), ["--debug", "x"], "demo") == 2
+    err = capsys.readouterr().err
+    assert seen == [["x"]] and "Traceback" in err and err.endswith("demo: error: the data has no item text\n")
+    monkeypatch.setenv("GENTOK_DEBUG", "1")
+    assert call(bad, [], "demo") == 2 and "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("GENTOK_DEBUG", "0")
+    assert call(bad, [], "demo") == 2 and "Traceback" not in capsys.readouterr().err
 
 
 def test_too_little_data_for_one_batch_is_a_data_error():
     from gentok.training import TrainConfig
     from recsys.models.sasrec import SASRec, SASRecConfig
-    from recsys.pipeline import train_recommender
+    from recsys.train import train_recommender
 
     data = from_frames(pd.DataFrame({"user_id": [1] * 4 + [2] * 4, "item_id": [1, 2, 3, 4, 2, 3, 4, 5]}))
     with pytest.raises(DataError, match="fewer than one batch of 32"):
@@ -124,7 +137,7 @@ def test_load_recommender_uses_the_one_registry_lazily(tmp_path):
         load_recommender(tmp_path / "sas")
     # a fresh process imports only the module of the checkpoint's type
     save_recommender(sas, tmp_path / "sas2", data)
-    code = ("import sys; from recsys.pipeline import load_recommender; load_recommender(sys.argv[1]); "
+    code = ("import sys; from recsys.saving import load_recommender; load_recommender(sys.argv[1]); "
             "print(sorted(m for m in ('recsys.models.recgpt', 'recsys.models.setrec', 'recsys.item_tokens') "
             "if m in sys.modules))")
     r = _run([sys.executable, "-c", code, str(tmp_path / "sas2")])
@@ -134,7 +147,7 @@ def test_load_recommender_uses_the_one_registry_lazily(tmp_path):
 def test_item_tokenizer_is_trained_once_then_reloaded(tmp_path):
     from gentok.config import replace
     from recsys.item_tokens import ItemTokenizerConfig
-    from recsys.pipeline import train_item_tokenizer
+    from recsys.train import train_item_tokenizer
 
     emb = torch.nn.functional.normalize(torch.randn(40, 24, generator=torch.Generator().manual_seed(0)), dim=-1)
     cfg = replace(ItemTokenizerConfig.tiny(24), max_suffix=64)  # 3 steps leave many collisions: the suffix absorbs them

@@ -11,7 +11,7 @@ import torch
 
 from recsys.data import RecData
 from recsys.models.sasrec import SASRec, SASRecConfig
-from recsys.pipeline import save_recommender
+from recsys.saving import save_recommender
 from recsys.scoring import BatchScorer, score_file
 
 N = 50

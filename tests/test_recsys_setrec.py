@@ -10,8 +10,9 @@ from gentok import load
 from gentok.config import from_dict, replace, to_dict
 from recsys.data import Split
 from recsys.models.base import seen_mask
-from recsys.models.setrec import (SETRec, SETRecConfig, brute_topk, build_index, choose_cf_weight, faiss_topk,
-                                  resolve_index, select_cf_weight, set_mask)
+from recsys.evaluation import choose_cf_weight, select_cf_weight
+from recsys.index import brute_topk, build_index, faiss_topk, resolve_index
+from recsys.models.setrec import SETRec, SETRecConfig, set_mask
 
 E, C, N = 24, 16, 30
 
@@ -231,25 +232,25 @@ def test_approximate_index_recall_and_seen_items(big, kind):
     exclude = seen_mask(hists, m.num_items)
     exclude.scatter_(1, exact[:, :5], True)
     want, _ = brute_topk(q, keys, 10, exclude)
-    got, _ = faiss_topk(q, keys, 10, exclude, index=m._faiss[kind])
+    got, _ = faiss_topk(q, keys, 10, exclude, index=m.indexes.built[kind])
     assert _recall(got, want) >= 0.95 and not exclude.gather(1, got.clamp(min=0)).any() and (got >= 0).all()
 
 
 def test_approximate_index_is_cached_and_follows_the_catalog(big):
     m, hists = big
     m.recommend(hists[:2], use_faiss=True, index="hnsw")
-    first = m._faiss["hnsw"]
+    first = m.indexes.built["hnsw"]
     m.recommend(hists[2:4], use_faiss=True, index="hnsw")
-    assert m._faiss["hnsw"] is first  # built once in eval mode
+    assert m.indexes.built["hnsw"] is first  # built once in eval mode
     m.recommend(hists[:2], use_faiss=True)  # "auto" at 20k items is the exact flat index, cached beside it
-    assert {"flat", "hnsw"} <= set(m._faiss) and m._faiss["hnsw"] is first
+    assert {"flat", "hnsw"} <= set(m.indexes.built) and m.indexes.built["hnsw"] is first
     new = m.add_items(torch.nn.functional.normalize(torch.randn(2, E), dim=-1))
-    assert m._faiss == {}  # invalidated with the catalog table
+    assert m.indexes.built == {}  # invalidated with the catalog table
     top, _ = m.recommend([[int(new[0])]], k=5, use_faiss=True, index="ivf")
     keys = m.catalog_keys()  # cold items add a key block: the rebuilt index has the new rows and the new width
-    assert m._faiss["ivf"].ntotal == m.num_items == len(keys) and m._faiss["ivf"].d == keys.shape[1] > 32
+    assert m.indexes.built["ivf"].ntotal == m.num_items == len(keys) and m.indexes.built["ivf"].d == keys.shape[1] > 32
     m.keep_items(torch.arange(20_000))  # restore the fixture's catalog for the other tests
-    assert m._faiss == {}
+    assert m.indexes.built == {}
 
 
 def test_index_choice_by_config_and_size():
@@ -260,7 +261,7 @@ def test_index_choice_by_config_and_size():
     m.config = replace(m.config, index="ivf", nprobe=10_000)  # every list scanned: IVF is exact
     exact = m.recommend(hists, k=10, use_faiss=False)[0]
     torch.testing.assert_close(m.recommend(hists, k=10, use_faiss=True)[0], exact)
-    assert "ivf" in m._faiss and m._faiss["ivf"].nprobe == m._faiss["ivf"].nlist
+    assert "ivf" in m.indexes.built and m.indexes.built["ivf"].nprobe == m.indexes.built["ivf"].nlist
     assert build_index(torch.randn(50, 4), "ivf").nprobe >= 1
     for bad in (dict(index="lsh"), dict(nprobe=-1), dict(hnsw_ef=-1), dict(approx_min_items=0),
                 dict(recall_target=0.0), dict(recall_target=1.5)):
@@ -287,20 +288,20 @@ def test_index_breadth_is_calibrated_to_the_recall_target(big, kind):
     cal = m.index_calibration[kind]
     assert cal["kind"] == kind and cal["probe_queries"] == 64 and cal["real_queries"] == 1 and cal["recall@k"] >= 0.95
     width = cal["nprobe" if kind == "ivf" else "efSearch"]
-    index = m._faiss[kind]
+    index = m.indexes.built[kind]
     assert (index.nprobe if kind == "ivf" else index.hnsw.efSearch) == width
     if kind == "ivf":
         assert width < index.nlist  # calibration found a cheaper breadth than a full scan on this catalog
     exact, _ = m.recommend(hists, k=10, use_faiss=False)
     approx = m.recommend(hists, k=10, use_faiss=True, index=kind)[0]  # 100 real queries: calibrated again on 64
-    assert m.index_calibration[kind]["real_queries"] == 64 and m._faiss[kind] is index
+    assert m.index_calibration[kind]["real_queries"] == 64 and m.indexes.built[kind] is index
     assert _recall(approx, exact) >= 0.9
     m._reset_cache()
     m.config = replace(m.config, nprobe=3, hnsw_ef=7)
     try:
         m.recommend(hists[:2], k=10, use_faiss=True, index=kind)
         assert m.index_calibration == {}
-        assert (m._faiss[kind].nprobe if kind == "ivf" else m._faiss[kind].hnsw.efSearch) == (3 if kind == "ivf" else 7)
+        assert (m.indexes.built[kind].nprobe if kind == "ivf" else m.indexes.built[kind].hnsw.efSearch) == (3 if kind == "ivf" else 7)
     finally:
         m.config = replace(m.config, nprobe=0, hnsw_ef=0)
         m._reset_cache()

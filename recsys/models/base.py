@@ -51,6 +51,25 @@ def seen_mask(histories: Sequence, num_items: int) -> Tensor:
     return mask
 
 
+def finish_topk(items: Tensor, vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k rows (b, <= k) made `recommend`'s answer: slots scored -inf become item -1, and rows are padded to k
+    columns with item -1 / score -inf (a catalog smaller than k, or items excluded)."""
+    items = items.masked_fill(torch.isinf(vals) & (vals < 0), -1)
+    if items.shape[1] < k:
+        b, extra = items.shape[0], k - items.shape[1]
+        items = torch.cat([items, items.new_full((b, extra), -1)], 1)
+        vals = torch.cat([vals, vals.new_full((b, extra), float("-inf"))], 1)
+    return items, vals
+
+
+def topk_items(scores: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Exact top-k of scores (b, N), `exclude` (b, N) bool items removed: items (b, k) and scores (b, k)."""
+    if exclude is not None:
+        scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
+    top = scores.topk(min(k, scores.shape[1]), dim=1)
+    return finish_topk(top.indices, top.values, k)
+
+
 class Recommender(abc.ABC):
     """Mixin for `nn.Module` recommenders; see the module docstring."""
 
@@ -96,14 +115,5 @@ class Recommender(abc.ABC):
     def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
         """Top-k items (b, k) long and scores (b, k) float by exhaustive scoring of the catalog."""
         self.check_histories(histories)
-        scores = self.score_all(histories).float()
-        if exclude_seen:
-            scores = scores.masked_fill(seen_mask(histories, self.num_items), float("-inf"))
-        k_eff = min(k, self.num_items)
-        top = scores.topk(k_eff, dim=1)
-        items, vals = top.indices, top.values
-        items = items.masked_fill(torch.isinf(vals) & (vals < 0), -1)
-        if k_eff < k:
-            items = torch.cat([items, items.new_full((len(histories), k - k_eff), -1)], 1)
-            vals = torch.cat([vals, vals.new_full((len(histories), k - k_eff), float("-inf"))], 1)
-        return items, vals
+        exclude = seen_mask(histories, self.num_items) if exclude_seen else None
+        return topk_items(self.score_all(histories).float(), k, exclude)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from gentok.checkpoint import PretrainedMixin, register
 from gentok.config import config, replace
 from gentok.nn import MLP, Transformer, init_weights
-from recsys.decoding import CatalogIndex, beam_search, score_catalog
+from recsys.decoding import CatalogIndex, beam_search, exact_top_k, score_catalog
 from recsys.item_tokens import ItemTokenizer, ItemTokenizerConfig
 from recsys.models.base import Recommender, RecOutput, pad_histories
 
@@ -212,9 +212,13 @@ class RecGPT(PretrainedMixin, Recommender, nn.Module):
 
     @torch.no_grad()
     def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True,
-                  beam: int | None = None) -> tuple[Tensor, Tensor]:
-        """Catalog-constrained beam search: top-k items (b, k) and their log-probabilities (b, k)."""
+                  beam: int | None = None, exact: bool = False) -> tuple[Tensor, Tensor]:
+        """Catalog-constrained beam search: top-k items (b, k) and their log-probabilities (b, k). `exact`: the beam
+        is widened where it cannot prove its result is the exact top-k of the item scores (`exact_top_k`)."""
         self.check_histories(histories)
         beam = max(beam or self.config.beam, k)
         state = self.decode_init(histories)
-        return beam_search(self, state, self.index, beam, k, exclude=list(histories) if exclude_seen else None)
+        exclude = list(histories) if exclude_seen else None
+        if exact:
+            return exact_top_k(self, state, self.index, beam, k, exclude=exclude)[:2]
+        return beam_search(self, state, self.index, beam, k, exclude=exclude)

@@ -12,20 +12,18 @@ inside an item cannot matter. `n + 1` learned queries, placed after the history,
 themselves only), and produce every token of the next item in one forward pass.
 
 Scoring: generated token j is matched (inner product) against token j of every catalog item; the item score is
-`w * cf_part + (1 - w) * semantic_part`, with `w` chosen on validation cases only (`select_cf_weight`). Because the
-score is one inner product between concatenated vectors, top-K uses a faiss inner-product index for large catalogs
-(exact flat, or approximate HNSW / IVF past `approx_min_items`, see `resolve_index`) and exact brute force for small
-ones. Items added later (`add_items`) or marked cold (`drop_cf`) have no CF signal:
-their CF token is zero, their missing CF part is imputed by their semantic part (so they score from their text alone,
-at any weight), and training leaves them out of the softmax.
+`w * cf_part + (1 - w) * semantic_part`, with `w` chosen on validation cases only
+(`recsys.evaluation.select_cf_weight`). Because the score is one inner product between concatenated vectors, top-K
+uses a faiss inner-product index for large catalogs (exact flat, or approximate HNSW / IVF past `approx_min_items`:
+`recsys.index`) and exact brute force for small ones. Items added later (`add_items`) or marked cold (`drop_cf`) have
+no CF signal: their CF token is zero, their missing CF part is imputed by their semantic part (so they score from
+their text alone, at any weight), and training leaves them out of the softmax.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -36,9 +34,8 @@ from gentok.config import config, replace
 from gentok.nn import Transformer, init_weights
 from gentok.quantizers import FSQ, FSQConfig
 from gentok.validate import check_ids
+from recsys.index import INDEX_KINDS, IndexCache, brute_topk, resolve_index
 from recsys.models.base import Recommender, RecOutput, pad_histories, seen_mask
-
-INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
 @config
@@ -60,11 +57,12 @@ class SETRecConfig:
     temperature: float = 0.1  # softmax temperature of the catalog matching losses (token vectors are normalised)
     faiss_min_items: int = 20000  # catalogs at least this large are searched with a faiss index
     # which faiss index `recommend` searches: "flat" (exact), "ivf", "hnsw" (approximate), or "auto" = flat below
-    # `approx_min_items`, IVF above (see `resolve_index` for why); old saved configs get "auto", i.e. exact below 200k
+    # `approx_min_items`, IVF above (`recsys.index.resolve_index` says why); old saved configs get "auto", i.e. exact
+    # below 200k
     index: str = "auto"
     approx_min_items: int = 200_000  # "auto" turns approximate here: a flat scan of 200k x 160 keys is still ~ms/user
     # IVF lists scanned per query; 0: calibrated on the first queries the index answers, the fewest lists that reach
-    # `recall_target` recall@k against an exact search of those queries (see `calibrate_index`)
+    # `recall_target` recall@k against an exact search of those queries (see `recsys.index.calibrate_index`)
     nprobe: int = 0
     hnsw_ef: int = 0  # HNSW efSearch (candidates per query); 0: calibrated like nprobe
     recall_target: float = 0.95  # recall@k against exact search that calibration must reach on its probe queries
@@ -93,7 +91,6 @@ class SETRecConfig:
 
 PRESETS = {"tiny": SETRecConfig.tiny(384, 64), "small": SETRecConfig(),
            "base": SETRecConfig(dim=128, depth=4, heads=4, max_items=50, tok_dim=64)}
-CF_WEIGHTS = tuple(i / 10 for i in range(11))
 
 
 def set_mask(item_of: Tensor, is_query: Tensor, key_valid: Tensor) -> Tensor:
@@ -124,7 +121,7 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         self.register_buffer("text", torch.zeros(c.num_items, c.embed_dim))  # frozen item text embeddings
         self.register_buffer("cf", torch.zeros(c.num_items, c.cf_dim))  # frozen SASRec item embeddings
         self.register_buffer("has_cf", torch.zeros(c.num_items, dtype=torch.bool))  # False: cold item, text only
-        self.register_buffer("cf_weight", torch.tensor(0.5))  # chosen on validation by `select_cf_weight`
+        self.register_buffer("cf_weight", torch.tensor(0.5))  # chosen on validation (`evaluation.select_cf_weight`)
         self.cf_proj = nn.Linear(c.cf_dim, k)
         self.sem_enc = nn.Sequential(nn.LayerNorm(c.embed_dim), nn.Linear(c.embed_dim, c.ae_hidden), nn.GELU(),
                                      nn.Linear(c.ae_hidden, n * k))
@@ -145,8 +142,13 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
 
     # -- cache: the catalog table only changes with the weights or the catalog --------------------------------------
     def _reset_cache(self) -> None:
-        self.index_calibration: dict = {}  # index kind -> what `calibrate_index` chose for the cached index
-        self._table, self._keys, self._faiss = None, None, {}  # _faiss: index kind -> faiss index over `_keys`
+        self._table, self._keys = None, None
+        self.indexes = IndexCache()  # faiss indexes over `_keys` and what calibration chose for them
+
+    @property
+    def index_calibration(self) -> dict:
+        """Index kind -> what `recsys.index.calibrate_index` chose for the cached index of that kind."""
+        return self.indexes.calibration
 
     def train(self, mode: bool = True):
         self._reset_cache()
@@ -349,8 +351,8 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
     def recommend(self, histories: Sequence, k: int = 10, exclude_seen: bool = True,
                   use_faiss: bool | None = None, index: str | None = None) -> tuple[Tensor, Tensor]:
         """Top-k items (b, k) and scores (b, k): faiss inner-product search when the catalog has at least
-        `faiss_min_items` items (or `use_faiss=True`), exact brute force otherwise. The faiss index is
-        `index` (default `config.index`; "auto" resolves by catalog size, see `resolve_index`); it is built once and
+        `faiss_min_items` items (or `use_faiss=True`), exact brute force otherwise. The faiss index is `index`
+        (default `config.index`; "auto" resolves by catalog size, `recsys.index.resolve_index`); it is built once and
         cached in eval mode, and rebuilt whenever the catalog table is (weights, catalog, device changes)."""
         self.check_histories(histories)
         q, keys = self.queries_and_keys(histories)
@@ -361,212 +363,7 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
             return brute_topk(q, keys, k, exclude)
         kind = resolve_index(self.config.index if index is None else index, self.num_items,
                              self.config.approx_min_items)
-        built = self._faiss.get(kind)
-        if self.training or built is None or built.ntotal != len(keys):
-            c = self.config
-            built = build_index(keys, kind, nprobe=c.nprobe, hnsw_ef=c.hnsw_ef or 128)
-            self._faiss = {} if self.training else {**self._faiss, kind: built}
-            self.index_calibration.pop(kind, None)
         c = self.config
-        cal = self.index_calibration.get(kind)
-        if ((kind == "ivf" and not c.nprobe) or (kind == "hnsw" and not c.hnsw_ef)) and (
-                cal is None or cal["real_queries"] < min(len(q), PROBE_QUERIES)):
-            # (re)calibrated until it has seen PROBE_QUERIES real queries: top-ups stand in for them only until then
-            self.index_calibration[kind] = calibrate_index(built, kind, q, keys, k, c.recall_target)
         most_seen = max((len(set(map(int, h))) for h in histories), default=0) if exclude_seen else 0
-        return faiss_topk(q, keys, k, exclude, index=built, max_excluded=most_seen)
-
-
-def _finish(items: Tensor, vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Pad to k columns with item -1 / score -inf; unfilled (-inf) slots become item -1."""
-    items = items.masked_fill(torch.isinf(vals) & (vals < 0), -1)
-    if items.shape[1] < k:
-        b, extra = items.shape[0], k - items.shape[1]
-        items = torch.cat([items, items.new_full((b, extra), -1)], 1)
-        vals = torch.cat([vals, vals.new_full((b, extra), float("-inf"))], 1)
-    return items, vals
-
-
-def brute_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Exact top-k of q (b, D) @ keys (N, D).T, with `exclude` (b, N) bool items removed."""
-    scores = (q @ keys.T).float()
-    if exclude is not None:
-        scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
-    top = scores.topk(min(k, keys.shape[0]), dim=1)
-    return _finish(top.indices.cpu(), top.values.cpu(), k)
-
-
-def flat_ip_index(keys: Tensor):
-    """A faiss flat (exact) inner-product index over `keys` (N, D)."""
-    return build_index(keys, "flat")
-
-
-def resolve_index(kind: str, num_items: int, approx_min_items: int = 200_000) -> str:
-    """The index kind "auto" stands for: exact "flat" below `approx_min_items`, "ivf" from there on.
-
-    Why IVF rather than HNSW, measured (`python -m benchmarks.recsys_index`, `benchmarks/results/recsys_index.json`:
-    1M items of 2,000 topics, 256 users): IVF calibrated to 8 of 4,000 lists is x29.9 faster than exact search at
-    recall@10 0.992 (64 lists: x15.9 at 0.9996), while HNSW (M 32) reaches only 0.19-0.40 at efSearch 64-256: items of
-    one topic are near-ties that a graph walk misses but an IVF list holds together; the IVF build (48 s) is also a
-    third of the graph's (157 s). Recall depends on the catalog, so the lists scanned are calibrated on real queries
-    (`calibrate_index`) unless `nprobe` is set."""
-    if kind not in INDEX_KINDS + ("auto",):
-        raise ValueError(f"index must be one of {INDEX_KINDS + ('auto',)}, got {kind!r}")
-    if kind != "auto":
-        return kind
-    return "flat" if num_items < approx_min_items else "ivf"
-
-
-def ivf_nlist(num_items: int) -> int:
-    """IVF list count ~ 4 * sqrt(N) (faiss's guideline range is 4-16 sqrt(N)): lists of ~sqrt(N)/4 items."""
-    return max(1, min(num_items, int(round(4 * math.sqrt(num_items)))))
-
-
-PROBE_QUERIES = 64  # queries calibration checks against exact search
-
-
-@torch.no_grad()
-def calibrate_index(index, kind: str, q: Tensor, keys: Tensor, k: int, target: float = 0.95) -> dict:
-    """Set the search breadth of an approximate `index` (IVF nprobe, HNSW efSearch) to the smallest power of two
-    whose top-k reaches `target` recall against exact search on `PROBE_QUERIES` probe queries: the queries `q` the
-    index is asked (the catalog and query distribution at hand; `SETRec.recommend` calibrates again while it has seen
-    fewer than `PROBE_QUERIES` real ones), topped up when there are fewer with sums of random pairs of catalog keys
-    (fixed seed): a taste between two items, harder than an item's own key. A full scan is the fallback. Seen-item
-    exclusion is left out: it removes items from both lists alike. Returns what was chosen and the recall reached."""
-    probe = q[:PROBE_QUERIES].float()
-    if len(probe) < PROBE_QUERIES:
-        g = torch.Generator().manual_seed(0)
-        pairs = torch.randint(0, keys.shape[0], (2, PROBE_QUERIES - len(probe)), generator=g)
-        probe = torch.cat([probe, (keys[pairs[0]] + keys[pairs[1]]).float().to(probe.device)])
-    kk = min(k, keys.shape[0])
-    exact = _exact_topk(probe, keys.float(), kk)
-    limit = index.nlist if kind == "ivf" else max(kk, keys.shape[0])
-    x = np.ascontiguousarray(probe.cpu().numpy())
-    width = 8
-    while True:
-        width = min(width, limit)
-        if kind == "ivf":
-            index.nprobe = width
-        else:
-            index.hnsw.efSearch = width
-        _, got = index.search(x, kk)
-        recall = float(np.mean([len(set(a) & set(e)) / kk for a, e in zip(got.tolist(), exact.tolist())]))
-        if recall >= target or width >= limit:
-            break
-        width *= 2
-    return {"kind": kind, "nprobe" if kind == "ivf" else "efSearch": width, "recall@k": recall, "k": kk,
-            "probe_queries": len(x), "real_queries": min(len(q), PROBE_QUERIES), "target": target}
-
-
-def _exact_topk(q: Tensor, keys: Tensor, k: int, chunk: int = 65536) -> Tensor:
-    """(b, k) indices of the exact top-k inner products, the score matrix made `chunk` keys at a time."""
-    best_v, best_i = None, None
-    for s in range(0, keys.shape[0], chunk):
-        v, i = (q @ keys[s:s + chunk].T).topk(min(k, keys.shape[0] - s), dim=1)
-        i = i + s
-        if best_v is not None:
-            v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
-            i = torch.cat([best_i, i], 1).gather(1, j)
-        best_v, best_i = v, i
-    return best_i
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists scanned per query when `nprobe=0`: a quarter of them (at least 16). Measured on SETRec keys of 20k
-    items (nlist 566), recall@10 against exact is ~0.6 at nprobe 32, ~0.9 at 64 and 1.0 at 128, so a smaller fraction
-    is not safe without measuring recall on the catalog at hand (set `nprobe` after measuring)."""
-    return max(1, min(nlist, max(16, nlist // 4)))
-
-
-def build_index(keys: Tensor, kind: str = "flat", nprobe: int = 0, hnsw_ef: int = 128, hnsw_m: int = 32):
-    """A faiss inner-product index of `kind` ("flat", "ivf", "hnsw") over `keys` (N, D), ready to search.
-
-    IVF: `ivf_nlist(N)` lists, k-means trained on at most 64 items per list (a random sample with a fixed seed, so
-    builds are repeatable), `nprobe` lists searched (0: `default_nprobe`). HNSW: `hnsw_m` links per node,
-    efConstruction 2 * hnsw_m, efSearch `hnsw_ef`."""
-    import faiss
-
-    if keys.ndim != 2 or not len(keys):
-        raise ValueError(f"keys must be a non-empty (N, D) matrix, got {tuple(keys.shape)}")
-    x = np.ascontiguousarray(keys.detach().float().cpu().numpy())
-    n, d = x.shape
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
-        nlist = ivf_nlist(n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed, index.cp.max_points_per_centroid = 1234, 64  # bounded, repeatable k-means
-        index.cp.min_points_per_centroid = 1  # small catalogs: no warning spam, the lists are just small
-        index.train(x)
-        index.nprobe = nprobe if nprobe > 0 else default_nprobe(nlist)
-        index.nprobe = min(index.nprobe, nlist)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 2 * hnsw_m
-        index.hnsw.efSearch = hnsw_ef
-    else:
-        raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
-    index.add(x)
-    return index
-
-
-def faiss_topk(q: Tensor, keys: Tensor, k: int, exclude: Tensor | None = None, index=None,
-               max_excluded: int | None = None) -> tuple[Tensor, Tensor]:
-    """Top-k with a faiss inner-product index, vectorised over users. `index` reuses one built by `build_index(keys,
-    kind)` (default: a new exact flat one); with an approximate index the result is approximate too. Excluded items
-    are dropped by asking for `k + most excluded per user` neighbours and filtering, so an excluded item is never
-    returned by any index; slots a (approximate) search could not fill come back as item -1, score -inf."""
-    n = keys.shape[0]
-    index = flat_ip_index(keys) if index is None else index
-    if exclude is None or not len(exclude):
-        extra = 0
-    elif max_excluded is not None:
-        extra = max_excluded
-    else:
-        extra = int(exclude.count_nonzero(dim=1).max())  # a full scan of (b, N): pass max_excluded when known
-    kk = min(n, k + extra)
-    vals, items = index.search(np.ascontiguousarray(q.float().cpu().numpy()), kk)
-    vals, items = torch.from_numpy(vals), torch.from_numpy(items).long()
-    bad = items < 0  # an approximate index may find fewer than kk neighbours (faiss fills with -1, -FLT_MAX)
-    if exclude is not None:
-        bad = bad | exclude.cpu().gather(1, items.clamp(min=0))
-    if exclude is not None or bool(bad.any()):
-        vals = vals.masked_fill(bad, float("-inf"))
-        # stable re-sort pushes excluded hits to the end while keeping faiss order among the rest
-        order = torch.sort(vals, dim=1, descending=True, stable=True).indices
-        vals, items = vals.gather(1, order), items.gather(1, order)
-    return _finish(items[:, :k], vals[:, :k], k)
-
-
-@torch.no_grad()
-def select_cf_weight(model: SETRec, valid_histories: Sequence, valid_targets: Sequence[int],
-                     grid: Sequence[float] = CF_WEIGHTS, metric_k: int = 10, batch_size: int = 256) -> dict:
-    """Choose the CF/semantic weight by NDCG@`metric_k` on **validation** cases, which are the only data this
-    function receives (the caller passes `split.cases("valid")`; see `choose_cf_weight`). Sets `model.cf_weight`
-    and returns {"weight": w, "ndcg": {w: value}}."""
-    if len(valid_histories) != len(valid_targets) or not len(valid_targets):
-        raise ValueError("need the same, non-zero number of validation histories and targets")
-    was_training = model.training
-    model.eval()
-    gains = {w: 0.0 for w in grid}
-    for s in range(0, len(valid_histories), batch_size):
-        h = list(valid_histories[s: s + batch_size])
-        t = torch.as_tensor(np.asarray(valid_targets[s: s + batch_size]), dtype=torch.long)
-        cf, sem = model.part_scores_for(h)
-        seen = seen_mask(h, model.num_items).to(cf.device)
-        for w in grid:
-            scores = (w * cf + (1 - w) * sem).masked_fill(seen, float("-inf"))
-            target = scores.gather(1, t[:, None].to(cf.device))
-            rank = (scores > target).sum(1).cpu()  # 0-based
-            gains[w] += float(torch.where(rank < metric_k, 1.0 / torch.log2(rank.float() + 2), 0.0).sum())
-    model.train(was_training)
-    ndcg = {w: g / len(valid_targets) for w, g in gains.items()}
-    best = max(ndcg, key=lambda w: (ndcg[w], -abs(w - 0.5)))
-    model.cf_weight.fill_(best)
-    return {"weight": best, "ndcg": ndcg}
-
-
-def choose_cf_weight(model: SETRec, split, grid: Sequence[float] = CF_WEIGHTS) -> dict:
-    """`select_cf_weight` on the split's validation cases (the test cases are never requested)."""
-    _, hists, targets = split.cases("valid")
-    return select_cf_weight(model, hists, targets, grid)
+        return self.indexes.search(q, keys, k, kind, exclude, max_excluded=most_seen, nprobe=c.nprobe,
+                                   hnsw_ef=c.hnsw_ef, recall_target=c.recall_target, keep=not self.training)

@@ -9,13 +9,18 @@
 
 Data is matched to the model's items by identity (id *and* text, `recsys.catalog`): ids that the model uses for
 other items stop with an error. `--catalog` makes a text-based model (RecGPT, SETRec) rank another catalog's items
-instead, adding those it never saw from their text, without retraining.
+instead, adding those it never saw from their text, without retraining. Input files name their columns as the
+training data does (`user_id` or `userId`, `item_id` or `movie_id`, ...: `recsys.data.find_column`).
+
+A user mistake ends with one line and exit status 2 (`recsys.cli.errors`; `--debug` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from recsys.cli.errors import add_debug_flag, call
 
 DATA_CATALOG = ":data"  # `evaluate --catalog` without a value: the catalog of --data
 TEXT_ENCODER_HELP = "with --catalog: local text encoder for new items (default: the one the model was trained with)"
@@ -47,7 +52,7 @@ def _evaluate(args) -> int:
     from recsys.data import leave_one_out, load_data
     from recsys.evaluation import evaluate
     from recsys.metrics import format_table
-    from recsys.pipeline import open_recommender
+    from recsys.saving import open_recommender
 
     source = args.data or "the demo data"
     data = load_data(args.data)
@@ -67,8 +72,9 @@ def _evaluate(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n\n")[0])
+    add_debug_flag(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("score", help="top-K recommendations for a file of user histories")
     s.add_argument("--model", required=True, help="model directory written by a recsys recipe")
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="recommend from this catalog (an items file: item id + text columns); the input's item ids "
                         "are its ids, and items the model does not know are added from their text (RecGPT, SETRec)")
     s.add_argument("--text-encoder", default=None, help=TEXT_ENCODER_HELP)
+    add_debug_flag(s)
     e = sub.add_parser("evaluate", help="leave-one-out full-ranking metrics on a dataset")
     e.add_argument("--model", required=True, help="model directory written by a recsys recipe")
     e.add_argument("--data", default=None, help="dataset (default: the demo MovieLens data)")
@@ -100,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
                         "the catalog of --data")
     e.add_argument("--text-encoder", default=None, help=TEXT_ENCODER_HELP)
     e.add_argument("--out", default=None, help="write the metrics JSON here")
-    args = p.parse_args(argv)
-    try:
-        return _score(args) if args.cmd == "score" else _evaluate(args)
-    except ValueError as err:
-        print(f"recsys {args.cmd}: error: {err}", file=sys.stderr)
-        return 2
+    add_debug_flag(e)
+    return p
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`recsys` with `argv` (default `sys.argv[1:]`); returns the exit status (2 for a user mistake)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    command = _score if args.cmd == "score" else _evaluate
+    return call(lambda _: command(args), argv, prog=f"recsys {args.cmd}")
+
+
+if __name__ == "__main__":  # `spark-submit .../recsys/cli/__init__.py score ...`
     sys.exit(main())

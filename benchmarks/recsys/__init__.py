@@ -1,0 +1,1 @@
+"""The recommendation benchmark (`python -m benchmarks.recsys`; see `__main__`): one module per part."""
