@@ -109,12 +109,9 @@ class Pool:
 @functools.lru_cache(maxsize=4)
 def _image_views(size: int, n: int, seed: int) -> torch.Tensor:
     """(n, 3, size, size) training views of the bundled photographs, with the image recipes' scales and jitter."""
-    from gentok.data.images import (
-        RECIPE_COLOR_JITTER,
-        RECIPE_SCALES,
-        MultiScaleCrops,
-        bundled_photos,
-    )
+    from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES
+    from gentok.data.datasets import MultiScaleCrops
+    from gentok.data.photos import bundled_photos
 
     train, _ = bundled_photos()
     views = MultiScaleCrops(train, size, n, seed=seed, scales=RECIPE_SCALES, color_jitter=RECIPE_COLOR_JITTER)

@@ -162,7 +162,7 @@ def test_recipe_as_a_script_exits_2_with_one_line(tmp_path):
     plain = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert plain.returncode == 2, plain.stderr[-2000:]
     assert plain.stderr.strip().splitlines() == [plain.stderr.strip()]
-    assert plain.stderr == "titok: error: image folder /no/such/dir does not exist\n"
+    assert plain.stderr.startswith("titok: error: data /no/such/dir does not exist") and plain.stderr.count("\n") == 1
 
 
 def test_max_steps_below_the_checkpoint_is_refused_with_what_to_do(tmp_path, capsys):

@@ -292,7 +292,7 @@ def test_a_size_off_the_patch_grid_fails_clearly():
 
     with pytest.raises(ValueError, match="image_size 100 is not a multiple of patch_size 16"):
         TiTokConfig(image_size=100, patch_size=16)
-    log = _run([sys.executable, "recipes/titok.py", "--set", "model.image_size=100", "--max-steps", "1"], expect=1)
+    log = _run([sys.executable, "recipes/titok.py", "--set", "model.image_size=100", "--max-steps", "1"], expect=2)
     assert "image_size 100 is not a multiple of patch_size 16" in log and "Traceback" not in log
 
 

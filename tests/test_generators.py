@@ -398,7 +398,7 @@ def test_draft_distillation_recipe_raises_acceptance(tmp_path):
     from safetensors.torch import save_file
     save_file({"ids": torch.zeros(4, 5, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)},
               str(tmp_path / "bad.safetensors"))
-    with pytest.raises(SystemExit, match=r"\(n, 8\)"):
+    with pytest.raises(ValueError, match=r"\(n, 8\)"):
         recipe["main"](argv + ["--draft-tokens", str(tmp_path / "bad.safetensors")])
 
 

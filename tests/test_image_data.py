@@ -144,13 +144,14 @@ def test_data_flags(capsys):
     args = parser.parse_args([])
     streaming = {"data_format": None, "shuffle_buffer": 1000, "num_workers": None}
     assert data_options(args) == {"scales": {"native": 2.0, "whole": 1.0}, "channel_shuffle": 0.0,
-                                  "color_jitter": 0.1, "rotate": 0.0, **streaming}
+                                  "color_jitter": 0.1, "rotate": 0.0, "hue": 0.0, **streaming}
     assert describe_data(args)["scales"] == "native:2,whole:1"
     args = parser.parse_args(["--scales", "region", "--channel-shuffle", "0.25", "--color-jitter", "0",
                               "--rotate", "0.5", "--data-format", "webdataset", "--shuffle-buffer", "7",
                               "--data-workers", "0"])
     assert data_options(args) == {"scales": {"region": 1.0}, "channel_shuffle": 0.25, "color_jitter": 0.0,
-                                  "rotate": 0.5, "data_format": "webdataset", "shuffle_buffer": 7, "num_workers": 0}
+                                  "rotate": 0.5, "hue": 0.0, "data_format": "webdataset", "shuffle_buffer": 7,
+                                  "num_workers": 0}
     args.data_format = None
     train, _ = default_image_data(32, train_length=4, eval_length=2, **data_options(args))
     assert train.channel_shuffle == 0.25 and train.color_jitter == 0.0 and train.scales == ("region",)

@@ -8,7 +8,7 @@ environment, shows the traceback of a user mistake too. Warnings (e.g. "averaged
 print as one line `PROG: warning: ...`, without Python's source line.
 
 User mistakes are `UsageError` (raised by entry points) and what the library raises for bad input (`USER_ERRORS`):
-`ValueError` (the library's validation convention; `CheckpointError` and recsys's `DataError` are ValueErrors),
+`ValueError` (the library's validation convention; `CheckpointError` and the data errors of packages built on gentok are ValueErrors),
 `FileNotFoundError`, `FileExistsError`, `IsADirectoryError`, `NotADirectoryError` and `PermissionError`.
 
 An entry point adopts the policy in one line:
