@@ -82,6 +82,17 @@ class RARAttention(nn.Module):
         return self.proj(o.transpose(1, 2).reshape(b, m, d))
 
 
+def one_plus_scales(mod: Tensor, groups: int, scales: tuple[int, ...]) -> Tensor:
+    """adaLN output (..., groups * dim) with 1 added in place to the scale groups `scales`: `norm(x) * (1 + scale)`
+    becomes `norm(x) * scale`, one addition per map instead of one per use. A precomputed map is used at every
+    decoding step, so this saves two elementwise passes per block per step; 1 + s and s + 1 round alike, so the
+    result is bit-identical."""
+    view = mod.unflatten(-1, (groups, -1))
+    for i in scales:
+        view[..., i, :] += 1
+    return mod
+
+
 class RARBlock(nn.Module):
     """Pre-norm block whose norms are shifted, scaled and its branches gated per position by adaLN(c)."""
 
@@ -96,11 +107,12 @@ class RARBlock(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor | None, mask: Tensor | None = None, cache: KVCache | None = None,
                 layer: int = 0, step: Step | None = None, mod: Tensor | None = None) -> Tensor:
-        """x, c (b, m, dim) -> (b, m, dim); `mod` (b, m, 6 dim): this block's adaLN output, if computed already."""
-        mod = self.ada(F.silu(c)) if mod is None else mod
-        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask, cache, layer, step)
-        h = self.norm2(x) * (1 + scale2) + shift2
+        """x, c (b, m, dim) -> (b, m, dim); `mod` (b, m, 6 dim): this block's adaLN maps if computed already, in the
+        ready form of `RAR.modulations` (1 added to the scales)."""
+        mod = one_plus_scales(self.ada(F.silu(c)), 6, (1, 4)) if mod is None else mod
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # scale1/2 hold 1 + scale
+        x = x + gate1 * self.attn(self.norm1(x) * scale1 + shift1, mask, cache, layer, step)
+        h = self.norm2(x) * scale2 + shift2
         return x + gate2 * self.fc2(F.gelu(self.fc1(h)))
 
 
@@ -194,22 +206,32 @@ class RAR(Generator):
         return cond
 
     def modulations(self, cond: Tensor, positions: slice | Tensor) -> list[Tensor]:
-        """The adaLN outputs of every block and of the final norm, [(b, m, 6 dim)] * depth + [(b, m, 2 dim)], at
-        `positions` (a slice, or (b, m) indices) for class ids `cond` (b,).
+        """The adaLN maps of every block and of the final norm, [(b, m, 6 dim)] * depth + [(b, m, 2 dim)], at
+        `positions` (a slice, or (b, m) indices) for class ids `cond` (b,), ready to apply: 1 is added to their
+        scales (`one_plus_scales`).
 
         They depend on the class and the position only, never on the tokens, so a sampler can compute many steps'
         worth in one matrix product per block and pass slices to `decode(mods=...)`: at batch 1 a decoding step reads
         every weight once, and the adaLN maps are a third of them."""
         c = F.silu(self.class_emb(cond)[:, None] + self.step_emb[positions])
-        return [block.ada(c) for block in self.blocks] + [self.final_ada(c)]
+        return [one_plus_scales(block.ada(c), 6, (1, 4)) for block in self.blocks] + [
+            one_plus_scales(self.final_ada(c), 2, (0,))]
+
+    def _target_aware(self, where: slice | Tensor) -> Tensor:
+        """The target-aware embedding at cache slots `where`: row p - 1 of `target_pos` at slot p, zero for cls
+        (slot 0) and after the last token (slot L + 1). A slice inside the table (every decoding step) is a view;
+        anything else indexes a zero-padded copy."""
+        if isinstance(where, slice) and 1 <= where.start and where.stop <= self.config.seq_len + 1:
+            return self.target_pos[where.start - 1:where.stop - 1]
+        return F.pad(self.target_pos, (0, 0, 1, 1))[where]
 
     def decode(self, ids: Tensor, cache: KVCache | None, cond: Tensor, mods: list[Tensor] | None = None) -> Tensor:
         """`forward` for samplers that already validated their inputs (no checks, no device syncs); `mods`: this
         pass's slice of `modulations(cond, positions)` (cls and class positions included on the first pass)."""
         b, n = ids.shape
-        label = self.class_emb(cond)  # (b, dim)
         x = self.tok_emb(ids)
         start = cache is None or not any(cache.lengths)
+        label = self.class_emb(cond) if start or mods is None else None  # (b, dim)
         if start:  # the sequence begins: [cls] [class] before the tokens
             x = torch.cat([self.cls.expand(b, 1, -1), label[:, None], x], dim=1)
         step = None
@@ -222,20 +244,18 @@ class RAR(Generator):
                                x.device)
             where = slice(step.start, step.span) if step.start is not None else step.slots
             mask = None
-        # the target-aware table is zero for cls (position 0) and after the last token (position L + 1)
-        target = F.pad(self.target_pos, (0, 0, 1, 1))
         x = x + self.pos_emb[where]
-        x = x + target[where]
+        x = x + self._target_aware(where)
         c = label[:, None] + self.step_emb[where] if mods is None else None  # (b, m, dim) adaLN condition
         for i, block in enumerate(self.blocks):
             x = block(x, c, mask, cache, i, step, None if mods is None else mods[i])
         if cache is not None:
             cache.advance(step)
-        final = self.final_ada(F.silu(c)) if mods is None else mods[-1]
+        final = one_plus_scales(self.final_ada(F.silu(c)), 2, (0,)) if mods is None else mods[-1]
         if start:  # the cls row predicts nothing
             x, final = x[:, 1:], final[:, 1:]
-        scale, shift = final.chunk(2, dim=-1)
-        x = F.layer_norm(x, (x.shape[-1],), eps=EPS) * (1 + scale) + shift
+        scale, shift = final.chunk(2, dim=-1)  # scale holds 1 + scale
+        x = F.layer_norm(x, (x.shape[-1],), eps=EPS) * scale + shift
         return self.head(x)
 
 
