@@ -19,7 +19,8 @@ Sections (--parts, comma list):
 
 On a CPU the RAR shapes run with --rar-tokens (quick: 8) tokens instead of 256 (say so when quoting them). Writes
 benchmarks/results/generators.json and generators.png (the ratios); with --samples-generator G --samples-tokenizer T
-(e.g. the official RAR and MaskGIT-VQGAN weights) also generators_samples.png, a grid of generated images.
+(e.g. the official RAR and MaskGIT-VQGAN weights, or the model `recipes/generator.py` trains and its tokenizer) also
+generators_samples.png, a labelled grid of generated images (rows: classes, or samplers for an unconditional model).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def _sync(device) -> None:
 
 
 def race(fns: dict, repeats: int, device, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each callable, run round-robin (load drifts hit all alike), synchronising the device."""
+    """Fewest seconds of each callable over `repeats` rounds, run round-robin (load drifts hit all alike),
+    synchronising the device. Best-of, not the median: on a shared machine other jobs only ever add time, and with a
+    few repeats a median still carries their spikes."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -57,7 +60,7 @@ def race(fns: dict, repeats: int, device, warmup: int = 1) -> dict[str, float]:
             fn()
             _sync(device)
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 # -- ASSD ----------------------------------------------------------------------------------------------------------------
@@ -255,7 +258,7 @@ def bench_rar_vs_official(args, device) -> list[dict]:
 
 
 def pass_seconds(side: Conditioned, batch: int, width: int, at: int, repeats: int, device) -> float:
-    """Median seconds of one cached pass adding `width` tokens after `at` cached ones (both CFG rows)."""
+    """Fewest seconds of one cached pass adding `width` tokens after `at` cached ones (both CFG rows)."""
     model = side.model
     ids = torch.randint(model.vocab_size, (batch, at + width), device=device)
     cache = model.new_cache()
@@ -270,7 +273,7 @@ def pass_seconds(side: Conditioned, batch: int, width: int, at: int, repeats: in
         side.logits(ids[:, at:], cache, last + width)
         _sync(device)
         times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
+    return min(times[1:])
 
 
 def speed_model(t_step: float, t_verify: float, t_draft: float, gamma: int) -> dict:
@@ -288,7 +291,7 @@ def speed_model(t_step: float, t_verify: float, t_draft: float, gamma: int) -> d
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if speedup(mid) < goal else (lo, mid)
         return hi
-    return {"acceptance_break_even": needed(1.0), "acceptance_for_x1.5": needed(1.5),
+    return {"acceptance_break_even": needed(1.0), "acceptance_for_x1_5": needed(1.5),
             "speedup_at": {f"{a:.1f}": speedup(a) for a in (0.5, 0.7, 0.8, 0.9, 1.0)}}
 
 
@@ -322,40 +325,54 @@ def bench_rar_speculative(args, device) -> dict:
         m = r["model"]
         print(f"  speculative {draft_shape} -> {target_shape} b={batch}: random weights acceptance "
               f"{r['acceptance_rate_random_weights']:.2f}, x{r['speedup_random_weights']:.2f}; break-even at "
-              f"acceptance {m['acceptance_break_even']}, x1.5 at {m['acceptance_for_x1.5']}", flush=True)
+              f"acceptance {m['acceptance_break_even']}, x1.5 at {m['acceptance_for_x1_5']}", flush=True)
     return out
 
 
 def samples_png(args, path: Path) -> dict:
-    """Generated samples as one picture: `gentok.generate.generate_images` with the generator and tokenizer the user
-    names (e.g. the official RAR + MaskGIT-VQGAN weights), 8 classes x 2 images, laid out in a grid at `path`."""
+    """Generated samples as one labelled picture at `path`, from the generator and tokenizer the user names.
+
+    A class-conditional generator (e.g. the official RAR + MaskGIT-VQGAN weights) goes through
+    `gentok.generate.generate_images`: one row per class of --samples-classes, --samples-per-row images each. An
+    unconditional one (the AS-ARM or AR model `recipes/generator.py` trains) samples --samples-per-row images per
+    sampler: ASSD and sequential any-subset sampling for an AS-ARM, cached AR sampling for an AR model."""
     import tempfile
 
     import numpy as np
     from PIL import Image
 
     import gentok
-    from gentok.files import atomic_write_bytes
     from gentok.generate import generate_images
+    from gentok.tokenizers.image.assets import save_grid
 
     gen = gentok.load(args.samples_generator).eval().to(args.device)
     tok = gentok.load(args.samples_tokenizer).eval().to(args.device)
-    classes = [int(c) for c in args.samples_classes.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        record = generate_images(gen, tok, classes, 2, tmp, seed=0, batch_size=len(classes) * 2)
-        images = [np.asarray(Image.open(Path(tmp) / f).convert("RGB")) for f in record["files"]]
-    h, w = images[0].shape[:2]
-    cols = len(classes)
-    grid = np.zeros((2 * h, cols * w, 3), dtype=np.uint8)
-    for i, img in enumerate(images):  # files are class-major: column = class, row = sample
-        grid[(i % 2) * h:(i % 2 + 1) * h, (i // 2) * w:(i // 2 + 1) * w] = img
-    import io
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-    print(f"  samples of classes {classes} -> {path}")
-    return {"picture": str(path), "classes": classes, "nfe_per_image": record["nfe_per_image"],
-            "seconds_per_image": record["seconds"]["per_image"], "sampler": record["sampler"]}
+    n, info = args.samples_per_row, {"generator": args.samples_generator, "tokenizer": args.samples_tokenizer}
+    t0 = time.perf_counter()
+    if getattr(gen, "num_classes", 0) or getattr(gen.config, "num_classes", 0):
+        classes = [int(c) for c in args.samples_classes.split(",")]
+        with tempfile.TemporaryDirectory() as tmp:
+            record = generate_images(gen, tok, classes, n, tmp, seed=0, batch_size=len(classes) * n)
+            pics = [torch.from_numpy(np.asarray(Image.open(Path(tmp) / f).convert("RGB")).copy())
+                    for f in record["files"]]
+        pics = torch.stack(pics).permute(0, 3, 1, 2).float() / 255  # files are class-major: row = class
+        rows, labels = list(pics.split(n)), [f"class {c}" for c in classes]
+        info.update(classes=classes, nfe_per_image=record["nfe_per_image"], sampler=record["sampler"])
+    else:
+        L, zeros = gen.seq_len, torch.zeros(n, gen.seq_len, dtype=torch.long, device=args.device)
+        if isinstance(gen, ASARM):
+            runs = {f"ASSD k={args.ks[0]}": assd(gen, zeros, zeros.bool(), k=args.ks[0], seed=2),
+                    "sequential": sequential(gen, zeros, zeros.bool(), seed=2)}
+        else:
+            runs = {"AR samples": generate(gen, L, batch_size=n, seed=2)}
+        with torch.no_grad():
+            rows = [tok.decode(out.ids) for out in runs.values()]
+        labels = list(runs)
+        info.update(sampler=labels, nfe_per_image={k: float(out.nfe.float().mean()) for k, out in runs.items()})
+    info["seconds_per_image"] = (time.perf_counter() - t0) / (n * len(rows))
+    save_grid(rows, path, row_labels=labels)
+    print(f"  samples ({', '.join(labels)}) -> {path}")
+    return {"picture": path.name, "rows": labels, "per_row": n, **info}
 
 
 # -- report ---------------------------------------------------------------------------------------------------------------
@@ -402,6 +419,7 @@ def main(argv=None):
     p.add_argument("--samples-generator", default=None, help="a generator for the samples picture (gentok.load)")
     p.add_argument("--samples-tokenizer", default=None, help="its tokenizer (gentok.load)")
     p.add_argument("--samples-classes", default="207,360,387,974,88,979,417,279")
+    p.add_argument("--samples-per-row", type=int, default=8, help="images per row of the samples picture")
     args = p.parse_args(argv)
     q = args.quick
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -417,7 +435,15 @@ def main(argv=None):
     parts = set(args.parts.split(","))
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
-    result = {"device": str(device), "quick": q, "batches": args.batches}
+    settings = {"parts": sorted(parts), "repeats": args.repeats, "timing": "best of interleaved runs after a warm-up",
+                "rar_tokens": args.rar_tokens, "rar_full_tokens": args.rar_tokens == 256,
+                "rar_shapes": args.rar_shapes, "rar_spec": args.rar_spec, "cfg": args.cfg, "cfg_pow": args.cfg_pow,
+                "gamma": args.gamma, "assd": {"dim": args.assd_dim, "tokens": args.assd_tokens, "ks": args.ks,
+                                              "mask_rate": args.mask_rate},
+                "speculative_ar": {"target_dim": args.target_dim, "target_depth": args.target_depth,
+                                   "draft_dim": args.draft_dim, "draft_depth": args.draft_depth,
+                                   "tokens": args.ar_tokens, "distill_steps": args.distill_steps}}
+    result = {"device": str(device), "quick": q, "batches": args.batches, "settings": settings}
     print(f"device={device} threads={torch.get_num_threads()} quick={q}")
     if "assd" in parts:
         print("ASSD vs sequential any-subset sampling")

@@ -141,6 +141,7 @@ def _save_tiny_models(root: Path) -> None:
     from PIL import Image
 
     from gentok.generators.asarm import ASARM, ASARMConfig
+    from gentok.generators.maskgit import MaskGITBert, MaskGITConfig
     from gentok.quantizers import BinaryConfig, FSQConfig, ResidualVQConfig, VQConfig
     from gentok.tokenizers.audio.codec import AudioCodec, CodecConfig
     from gentok.tokenizers.dna.mergedna import MergeDNA, MergeDNAConfig
@@ -173,6 +174,14 @@ def _save_tiny_models(root: Path) -> None:
     official.mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
         shutil.copy(ROOT / "tests" / "fixtures" / "official" / "titok_b64" / name, official / name)
+    # `gentok generate`: the official TiTok-L-32 tokenizer fixture and a tiny MaskGIT generator over its ids (1024
+    # codes, 32 tokens, ImageNet's 1000 classes) at the paths of the published snapshots
+    official_l32 = root / "checkpoints" / "tokenizer_titok_l32_imagenet"
+    official_l32.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(ROOT / "tests" / "fixtures" / "official" / "titok_l32" / name, official_l32 / name)
+    MaskGITBert(MaskGITConfig(vocab_size=1024, seq_len=32, num_classes=1000, dim=16, depth=1, heads=2,
+                              mlp_dim=32)).eval().save_pretrained(root / "checkpoints" / "generator_titok_l32_imagenet")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / "photo.jpg")
     (root / "photos").mkdir()

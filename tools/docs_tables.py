@@ -176,6 +176,8 @@ def glance() -> str:
     s, ar = load("sampling.json"), load("sampling_ar_trained.json")
     au, dna, idx = load("audio.json"), load("dna.json"), load("recsys_index.json")
     rs, eng, qs = load("recsys.json"), load("engines.json"), load("quantizers_search.json")
+    gen = load("generators.json")
+    gen_rar = [{r["batch"]: r for r in gen["rar"] if r["shape"] == shape} for shape in gen["settings"]["rar_shapes"]]
     a95 = [r for r in s["assd"] if r["mask_rate"] == 0.95 and r["k"] in (4, 8)]
     ivf = resolve(idx, "rows[catalog=clustered,param=nprobe=8/4000 (calibrated, default)]")
     eq = rs["equal_compute"]
@@ -207,6 +209,11 @@ def glance() -> str:
         ["AR decoding, static KV cache", "tokens/s, batch 1 / 8",
          f"x{f(ar['ar']['b1']['ratio'])} / x{f(ar['ar']['b8']['ratio'])}", "transformers `generate`, same weights",
          "[generators](docs/generators.md)"],
+        ["RAR decoding (RAR-B / RAR-XL shapes)",
+         f"time, batch 1 / 8, {gen['settings']['rar_tokens']} tokens per image (CPU)",
+         " · ".join(f"x{f(r[1]['speedup'])} / x{f(r[8]['speedup'])}" for r in gen_rar)
+         + (", same tokens" if all(x["token_identical"] for x in gen["rar"]) else ", tokens differ"),
+         "the official `generate`, same weights", "[official generators](docs/official_generators.md)"],
         ["audio codec `tiny`", "held-out SI-SNR, 1 → 6 quantizers (0.8 → 4.8 kbps)",
          f"{f(au['rate_distortion'][0]['si_snr'], 1)} → {f(au['rate_distortion'][-1]['si_snr'], 1)} dB",
          f"mu-law PCM at 4.8 kbps: {f(au['baseline']['si_snr'], 1)} dB", "[audio](docs/audio.md)"],
@@ -420,6 +427,50 @@ def official_titok() -> str:
     return table(["file", "variant", "encode vs official", "decode vs official", "ids agreeing"], "llrrr", rows)
 
 
+def generators() -> str:
+    """benchmarks/generators.py: every speed as a ratio against its peer in the same process."""
+    g = load("generators.json")
+    st, rows = g["settings"], []
+
+    def by_batch(items, key):
+        return {r["batch"]: r for r in items if key(r)}
+
+    for shape in st["rar_shapes"]:
+        rar = by_batch(g.get("rar", []), lambda r, s=shape: r["shape"] == s)
+        if rar:
+            same = all(r["token_identical"] for r in rar.values())
+            rows.append([f"RAR `{shape}` shape, {st['rar_tokens']} tokens, CFG {f(st['cfg'], 1)}",
+                         "official `generate`, same weights" + (", same tokens" if same else ", tokens differ")]
+                        + [f"x{f(rar[b]['speedup'])}" if b in rar else "" for b in (1, 8)])
+    rs = g.get("rar_speculative", {})
+
+    def spec_cell(r: dict) -> str:
+        m_be = r["model"]["acceptance_break_even"]
+        need = r["model"]["acceptance_for_x1_5"]
+        return (f"x{f(r['speedup_random_weights'])} (acceptance {f(r['acceptance_rate_random_weights'])}; even at "
+                f"{f(m_be) if m_be is not None else 'none'}, x1.5 at {f(need) if need is not None else 'none'})")
+
+    if rs:
+        r1 = next(iter(rs.values()))
+        rows.append([f"speculative `{r1['draft']}` -> `{r1['target']}` (random weights), gamma {r1['gamma']}",
+                     "plain guided decoding of the target (acceptance; acceptance where the speed model breaks even,"
+                     " reaches x1.5)"] + [spec_cell(rs[k]) if k in rs else "" for k in ("b1", "b8")])
+    assd_rows = g.get("assd", [])
+    for k in st["assd"]["ks"]:
+        a = by_batch(assd_rows, lambda r, k=k: r["k"] == k)
+        if a:
+            rows.append([f"ASSD k = {k}, {st['assd']['tokens']} tokens, {f(st['assd']['mask_rate'] * 100, 0)}% masked "
+                         f"(random weights)", "sequential any-subset sampling: wall-clock (NFE)"]
+                        + [f"x{f(a[b]['speedup'])} (x{f(a[b]['nfe_ratio'])})" if b in a else "" for b in (1, 8)])
+    sp = g.get("speculative_ar", {})
+    if sp:
+        rows.append([f"speculative AR, draft with {f(sp['block_params_ratio'], 1)}x fewer block weights, distilled "
+                     f"{st['speculative_ar']['distill_steps']} steps", "plain decoding of the target (acceptance)"]
+                    + [f"x{f(sp[k]['speedup_vs_plain'])} ({f(sp[k]['acceptance_rate'])})" if k in sp else ""
+                       for k in ("b1", "b8")])
+    return table(["comparison", "against", "batch 1", "batch 8"], "llrr", rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "glance": glance, "quantizers": quantizers, "quantizer-search": quantizer_search,
     "titok-sources": titok_sources, "titok-speed": titok_speed, "flextok-tokens": flextok_tokens,
@@ -427,7 +478,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ar-decoding": ar_decoding, "audio-speed": audio_speed, "audio-rd": audio_rd, "dna": dna,
     "recsys-equal-compute": recsys_equal_compute, "recsys-cold-start": recsys_cold_start,
     "recsys-zero-shot": recsys_zero_shot, "recsys-latency": recsys_latency, "recsys-index": recsys_index,
-    "engines": engines, "official-titok": official_titok,
+    "engines": engines, "official-titok": official_titok, "generators": generators,
 }
 
 
