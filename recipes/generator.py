@@ -12,7 +12,9 @@ are tokenized once (streamed forms: the first ones of the stream) and cached as 
 folders, `.cls` members, a label column) make the AR generator (--model ar) class-conditional (num_classes: the
 class names, else the largest label + 1, or --num-classes); --unconditional ignores them. After training it writes
 `samples.png` (rows: held-out images through the tokenizer / infills from half their tokens / new samples) and
-`summary.json`. Rerunning with the same --output-dir resumes.
+`summary.json`. Rerunning with the same --output-dir resumes. With --inception-weights FILE (or --download-inception)
+the summary adds gFID, Inception Score and precision/recall of --fid-samples new samples against the held-out images
+(or against --fid-reference FILE.npz, e.g. ADM's VIRTUAL_imagenet256_labeled.npz: FID and IS only).
 
 With --draft-for TARGET (a trained AR generator, or a RAR one: a gentok folder or an official file) it instead
 distils a smaller *draft* for speculative sampling (AR: --preset; RAR: --draft-shape, default rar_b): the draft is
@@ -36,9 +38,10 @@ from accelerate import PartialState
 import gentok
 from gentok.cli.data_args import add_data_arguments, data_options, describe_data
 from gentok.cli.errors import UsageError, run
-from gentok.cli.recipe_args import apply_overrides, recipe_parser
+from gentok.cli.recipe_args import add_inception_arguments, apply_overrides, inception_options, recipe_parser
 from gentok.config import replace
 from gentok.data.images import default_image_data, image_data_form
+from gentok.evaluation.fid import distribution_report, inception_features
 from gentok.files import atomic_write_bytes, atomic_write_json
 from gentok.generators import ASARM, ARTransformer, ASARMLoss, ar_loss
 from gentok.generators import ar as ar_mod
@@ -91,7 +94,18 @@ def main(argv: list[str] | None = None):
                         help="token data for --draft-for (default: the target's token cache, else its samples)")
     parser.add_argument("--draft-shape", default="rar_b", metavar="PRESET",
                         help="the draft's RAR preset when --draft-for is a RAR generator (default: rar_b)")
+    add_inception_arguments(parser)
+    parser.add_argument("--fid-samples", type=int, default=1000, metavar="N",
+                        help="new samples for gFID when Inception weights are given (default 1000)")
+    parser.add_argument("--fid-reference", default=None, metavar="FILE.npz",
+                        help="gFID against these reference statistics (mu, sigma; ours or an ADM reference batch) "
+                             "instead of the held-out images")
     args = parser.parse_args(argv)
+    if args.fid_samples < 2:
+        raise UsageError(f"--fid-samples must be >= 2, got {args.fid_samples}")
+    if args.fid_reference is not None and not Path(args.fid_reference).is_file():
+        raise UsageError(f"--fid-reference {args.fid_reference}: no such file")
+    inception = inception_options(args)
     if args.draft_for:
         return train_draft(args, parser.get_default("output_dir"))
     presets = asarm_mod.PRESETS if args.model == "asarm" else ar_mod.PRESETS
@@ -125,9 +139,43 @@ def main(argv: list[str] | None = None):
                  run_config={"model": {"kind": args.model, "preset": args.preset, "tokenizer": str(tok_dir),
                                        "num_classes": num_classes}, "data": describe_data(args)})
     if result.is_main_process:
+        features = inception_features(inception["inception_weights"], inception["download_inception"],
+                                      "cuda" if torch.cuda.is_available() else None)
+        gfid = sample_fid(result.model, tokenizer, features, eval_images, args, num_classes) if features else None
         write_pictures(result.model, tokenizer, tokens.eval_ids, args, out, result.eval_metrics,
-                       cond=tokens.eval_labels if num_classes else None)
+                       cond=tokens.eval_labels if num_classes else None, gfid=gfid)
     return result
+
+
+@torch.no_grad()
+def sample_fid(model, tokenizer, features, eval_images, args, num_classes: int, batch: int = 64) -> dict:
+    """gFID (+ IS, precision/recall) of --fid-samples new images (classes uniform for a class-conditional model)
+    against the held-out images, or the --fid-reference statistics."""
+    from gentok.metrics.distribution import FeatureStats
+
+    model.eval()
+    L, n = model.config.seq_len, args.fid_samples
+    g = torch.Generator().manual_seed(3)
+
+    def samples():
+        for start in range(0, n, batch):
+            b = min(batch, n - start)
+            if isinstance(model, ASARM):
+                empty = torch.zeros(b, L, dtype=torch.long)
+                out = assd(model, empty, empty.bool(), k=args.k, generator=g)
+            else:
+                c = torch.randint(num_classes, (b,), generator=g) if num_classes else None
+                out = generate(model, L, cond=c, batch_size=b, generator=g)
+            yield tokenizer.decode(out.ids.cpu()).clamp(0, 1)
+
+    if args.fid_reference:
+        report = distribution_report(features, samples(), reference=FeatureStats.load(args.fid_reference))
+        against = args.fid_reference
+    else:
+        real = torch.stack([eval_images[i] for i in range(len(eval_images))])
+        report = distribution_report(features, samples(), real=real)
+        against = f"{len(real)} held-out images"
+    return {"gfid": report.pop("fid"), **report, "against": against}
 
 
 def class_count(args, tokens) -> int:
@@ -154,7 +202,8 @@ def class_count(args, tokens) -> int:
 
 
 @torch.no_grad()
-def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: dict, cond=None) -> dict:
+def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: dict, cond=None,
+                   gfid: dict | None = None) -> dict:
     from gentok.tokenizers.image.assets import save_grid
 
     n, L = args.samples, eval_ids.shape[1]
@@ -179,7 +228,7 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
               "infill from first 50%", "new samples"]
     save_grid(rows, out / "samples.png", row_labels=labels)
     summary = {"model": args.model, "eval": eval_metrics, "sampling": stats, "sampling_seconds": seconds,
-               "picture": str(out / "samples.png"), "rows": labels}
+               "picture": str(out / "samples.png"), "rows": labels, **({"gfid": gfid} if gfid else {})}
     atomic_write_json(out / "summary.json", summary)
     print(f"\n{args.model} generator -> {out / 'model'}")
     for k, v in sorted(eval_metrics.items()):
@@ -187,6 +236,9 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
     for name, s in stats.items():
         if isinstance(s, dict):
             print(f"  {name:<18} " + "  ".join(f"{k}={v:.2f}" for k, v in s.items()))
+    if gfid:
+        print(f"  gFID               {gfid['gfid']:.2f} ({gfid['n_fake']} samples vs {gfid['against']})"
+              + (f", IS {gfid['inception_score']:.2f}" if "inception_score" in gfid else ""))
     print(f"  picture            {out / 'samples.png'}  (rows: held-out | infill | samples)")
     return summary
 

@@ -1,6 +1,7 @@
 """FID, Inception Score and precision/recall of image sets, the numbers image papers report: rFID (a tokenizer's
-reconstructions against its inputs), gFID (a generator's samples against held-out images or a reference statistics
-file such as ADM's `VIRTUAL_imagenet256_labeled.npz`), and folders of images against each other (`gentok fid`).
+reconstructions against its inputs: `reconstruction_fid` over a folder, batch by batch), gFID (a generator's samples
+against held-out images or a reference statistics file such as ADM's `VIRTUAL_imagenet256_labeled.npz`), and
+folders of images against each other (`fid_of_folders`); `gentok fid` wraps the last two.
 
 The feature network is an argument: `inception_features` builds the Inception network from weights the user gives
 (or explicitly asks to download); tests pass a small network of their own. The metrics themselves are
@@ -146,3 +147,31 @@ def _report_with_stats(features, fake, real, reference, batch_size) -> tuple[dic
         raise ValueError(f"FID needs at least 2 images on each side, got {metrics.fake.n} and "
                          f"{metrics.real.n if reference is None else reference.n}")
     return metrics.compute(), metrics.fake
+
+
+@torch.no_grad()
+def reconstruction_fid(tokenizer, folder: str | os.PathLike, features: nn.Module, batch_size: int = 64,
+                       save_stats: str | os.PathLike | None = None) -> dict:
+    """rFID of `tokenizer` on the images under `folder` (each through the evaluation view at the tokenizer's
+    `image_size`): its reconstructions decode(encode(x)) against the images, batch by batch (memory bounded by one
+    batch, so all 50k ImageNet validation images can be measured). `save_stats`: write the statistics of the images
+    themselves (a reference file). Returns `distribution_report`'s numbers with `fid` renamed `rfid`, and `skipped`."""
+    size = getattr(getattr(tokenizer, "config", None), "image_size", None)
+    if size is None:
+        raise ValueError(f"rFID needs an image tokenizer (a config with image_size), got {type(tokenizer).__name__}")
+    tokenizer.eval()
+    p = next(tokenizer.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    skipped: list[str] = []
+    metrics = DistributionMetrics(features)
+    for batch in folder_batches(folder, size, batch_size, skipped):
+        recon = tokenizer.decode(tokenizer.encode(batch.to(device))).clamp(0, 1)
+        metrics.update(batch.to(_device(features)), real=True)
+        metrics.update(recon.to(_device(features)), real=False)
+    if metrics.fake.n < 2:
+        raise ValueError(f"rFID needs at least 2 images, got {metrics.fake.n} under {folder}")
+    out = metrics.compute()
+    out = {"rfid": out.pop("fid"), **out, "skipped": len(skipped)}
+    if save_stats is not None:
+        out["saved_stats"] = str(metrics.real.save(save_stats))
+    return out
