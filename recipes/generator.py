@@ -160,12 +160,13 @@ def sample_fid(model, tokenizer, features, eval_images, args, num_classes: int, 
     def samples():
         for start in range(0, n, batch):
             b = min(batch, n - start)
+            # seeds, not a CPU generator: the sampler draws on the model's device
             if isinstance(model, ASARM):
                 empty = torch.zeros(b, L, dtype=torch.long)
-                out = assd(model, empty, empty.bool(), k=args.k, generator=g)
+                out = assd(model, empty, empty.bool(), k=args.k, seed=1000 + start)
             else:
                 c = torch.randint(num_classes, (b,), generator=g) if num_classes else None
-                out = generate(model, L, cond=c, batch_size=b, generator=g)
+                out = generate(model, L, cond=c, batch_size=b, seed=1000 + start)
             yield tokenizer.decode(out.ids.cpu()).clamp(0, 1)
 
     if args.fid_reference:
