@@ -4,6 +4,9 @@
     accelerate launch recipes/generator.py --model ar --tokenizer outputs/titok/model
     accelerate launch --multi_gpu --num_processes 2 recipes/generator.py
     accelerate launch recipes/generator.py --draft-for outputs/generator/model --preset tiny   # a draft for an AR
+    accelerate launch recipes/generator.py --model rar --tokenizer DIR --data /data/imagenet   # RAR's architecture
+    accelerate launch recipes/generator.py --init-from yucornetto/RAR --init-file rar_b.bin --tokenizer VQGAN_DIR \
+        --data /data/my_classes                                     # fine-tune an official generator
 
 Without --tokenizer it uses outputs/titok/model, training the tiny TiTok first (recipes/titok.py, a short budget)
 when that does not exist. Data: the bundled photographs, or --data in any form the tokenizer recipes read (a folder,
@@ -46,9 +49,15 @@ from gentok.files import atomic_write_bytes, atomic_write_json
 from gentok.generators import ASARM, ARTransformer, ASARMLoss, ar_loss
 from gentok.generators import ar as ar_mod
 from gentok.generators import asarm as asarm_mod
+from gentok.generators import maskgit as maskgit_mod
+from gentok.generators import rar as rar_mod
 from gentok.generators.ar import DistillLoss
 from gentok.generators.data import TokenRows, tokenizer_fingerprint
+from gentok.generators.maskgit import MaskedGenerator, MaskGITBert, masked_token_loss
+from gentok.generators.rar import RAR, rar_loss
 from gentok.sampling import assd, generate, sequential, speculative
+from gentok.sampling.guided import guided_generate
+from gentok.sampling.maskgit import maskgit_generate
 from gentok.training import TrainConfig, fit
 from gentok.training.generator_data import generator_tokens
 
@@ -73,9 +82,55 @@ def ensure_tokenizer(path: str | None, steps: int, data: str | None, data_format
     return DEFAULT_TOKENIZER
 
 
+# --model: (presets, class, training loss) of each family
+FAMILIES = {"asarm": (asarm_mod.PRESETS, ASARM, None), "ar": (ar_mod.PRESETS, ARTransformer, ar_loss),
+            "rar": (rar_mod.PRESETS, RAR, rar_loss), "maskgit": (maskgit_mod.PRESETS, MaskGITBert, masked_token_loss)}
+FAMILY_OF = {"ASARM": "asarm", "ARTransformer": "ar", "RAR": "rar", "MaskGITBert": "maskgit", "MaskGITUViT": "maskgit"}
+
+
+def load_init(args):
+    """The generator --init-from names (gentok.load: a gentok folder, an official file / folder or a hub id)."""
+    model = gentok.load(args.init_from, filename=args.init_file)
+    if type(model).__name__ not in FAMILY_OF:
+        raise UsageError(f"--init-from {args.init_from} holds a {type(model).__name__}, not a generator "
+                         f"({', '.join(sorted(FAMILY_OF))})")
+    return model.train()
+
+
+def fine_tune_start(model, cfg, tokenizer, tokens, num_classes: int):
+    """`model` (from --init-from) with `cfg` (its config after --set) checked against the token data."""
+    if cfg != model.config:
+        raise UsageError("--set cannot change the architecture of the generator --init-from loads")
+    if model.vocab_size != tokenizer.vocab_size or model.seq_len != tokens.train_ids.shape[1]:
+        raise UsageError(f"--init-from: the generator models {model.vocab_size} ids x {model.seq_len} positions, the "
+                         f"tokenizer gives {tokenizer.vocab_size} ids x {tokens.train_ids.shape[1]}: pass the "
+                         "tokenizer it was trained with (--tokenizer)")
+    have = getattr(model.config, "num_classes", 0)
+    if num_classes > have:
+        raise UsageError(f"--init-from: the data has {num_classes} classes, the generator knows {have}")
+    return model
+
+
+def class_samples(model, cond, seed: int):
+    """Samples of a class-conditional RAR / MaskGIT generator with its own sampler's published defaults."""
+    if isinstance(model, RAR):
+        return guided_generate(model, cond.to(next(model.parameters()).device), seed=seed)
+    return maskgit_generate(model, cond.to(next(model.parameters()).device), seed=seed)
+
+
 def main(argv: list[str] | None = None):
-    parser = recipe_parser(__doc__.split("\n\n")[0], asarm_mod.PRESETS, "small", "outputs/generator")
-    parser.add_argument("--model", choices=("asarm", "ar"), default="asarm")
+    every_preset = {name: None for presets, _, _ in FAMILIES.values() for name in presets}
+    parser = recipe_parser(__doc__.split("\n\n")[0], every_preset, "small", "outputs/generator")
+    parser.add_argument("--model", choices=("asarm", "ar", "rar", "maskgit"), default="asarm",
+                        help="asarm (default), ar, or the architectures of the field's generators: rar (RAR's "
+                             "class-conditional AR; --preset from gentok.generators.rar) or maskgit (TiTok's masked "
+                             "generator; --preset from gentok.generators.maskgit)")
+    parser.add_argument("--init-from", default=None, metavar="GENERATOR",
+                        help="fine-tune this generator instead of training one from scratch: a gentok generator "
+                             "folder, an official RAR file / folder (with --init-file NAME for a hub id or a folder "
+                             "of several files) or a TiTok MaskGIT generator folder / hub id; its vocabulary and "
+                             "length must match the tokenizer's tokens")
+    parser.add_argument("--init-file", default=None, metavar="NAME", help="the weight file of --init-from")
     parser.add_argument("--tokenizer", default=None, help="a saved image tokenizer (default: outputs/titok/model)")
     parser.add_argument("--tokenizer-steps", type=int, default=300, help="steps when the tiny TiTok is trained here")
     add_data_arguments(parser)
@@ -108,8 +163,15 @@ def main(argv: list[str] | None = None):
     inception = inception_options(args)
     if args.draft_for:
         return train_draft(args, parser.get_default("output_dir"))
-    presets = asarm_mod.PRESETS if args.model == "asarm" else ar_mod.PRESETS
-    model_cfg, train_cfg = apply_overrides(presets[args.preset], TRAIN, args)
+    init = load_init(args) if args.init_from else None
+    if init is not None:
+        args.model = FAMILY_OF[type(init).__name__]
+    presets = FAMILIES[args.model][0]
+    if args.preset not in presets:
+        if args.preset != parser.get_default("preset") or init is None and args.model in ("asarm", "ar"):
+            raise UsageError(f"--preset {args.preset!r} is not a {args.model} preset; choose from {sorted(presets)}")
+        args.preset = "tiny"  # the recipe's default preset names an AS-ARM size; another family starts tiny
+    model_cfg, train_cfg = apply_overrides(init.config if init is not None else presets[args.preset], TRAIN, args)
     out = Path(train_cfg.output_dir)
 
     tok_dir = ensure_tokenizer(args.tokenizer, args.tokenizer_steps, args.data, args.data_format)
@@ -124,12 +186,21 @@ def main(argv: list[str] | None = None):
         tokens = generator_tokens(tokenizer, train_images, eval_images, out, tokenizer_fingerprint(tok_dir), tag,
                                   limit=args.num_images)
     num_classes = class_count(args, tokens)
-    model_cfg = replace(model_cfg, vocab_size=tokenizer.vocab_size, seq_len=tokens.train_ids.shape[1],
-                        **({"num_classes": num_classes} if num_classes else {}))
-    if args.model == "asarm":
-        model, loss_fn = ASARM(model_cfg), ASARMLoss(ramp_batches=train_cfg.max_steps // 3, start=0.5)
+    if init is not None:
+        model = fine_tune_start(init, model_cfg, tokenizer, tokens, num_classes)
     else:
-        model, loss_fn = ARTransformer(model_cfg), ar_loss
+        if args.model in ("rar", "maskgit") and not num_classes:
+            num_classes = 1  # class-conditional architectures: unlabelled data is one class
+        model_cfg = replace(model_cfg, vocab_size=tokenizer.vocab_size, seq_len=tokens.train_ids.shape[1],
+                            **({"num_classes": num_classes} if num_classes else {}))
+        model = FAMILIES[args.model][1](model_cfg)
+    if args.model in ("rar", "maskgit"):
+        num_classes = model.config.num_classes  # its class ids; unlabelled data trains class 0
+    loss_fn = ASARMLoss(ramp_batches=train_cfg.max_steps // 3, start=0.5) if args.model == "asarm" else \
+        FAMILIES[args.model][2]
+    if args.model in ("rar", "maskgit") and not tokens.labelled:
+        tokens.train_labels = torch.zeros(len(tokens.train_ids), dtype=torch.long)
+        tokens.eval_labels = torch.zeros(len(tokens.eval_ids), dtype=torch.long)
     if num_classes:
         train_data = torch.utils.data.TensorDataset(tokens.train_ids, tokens.train_labels)
         eval_data = torch.utils.data.TensorDataset(tokens.eval_ids, tokens.eval_labels)
@@ -137,7 +208,8 @@ def main(argv: list[str] | None = None):
         train_data, eval_data = TokenRows(tokens.train_ids), TokenRows(tokens.eval_ids)
     result = fit(model, train_data, train_cfg, eval_data=eval_data, loss_fn=loss_fn,
                  run_config={"model": {"kind": args.model, "preset": args.preset, "tokenizer": str(tok_dir),
-                                       "num_classes": num_classes}, "data": describe_data(args)})
+                                       "num_classes": num_classes, "init_from": args.init_from},
+                             "data": describe_data(args)})
     if result.is_main_process:
         features = inception_features(inception["inception_weights"], inception["download_inception"],
                                       "cuda" if torch.cuda.is_available() else None)
@@ -164,6 +236,8 @@ def sample_fid(model, tokenizer, features, eval_images, args, num_classes: int, 
             if isinstance(model, ASARM):
                 empty = torch.zeros(b, L, dtype=torch.long)
                 out = assd(model, empty, empty.bool(), k=args.k, seed=1000 + start)
+            elif isinstance(model, (RAR, MaskedGenerator)):
+                out = class_samples(model, torch.randint(num_classes, (b,), generator=g), seed=1000 + start)
             else:
                 c = torch.randint(num_classes, (b,), generator=g) if num_classes else None
                 out = generate(model, L, cond=c, batch_size=b, seed=1000 + start)
@@ -181,14 +255,14 @@ def sample_fid(model, tokenizer, features, eval_images, args, num_classes: int, 
 
 def class_count(args, tokens) -> int:
     """The AR generator's number of classes (0: unconditional) from the data's labels and the flags."""
-    if args.num_classes is not None and (args.model != "ar" or args.unconditional or args.num_classes < 1):
-        raise UsageError("--num-classes needs --model ar, a value >= 1 and no --unconditional")
+    if args.num_classes is not None and (args.model == "asarm" or args.unconditional or args.num_classes < 1):
+        raise UsageError("--num-classes needs --model ar, rar or maskgit, a value >= 1 and no --unconditional")
     if not tokens.labelled or args.unconditional:
         if args.num_classes:
             raise UsageError(f"--num-classes: the data ({args.data or 'the bundled photographs'}) has no class "
                              "labels (an ImageFolder tree, tar shards with .cls files, or a label column has them)")
         return 0
-    if args.model != "ar":
+    if args.model == "asarm":
         print("the data has class labels; the any-subset model is unconditional, so they are not used (--model ar "
               "trains a class-conditional generator)")
         return 0
@@ -205,13 +279,20 @@ def class_count(args, tokens) -> int:
 @torch.no_grad()
 def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: dict, cond=None,
                    gfid: dict | None = None) -> dict:
-    from gentok.tokenizers.image.assets import save_grid
 
     n, L = args.samples, eval_ids.shape[1]
     real = eval_ids[:n]
     g = torch.Generator().manual_seed(0)
     keep = torch.rand(n, L, generator=g) < 0.5  # infill: half of each held-out sequence is given
     t0 = time.time()
+    if isinstance(model, (RAR, MaskedGenerator)):  # class-conditional samplers: no infill row
+        c = torch.zeros(n, dtype=torch.long) if cond is None else cond[:n]
+        fresh = class_samples(model, c, seed=2)
+        seconds = time.time() - t0
+        rows, labels = [tokenizer.decode(real), tokenizer.decode(fresh.ids)], ["held-out (tokenized)",
+                                                                              "new samples, same classes"]
+        stats = {f"{args.model}_fresh": fresh.summary()}
+        return _finish_pictures(rows, labels, stats, seconds, args, out, eval_metrics, gfid)
     if isinstance(model, ASARM):
         infill = assd(model, real, keep, k=args.k, seed=1)
         fresh = assd(model, torch.zeros(n, L, dtype=torch.long), torch.zeros(n, L, dtype=torch.bool), k=args.k, seed=2)
@@ -227,6 +308,12 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
     rows = [tokenizer.decode(real), tokenizer.decode(infill.ids), tokenizer.decode(fresh.ids)]
     labels = ["held-out (tokenized)", "infill from 50% of tokens" if isinstance(model, ASARM) else
               "infill from first 50%", "new samples"]
+    return _finish_pictures(rows, labels, stats, seconds, args, out, eval_metrics, gfid)
+
+
+def _finish_pictures(rows, labels, stats, seconds, args, out: Path, eval_metrics: dict, gfid: dict | None) -> dict:
+    from gentok.tokenizers.image.assets import save_grid
+
     save_grid(rows, out / "samples.png", row_labels=labels)
     summary = {"model": args.model, "eval": eval_metrics, "sampling": stats, "sampling_seconds": seconds,
                "picture": str(out / "samples.png"), "rows": labels, **({"gfid": gfid} if gfid else {})}
@@ -240,7 +327,7 @@ def write_pictures(model, tokenizer, eval_ids, args, out: Path, eval_metrics: di
     if gfid:
         print(f"  gFID               {gfid['gfid']:.2f} ({gfid['n_fake']} samples vs {gfid['against']})"
               + (f", IS {gfid['inception_score']:.2f}" if "inception_score" in gfid else ""))
-    print(f"  picture            {out / 'samples.png'}  (rows: held-out | infill | samples)")
+    print(f"  picture            {out / 'samples.png'}  (rows: {' | '.join(labels)})")
     return summary
 
 
