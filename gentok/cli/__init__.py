@@ -188,7 +188,9 @@ def _generate(args) -> int:
         classes = [int(c) for c in args.classes.split(",") if c.strip()]
     except ValueError:
         raise ValueError(f"--classes expects comma-separated class ids (e.g. 207,360), got {args.classes!r}") from None
-    generator = load(args.generator, filename=args.generator_file)
+    from gentok.generators.base import check_generator
+
+    generator = check_generator(load(args.generator, filename=args.generator_file), "--generator")
     tokenizer = load(args.tokenizer)
     record = generate_images(generator, tokenizer, classes, args.num, args.out, seed=args.seed,
                              batch_size=args.batch_size, **_options(args.option))

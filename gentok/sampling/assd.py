@@ -38,6 +38,7 @@ from gentok.sampling.basic import (
     residual,
     sample_step,
 )
+from gentok.generators.base import check_generator
 from gentok.validate import check_ids
 
 
@@ -277,6 +278,7 @@ def assd(model, prompt_ids: Tensor, prompt_mask: Tensor, k: int = 4, temperature
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)
@@ -290,6 +292,7 @@ def sequential(model, prompt_ids: Tensor, prompt_mask: Tensor, temperature: floa
     """Fill the positions outside `prompt_mask` one token per forward pass (the baseline ASSD is measured against).
     Same arguments and result as `assd` without `k`; with the cache a pass adds the last decided token and asks one
     query per row."""
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gentok.generators.base import check_generator
 from gentok.validate import check_ids
 
 
@@ -160,6 +161,7 @@ def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Ten
     Returns:
         `SampleOutput` with ids (b, p + num_tokens).
     """
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     device = next(model.parameters()).device

@@ -38,6 +38,7 @@ from gentok.sampling.basic import (
     residual,
     sample_step,
 )
+from gentok.generators.base import check_generator
 from gentok.validate import check_ids
 
 Guidance = float | Callable[[Tensor], Tensor]  # a scale, or (b, m) index of the predicted token -> (b, m) scales
@@ -164,8 +165,8 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
     """
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
-    t_model = target.model if isinstance(target, Conditioned) else target
-    d_model = draft.model if isinstance(draft, Conditioned) else draft
+    t_model = check_generator(target.model if isinstance(target, Conditioned) else target, "target")
+    d_model = check_generator(draft.model if isinstance(draft, Conditioned) else draft, "draft")
     if t_model.vocab_size != d_model.vocab_size:
         raise ValueError(f"target and draft vocabularies differ ({t_model.vocab_size} vs {d_model.vocab_size})")
     check_processing(temperature, top_k, top_p)
