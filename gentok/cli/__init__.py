@@ -142,7 +142,7 @@ def _decode(args) -> int:
     options = _options(args.option)
     _check_options(tok, options, "decode")
     tokens, header = read_token_file(args.tokens)  # Tokens, or Latents for a VAE tokenizer
-    if header.get("model_type") and header["model_type"] != tok.model_type:
+    if header.get("model_type") and header["model_type"] not in (tok.model_type, *tok.earlier_types):
         raise ValueError(f"{args.tokens} was encoded by a {header['model_type']!r} model, not {tok.model_type!r}")
     n = len(tokens)
     names = header.get("names") or [f"{i:05d}" for i in range(n)]
