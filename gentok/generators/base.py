@@ -25,25 +25,40 @@ from torch import Tensor, nn
 from gentok.checkpoint import PretrainedMixin
 from gentok.generators.cache import KVCache
 
-__all__ = ["Generator", "KVCache", "check_generator"]  # KVCache lives in gentok.generators.cache; it is part of this contract
+__all__ = ["Generator", "KVCache", "NullClassMixin", "check_generator"]  # KVCache lives in gentok.generators.cache; it is part of this contract
 
 
 class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
-    """Base class of all generators; see the module docstring."""
+    """Base class of all generators; see the module docstring. Every generator's config names its `vocab_size` and
+    `seq_len`; a family whose sizes come from elsewhere overrides the two properties."""
 
     @property
-    @abc.abstractmethod
     def vocab_size(self) -> int:
         """Number of distinct token ids the model predicts."""
+        return self.config.vocab_size
 
     @property
-    @abc.abstractmethod
     def seq_len(self) -> int:
         """Longest token sequence the model handles."""
+        return self.config.seq_len
 
     @abc.abstractmethod
     def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
         """Token ids (b, n) (+ family-specific layout) -> logits (b, q, vocab_size)."""
+
+
+class NullClassMixin:
+    """A class-conditional generator trained with class dropout (RAR, TiTok's MaskGIT models): its config's
+    `num_classes` classes, and the "no class" id `null_class` == num_classes that classifier-free guidance feeds."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def null_class(self) -> int:
+        """The "no class" id (the unconditional rows of classifier-free guidance)."""
+        return self.config.num_classes
 
 
 def check_generator(model, role: str = "model") -> Generator:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.generators.base import Generator
+from gentok.generators.base import Generator, NullClassMixin
 from gentok.validate import check_ids
 
 
@@ -67,7 +67,7 @@ class SelfAttention(nn.Module):
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
 
 
-class MaskedGenerator(Generator):
+class MaskedGenerator(NullClassMixin, Generator):
     """What both architectures share: the config, the token and class embeddings, the id checks and the head."""
 
     config_class = MaskGITConfig
@@ -95,23 +95,6 @@ class MaskedGenerator(Generator):
     def body(self, x: Tensor) -> Tensor:
         """Hook: (b, L + 1, dim) embedded sequence -> (b, L + 1, dim) hidden states."""
         raise NotImplementedError
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def null_class(self) -> int:
-        """The "no class" id (the unconditional rows of classifier-free guidance)."""
-        return self.config.num_classes
 
     @property
     def mask_id(self) -> int:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.generators.base import Generator
+from gentok.generators.base import Generator, NullClassMixin
 from gentok.generators.cache import KVCache, Step
 from gentok.generators.trunk import pick_preset
 from gentok.validate import check_ids
@@ -105,7 +105,7 @@ class RARBlock(nn.Module):
 
 
 @register("generator.rar")
-class RAR(Generator):
+class RAR(NullClassMixin, Generator):
     """`forward(ids (b, n), cond (b,), cache=None) -> logits`; see the module docstring."""
 
     config_class = RARConfig
@@ -139,23 +139,6 @@ class RAR(Generator):
         for lin in [b.ada for b in self.blocks] + [self.final_ada]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def null_class(self) -> int:
-        """The "no class" id (the unconditional rows of classifier-free guidance)."""
-        return self.config.num_classes
 
     def new_cache(self, extra: int = 0) -> KVCache:
         """An empty static cache with room for the whole sequence (+ `extra` transient slots)."""

@@ -29,16 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gentok.sampling.basic import (
-    Chooser,
-    SampleOutput,
-    check_processing,
-    make_chooser,
-    process_logits,
-    residual,
-    sample_step,
-)
 from gentok.generators.base import check_generator
+from gentok.sampling.basic import (Chooser, SampleOutput, check_processing, make_chooser, process_logits, residual,
+                                   sample_step)
 from gentok.validate import check_ids
 
 
