@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from gentok.checkpoint import PretrainedMixin
 from gentok.generators.cache import KVCache
 
-__all__ = ["Generator", "KVCache", "NullClassMixin", "check_generator"]  # KVCache lives in gentok.generators.cache; it is part of this contract
+# KVCache lives in gentok.generators.cache; it is part of this contract
+__all__ = ["Generator", "KVCache", "NullClassMixin", "check_class_conditional", "check_generator"]
 
 
 class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
@@ -45,6 +46,17 @@ class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
         """Token ids (b, n) (+ family-specific layout) -> logits (b, q, vocab_size)."""
+
+
+def check_class_conditional(config) -> None:
+    """The size checks of a class-conditional transformer config (RAR, MaskGIT): a `ValueError` naming the sizes."""
+    c = config
+    if c.vocab_size < 2 or c.seq_len < 1 or c.num_classes < 1:
+        raise ValueError(f"need vocab_size >= 2, seq_len >= 1, num_classes >= 1; got {c.vocab_size}, {c.seq_len}, "
+                         f"{c.num_classes}")
+    if c.depth < 1 or c.mlp_dim < 1 or c.heads < 1 or c.dim % c.heads:
+        raise ValueError(f"need depth, mlp_dim >= 1 and dim divisible by heads; got depth {c.depth}, "
+                         f"mlp_dim {c.mlp_dim}, dim {c.dim}, heads {c.heads}")
 
 
 class NullClassMixin:

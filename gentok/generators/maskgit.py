@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.generators.base import Generator, NullClassMixin
+from gentok.generators.base import Generator, NullClassMixin, check_class_conditional
 from gentok.validate import check_ids
 
 
@@ -35,12 +35,7 @@ class MaskGITConfig:
     mlp_dim: int = 3072
 
     def __post_init__(self):
-        if self.vocab_size < 2 or self.seq_len < 1 or self.num_classes < 1:
-            raise ValueError(f"need vocab_size >= 2, seq_len >= 1, num_classes >= 1; got {self.vocab_size}, "
-                             f"{self.seq_len}, {self.num_classes}")
-        if self.depth < 1 or self.mlp_dim < 1 or self.heads < 1 or self.dim % self.heads:
-            raise ValueError(f"need depth, mlp_dim >= 1 and dim divisible by heads; got depth {self.depth}, "
-                             f"mlp_dim {self.mlp_dim}, dim {self.dim}, heads {self.heads}")
+        check_class_conditional(self)
 
 
 # the published sizes (configs/infer/TiTok/*.yaml of the official repository)
