@@ -144,7 +144,7 @@ def _decode(args) -> int:
     options = _options(args.option)
     _check_options(tok, options, "decode")
     tokens, header = read_token_file(args.tokens)  # Tokens, or Latents for a VAE tokenizer
-    if header.get("model_type") and header["model_type"] != tok.model_type:
+    if header.get("model_type") and header["model_type"] not in (tok.model_type, *tok.earlier_types):
         raise ValueError(f"{args.tokens} was encoded by a {header['model_type']!r} model, not {tok.model_type!r}")
     n = len(tokens)
     names = header.get("names") or [f"{i:05d}" for i in range(n)]
@@ -190,7 +190,9 @@ def _generate(args) -> int:
         classes = [int(c) for c in args.classes.split(",") if c.strip()]
     except ValueError:
         raise ValueError(f"--classes expects comma-separated class ids (e.g. 207,360), got {args.classes!r}") from None
-    generator = load(args.generator, filename=args.generator_file)
+    from gentok.generators.base import check_generator
+
+    generator = check_generator(load(args.generator, filename=args.generator_file), "--generator")
     tokenizer = load(args.tokenizer)
     record = generate_images(generator, tokenizer, classes, args.num, args.out, seed=args.seed,
                              batch_size=args.batch_size, **_options(args.option))
