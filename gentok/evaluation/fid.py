@@ -71,12 +71,7 @@ def folder_batches(folder: str | os.PathLike, size: int, batch_size: int = 64,
     """Batches (b, 3, size, size) of the images under `folder` (recursively, sorted by path), each through the
     evaluation view (shorter side to `size`, centre crop: ADM's reference batches are made the same way). Unreadable
     files are skipped (their paths appended to `skipped`), never fatal."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"image folder {folder} does not exist")
     paths = image_paths(folder)
-    if not paths:
-        raise ValueError(f"no images found under {folder}")
     batch = []
     for p in paths:
         try:
