@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.cli.errors import run
-from gentok.cli.recipe_args import add_adversarial_arguments, apply_overrides, recipe_parser
+from gentok.cli.recipe_args import (add_adversarial_arguments, add_inception_arguments, apply_overrides,
+                                    inception_options, recipe_parser)
 from gentok.tokenizers.image.binary import PRESETS, BinaryTokenizer
 from gentok.training import TrainConfig
 from gentok.training.image_recipe import train_image_tokenizer
@@ -30,13 +31,16 @@ def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "tiny", "outputs/binary")
     add_data_arguments(parser, default=RECIPE_SCALES, color_jitter=RECIPE_COLOR_JITTER)
     add_adversarial_arguments(parser)
+    add_inception_arguments(parser)
     args = parser.parse_args(argv)
+    inception = inception_options(args)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     # the report adds per-bit utilisation (the model has `to_bits`) and its summary prints that, not the share of the
     # 2**B packed patterns hit
     return train_image_tokenizer(
         model_cfg, BinaryTokenizer, train_cfg, data=args.data, data_options=data_options(args),
-        run_config={"model": {"preset": args.preset}, "data": describe_data(args)}, adversary_args=args)
+        run_config={"model": {"preset": args.preset}, "data": describe_data(args)}, adversary_args=args,
+        eval_options=inception)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.cli.errors import run
-from gentok.cli.recipe_args import apply_overrides, recipe_parser
+from gentok.cli.recipe_args import add_inception_arguments, apply_overrides, inception_options, recipe_parser
 from gentok.tokenizers.image.flextok import PRESETS, FlexTok
 from gentok.training import TrainConfig
 from gentok.training.image_recipe import train_image_tokenizer
@@ -38,12 +38,14 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--eval-images", type=int, default=64, help="held-out images (whole photographs and crops) for the final evaluation")
     parser.add_argument("--steps", type=int, default=None, help="flow steps for evaluation (default: the preset's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance for evaluation")
+    add_inception_arguments(parser)
     args = parser.parse_args(argv)
+    inception = inception_options(args)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     return train_image_tokenizer(
         model_cfg, FlexTok, train_cfg, data=args.data, data_options=data_options(args),
         run_config={"model": {"preset": args.preset}, "data": describe_data(args)}, eval_length=args.eval_images,
-        eval_options={"steps": args.steps, "guidance": args.guidance})
+        eval_options={"steps": args.steps, "guidance": args.guidance, **inception})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from functools import partial
 import gentok
 from gentok.cli.data_args import RECIPE_COLOR_JITTER, RECIPE_SCALES, add_data_arguments, data_options, describe_data
 from gentok.cli.errors import UsageError, run
-from gentok.cli.recipe_args import add_adversarial_arguments, apply_overrides, recipe_parser
+from gentok.cli.recipe_args import (add_adversarial_arguments, add_inception_arguments, apply_overrides,
+                                    inception_options, recipe_parser)
 from gentok.config import replace
 from gentok.tokenizers.image.titok import PRESETS, TiTok
 from gentok.training import TrainConfig
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--init-from", default=None, metavar="MODEL",
                         help="fine-tune this TiTok (a gentok model directory, an official TiTok snapshot directory or "
                              "hub id); its architecture replaces --preset")
+    add_inception_arguments(parser)
     args = parser.parse_args(argv)
+    inception = inception_options(args)
     init = _load_init(args.init_from) if args.init_from else None
     model_cfg, train_cfg = apply_overrides(init.config if init else PRESETS[args.preset],
                                            PRESET_TRAIN.get(args.preset, TRAIN), args)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None):
     return train_image_tokenizer(
         model_cfg, lambda cfg: _build(cfg, init, args.init_from), train_cfg, data=args.data,
         data_options=data_options(args), run_config={"model": {"preset": args.preset}, "data": describe_data(args)},
-        adversary_args=args, eval_options={"perceptual_weights": args.perceptual_weights},
+        adversary_args=args, eval_options={"perceptual_weights": args.perceptual_weights, **inception},
         make_loss_fn=make_loss_fn)
 
 

@@ -202,6 +202,29 @@ def test_a_tokenizer_where_a_generator_is_expected(titok_dir):
 
     ar = ARTransformer(replace(PRESETS["tiny"], vocab_size=8, seq_len=4))
     assert check_generator(ar) is ar
+    # every sampler checks its model on entry: the same one line, whichever is called
+    from gentok.sampling import assd, generate, sequential, speculative
+    from gentok.sampling.guided import guided_generate
+    from gentok.sampling.maskgit import maskgit_generate
+
+    prompt, mask = torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.bool)
+    for run in (lambda: generate(tok, 2), lambda: assd(tok, prompt, mask), lambda: sequential(tok, prompt, mask),
+                lambda: guided_generate(tok, torch.zeros(1, dtype=torch.long)),
+                lambda: maskgit_generate(tok, torch.zeros(1, dtype=torch.long))):
+        with pytest.raises(ValueError, match="^model is a TiTok tokenizer, not a generator"):
+            run()
+    with pytest.raises(ValueError, match="^target is a TiTok tokenizer"):
+        speculative(tok, ar, 2)
+    with pytest.raises(ValueError, match="^draft is a TiTok tokenizer"):
+        speculative(ar, tok, 2)
+    assert generate(ar, 2, seed=0).ids.shape == (1, 2)  # a generator still samples
+
+
+def test_cli_generate_with_a_tokenizer_as_generator(titok_dir, tmp_path, capsys):
+    assert cli(["generate", "--generator", str(titok_dir), "--tokenizer", str(titok_dir), "--classes", "1",
+                "--out", str(tmp_path / "gen")]) == 2
+    assert one_error_line(capsys).startswith("--generator is a TiTok tokenizer, not a generator: sampling needs")
+    assert not (tmp_path / "gen").exists()
 
 
 def test_version(capsys):

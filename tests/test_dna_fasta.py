@@ -102,3 +102,7 @@ def test_to_records_accepts_strings_text_and_paths(tmp_path):
         to_records(parse_sequence("", name="e"))
     with pytest.raises(ValueError, match="expected a DNA string"):
         to_records([3])
+    # a str that holds a path separator or ends in a FASTA suffix is a file, never a sequence
+    for missing in (str(tmp_path / "nope.fa"), "rel/x", "x.fna.gz", "x.Fasta"):
+        with pytest.raises(ValueError, match="does not exist"):
+            to_records(missing)

@@ -221,6 +221,10 @@ def test_bad_input_is_rejected(trained):
         model(torch.zeros(1, 64))
     with pytest.raises(ValueError, match="no quantizer"):
         MergeDNA(replace(TINY, quantizer=None)).encode("ACGT")
+    # a missing file named as a str says so (it used to be read as a sequence: "invalid DNA character '/'")
+    for missing in ("/path/missing.fa", "data/chr1.fasta", "genome.fna.gz", "reads.FA"):
+        with pytest.raises(ValueError, match=f"^FASTA file {missing} does not exist$"):
+            model.encode(missing)
 
 
 def test_save_load_round_trip(trained, tmp_path):

@@ -135,6 +135,23 @@ def test_directory_saved_before_the_official_class_loads_with_the_same_ids(model
                            model.decode(ref["tokens"][:1, :4], steps=2, seed=1))
 
 
+def test_token_file_of_an_old_official_directory_decodes_with_the_reloaded_model(model, ref, tmp_path, capsys):
+    """`gentok encode` with an old official directory wrote model_type "flextok"; the directory now reloads as
+    "flextok.official", and `gentok decode` takes that pairing (and still refuses a foreign type)."""
+    from gentok.cli import main as cli
+
+    model.save_pretrained(tmp_path / "old")
+    shutil.copy(LEGACY / "config.json", tmp_path / "old" / "config.json")
+    Tokens(ref["tokens"][:1, :4]).save(tmp_path / "t.safetensors", {"model_type": "flextok", "names": ["a.png"]})
+    args = ["decode", "--model", str(tmp_path / "old"), str(tmp_path / "t.safetensors"), "--option", "steps=2"]
+    assert cli(args + ["--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "a.png").is_file()
+    Tokens(ref["tokens"][:1, :4]).save(tmp_path / "u.safetensors", {"model_type": "titok", "names": ["a.png"]})
+    args[3] = str(tmp_path / "u.safetensors")
+    assert cli(args + ["--out", str(tmp_path / "out2")]) == 2
+    assert "was encoded by a 'titok' model, not 'flextok.official'" in capsys.readouterr().err
+
+
 def _copy_snapshot(tmp_path: Path, edit) -> Path:
     out = tmp_path / "snap"
     shutil.copytree(SNAPSHOT, out)

@@ -471,6 +471,32 @@ def generators() -> str:
     return table(["comparison", "against", "batch 1", "batch 8"], "llrr", rows)
 
 
+def colour() -> str:
+    d = load("colour.json")["models"]
+    degrees = [r["degrees"] for r in next(iter(d.values()))["rotations"]]
+    rows = []
+    for name, m in d.items():
+        rot = {r["degrees"]: r for r in m["rotations"]}
+        rows.append([name, "PSNR / baseline (dB)"] + [f"{f(rot[g]['psnr'])} / {f(rot[g]['baseline_psnr'])}"
+                                                      for g in degrees])
+        rows.append(["", "hue error (deg)"] + [f(rot[g]["hue_error"], 1) for g in degrees])
+    return table(["model", ""] + [f"+{g}\u00b0" for g in degrees], "ll" + "r" * len(degrees), rows)
+
+
+def gpu() -> str:
+    d = load("gpu.json")
+    rows = []
+    for r in d["rows"]:
+        if r["status"] != "ok":
+            rows.append([r["name"], r["status"]] + [""] * 5)
+            continue
+        rows.append([r["name"], f"{r['params'] / 1e6:,.1f}M", str(r["batch"]), f(r["items_per_s"], 1),
+                     f(r["peak_mem_gib"], 1), f"{f(r['loss_first'], 3)} \u2192 {f(r['loss_last'], 3)}",
+                     "yes" if r["resume"]["ok"] else "no"])
+    return table(["preset", "params", "batch", "items/s", "peak GiB", "loss first \u2192 last", "resumed"],
+                 "lrrrrrl", rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "glance": glance, "quantizers": quantizers, "quantizer-search": quantizer_search,
     "titok-sources": titok_sources, "titok-speed": titok_speed, "flextok-tokens": flextok_tokens,
@@ -478,7 +504,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ar-decoding": ar_decoding, "audio-speed": audio_speed, "audio-rd": audio_rd, "dna": dna,
     "recsys-equal-compute": recsys_equal_compute, "recsys-cold-start": recsys_cold_start,
     "recsys-zero-shot": recsys_zero_shot, "recsys-latency": recsys_latency, "recsys-index": recsys_index,
-    "engines": engines, "official-titok": official_titok, "generators": generators,
+    "engines": engines, "official-titok": official_titok, "colour": colour, "gpu": gpu, "generators": generators,
 }
 
 

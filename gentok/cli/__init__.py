@@ -6,6 +6,8 @@
     gentok info DIR
     gentok --version
     gentok generate --generator G --tokenizer T --classes 207,360 --num 8 --out DIR [--option guidance_scale=4]
+    gentok fid DIR --ref REF_DIR_OR_NPZ --inception-weights FILE [--save-stats OUT.npz]   # gFID, IS, precision/recall
+    gentok fid DIR --tokenizer MODEL --inception-weights FILE                             # rFID of a tokenizer on DIR
 
 The CLI is modality-blind: each tokenizer reads and writes its own files (`encode_files` / `decode_to_files`), and
 the token file is the same `Tokens` file for every family (`gentok/tokenizers/tokens.py`); a VAE tokenizer's file
@@ -142,7 +144,7 @@ def _decode(args) -> int:
     options = _options(args.option)
     _check_options(tok, options, "decode")
     tokens, header = read_token_file(args.tokens)  # Tokens, or Latents for a VAE tokenizer
-    if header.get("model_type") and header["model_type"] != tok.model_type:
+    if header.get("model_type") and header["model_type"] not in (tok.model_type, *tok.earlier_types):
         raise ValueError(f"{args.tokens} was encoded by a {header['model_type']!r} model, not {tok.model_type!r}")
     n = len(tokens)
     names = header.get("names") or [f"{i:05d}" for i in range(n)]
@@ -188,12 +190,39 @@ def _generate(args) -> int:
         classes = [int(c) for c in args.classes.split(",") if c.strip()]
     except ValueError:
         raise ValueError(f"--classes expects comma-separated class ids (e.g. 207,360), got {args.classes!r}") from None
-    generator = load(args.generator, filename=args.generator_file)
+    from gentok.generators.base import check_generator
+
+    generator = check_generator(load(args.generator, filename=args.generator_file), "--generator")
     tokenizer = load(args.tokenizer)
     record = generate_images(generator, tokenizer, classes, args.num, args.out, seed=args.seed,
                              batch_size=args.batch_size, **_options(args.option))
     print(f"generated {record['images']} image(s) -> {args.out} ({record['nfe_per_image']:g} NFE each, "
           f"{record['seconds']['per_image']:.3f} s per image)")
+    return 0
+
+
+def _fid(args) -> int:
+    """FID / IS / precision-recall as JSON on stdout (gentok.evaluation.fid); Inception weights are required."""
+    import torch
+
+    from gentok.evaluation.fid import fid_of_folders, inception_features, reconstruction_fid
+
+    if args.inception_weights is None and not args.download_inception:
+        raise UsageError("gentok fid needs the Inception weights: --inception-weights FILE (torch-fidelity's "
+                         "pt_inception-2015-12-05-6726825d.pth) or --download-inception to fetch them")
+    if args.tokenizer and args.ref:
+        raise UsageError("--tokenizer (rFID: DIR against its reconstructions) and --ref (DIR against REF) exclude "
+                         "each other")
+    if not os.path.isdir(args.images):
+        raise UsageError(f"{args.images} is not a folder of images")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    features = inception_features(args.inception_weights, args.download_inception, device)
+    if args.tokenizer:
+        result = reconstruction_fid(load(args.tokenizer).to(device), args.images, features, args.batch_size,
+                                    args.save_stats)
+    else:
+        result = fid_of_folders(args.images, features, args.ref, args.image_size, args.batch_size, args.save_stats)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -247,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sampler setting (guidance_scale=4, guidance_scale_pow=2.75, temperature=1.0, steps=8, "
                         "guidance_decay=linear, ...); repeatable")
     g.set_defaults(fn=_generate)
+    f = sub.add_parser("fid", help="FID / IS / precision-recall of a folder of images (JSON)")
+    f.add_argument("images", metavar="DIR", help="a folder of images (recursively), e.g. the output of `gentok generate`")
+    f.add_argument("--ref", default=None, help="what to compare against: a folder of images, or an .npz of reference "
+                                               "statistics (mu, sigma), e.g. ADM's VIRTUAL_imagenet256_labeled.npz")
+    f.add_argument("--tokenizer", default=None, help="rFID instead: the images against their reconstructions by this "
+                                                     "tokenizer (a gentok directory, official snapshot or hub id)")
+    f.add_argument("--inception-weights", default=None, metavar="FILE",
+                   help="torch-fidelity's Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+    f.add_argument("--download-inception", action="store_true", help="download those weights instead")
+    f.add_argument("--save-stats", default=None, metavar="OUT.npz",
+                   help="write the feature statistics of the images (a reference file for --ref later)")
+    f.add_argument("--image-size", type=int, default=256,
+                   help="side each image is brought to (shorter side, centre crop) before the network (default 256)")
+    f.add_argument("--batch-size", type=int, default=64)
+    f.set_defaults(fn=_fid)
     return p
 
 

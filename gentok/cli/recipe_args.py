@@ -1,6 +1,6 @@
 """What every recipe's command line shares: `--preset`, `--data`, `--output-dir`, `--max-steps`, `--seed`, `--set
 section.field=value` overrides of any model or training config field, `--debug`, and the image recipes' `--gan-*`
-flags.
+flags and the evaluation's `--inception-weights` / `--download-inception`.
 
 `apply_overrides` is also the one step every recipe takes before it builds data and models, so it is where a run is
 made reproducible (the global RNGs are seeded, so the initial weights are a function of `--seed`) and where the CPU
@@ -11,6 +11,7 @@ thread count is chosen (see `gentok.training.threads`). Bad values raise `UsageE
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from accelerate.utils import set_seed
 
@@ -90,3 +91,24 @@ def add_adversarial_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument("--gan-layers", type=int, default=PatchDiscriminatorConfig.layers,
                         help="discriminator stride-2 layers")
     return parser
+
+
+def add_inception_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--inception-weights FILE` / `--download-inception`: with either, the recipe's evaluation adds the field's
+    distribution metrics (rFID or gFID, Inception Score, precision/recall); without, they are skipped and nothing is
+    downloaded. Read them with `inception_options`."""
+    parser.add_argument("--inception-weights", default=None, metavar="FILE",
+                        help="the Inception network's weights (pt_inception-2015-12-05-6726825d.pth, torch-fidelity's "
+                             "file): adds rFID/gFID, Inception Score and precision/recall to the evaluation")
+    parser.add_argument("--download-inception", action="store_true",
+                        help="download those weights (torch-fidelity's URL) instead; never done without this flag")
+    return parser
+
+
+def inception_options(args) -> dict:
+    """The `--inception-*` flags as keywords of `gentok.evaluation.fid.inception_features` (and of
+    `evaluate_image_tokenizer`); a weights file that does not exist is a `UsageError` now, not after training."""
+    if args.inception_weights is not None and not Path(args.inception_weights).is_file():
+        raise UsageError(f"--inception-weights {args.inception_weights}: no such file (torch-fidelity's "
+                         "pt_inception-2015-12-05-6726825d.pth, or --download-inception)")
+    return {"inception_weights": args.inception_weights, "download_inception": args.download_inception}

@@ -132,9 +132,16 @@ def bundled_photos() -> tuple[list[Photo], list[Photo]]:
     return train, held
 
 
-def image_paths(directory: Path) -> list[Path]:
-    """Image files under `directory` (recursively; `IMAGE_SUFFIXES`), sorted by path."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def image_paths(directory: str | os.PathLike) -> list[Path]:
+    """Image files under `directory` (recursively; `IMAGE_SUFFIXES`), sorted by path; a `ValueError` when the folder
+    does not exist or holds no image."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"image folder {directory} does not exist")
+    paths = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {directory}")
+    return paths
 
 
 def image_folder(directory: str | os.PathLike) -> list[Tensor]:
@@ -146,11 +153,7 @@ def folder_photos(directory: str | os.PathLike) -> list[Photo]:
     """All images under `directory` (recursively, sorted by path), each labelled with its source: the top-level
     subfolder it lies in, or the folder's own name for files directly inside it."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(f"image folder {directory} does not exist")
     paths = image_paths(directory)
-    if not paths:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {directory}")
     out = []
     for p in paths:
         rel = p.relative_to(directory)

@@ -11,6 +11,8 @@ is adds parts of the report, read from its properties, never from its class:
   from the tokens alone, the mean of what sampling draws from, so the highest-PSNR decode.
 - `model.to_bits` (binary latents): per-bit utilisation (`bit_usage`); for bit tokens it, not the share of the 2**B
   patterns hit, says whether the rate is used.
+Given Inception weights (a local file, or the explicit request to download them) the report adds rFID of the
+reconstructions against the held-out images, their Inception Score and precision/recall (`gentok.evaluation.fid`).
 What the dataset is adds parts too: a held-out set that labels its items (`dataset.sources`, `dataset.scales`, as
 `gentok.data.images.HeldOutViews` does) gets the same figures per source, and per source and scale (`by_source`), and
 a grid that starts with whole photographs before the crops.
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from gentok.evaluation.fid import distribution_report, inception_features
 from gentok.files import atomic_write_json
 from gentok.metrics import CodebookStats, perceptual_metrics_or_skip, psnr, ssim
 from gentok.tokenizers.image.assets import save_grid
@@ -199,15 +202,23 @@ def image_eval_fn(model, loader: DataLoader) -> dict:
 
 # -- measure --------------------------------------------------------------------------------------------------------
 def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, perceptual_weights: str | None = None,
-                             batch_size: int = 64, **decode_options) -> dict:
+                             batch_size: int = 64, inception_weights: str | None = None,
+                             download_inception: bool = False, distribution_features: nn.Module | None = None,
+                             **decode_options) -> dict:
     """Measure `model` on the first `limit` images of `dataset` (each (3, S, S) in [0, 1]).
 
     Args:
+        inception_weights / download_inception: the Inception network's weights file, or the explicit request to
+            download them: adds rFID (reconstructions against the held-out images), the Inception Score of the
+            reconstructions and precision/recall (`gentok.evaluation.fid`); without either they are skipped.
+        distribution_features: another feature network for those metrics (images -> features or {"features",
+            "logits"}), in place of Inception.
         decode_options: keyword options of `model.decode` (FlexTok: `steps`, `guidance`); None means the default.
     Returns:
         the report: images, tokens/bits per image, PSNR/SSIM, the equal-bit baseline, `code_*` usage, the decode
         options used, and the parts the model's properties call for (module docstring): `by_tokens` rows, `bit_*`
-        utilisation; `by_source` rows (`quality_by_source`) when the dataset labels its items. `_tensors` holds the
+        utilisation; `rfid`, `inception_score(_std)`, `precision`, `recall` with Inception weights;
+        `by_source` rows (`quality_by_source`) when the dataset labels its items. `_tensors` holds the
         pictures' tensors for `write_report`.
     """
     images = _collect(dataset, limit)
@@ -223,6 +234,10 @@ def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, 
               **_quality(recon, images), **_quality(base, images, "baseline_"), "baseline": base_cfg,
               **{f"code_{k}": v for k, v in stats.compute().items()}}
     report.update(perceptual_metrics_or_skip(perceptual_weights, images, recon))
+    features = distribution_features or inception_features(inception_weights, download_inception, _device(model))
+    if features is not None:
+        dist = distribution_report(features, recon, real=images, batch_size=batch_size)
+        report.update({"rfid": dist.pop("fid"), **{k: v for k, v in dist.items() if not k.startswith("n_")}})
     labels = _labels(dataset, len(images))
     if labels is not None:
         report["by_source"] = quality_by_source(recon, images, bits_per_image, *labels, ids=tokens.ids,
@@ -311,6 +326,11 @@ def _summary(r: dict, name: str, out: Path) -> str:
     if "rfd" in r:  # --perceptual-weights: reconstruction Frechet distance and feature error of a vision model
         lines.append(f"perceptual (features of the given vision model): rFD {r['rfd']:.3f}, "
                      f"feature L2 {r['feature_l2']:.3f}")
+    if "rfid" in r:  # --inception-weights: the field's distribution metrics of the reconstructions
+        lines.append(f"rFID {r['rfid']:.2f} ({r['images']} held-out images vs their reconstructions)"
+                     + (f", Inception Score of the reconstructions {r['inception_score']:.2f}"
+                        if "inception_score" in r else "")
+                     + (f", precision {r['precision']:.3f}, recall {r['recall']:.3f}" if "precision" in r else ""))
     if "by_tokens" in r:
         one = "one_step_psnr" in r["by_tokens"][0]
         lines.append(f"{'tokens':>6} {'bits':>7} {'PSNR':>7} {'SSIM':>6} | "

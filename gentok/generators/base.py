@@ -25,25 +25,52 @@ from torch import Tensor, nn
 from gentok.checkpoint import PretrainedMixin
 from gentok.generators.cache import KVCache
 
-__all__ = ["Generator", "KVCache", "check_generator"]  # KVCache lives in gentok.generators.cache; it is part of this contract
+# KVCache lives in gentok.generators.cache; it is part of this contract
+__all__ = ["Generator", "KVCache", "NullClassMixin", "check_class_conditional", "check_generator"]
 
 
 class Generator(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
-    """Base class of all generators; see the module docstring."""
+    """Base class of all generators; see the module docstring. Every generator's config names its `vocab_size` and
+    `seq_len`; a family whose sizes come from elsewhere overrides the two properties."""
 
     @property
-    @abc.abstractmethod
     def vocab_size(self) -> int:
         """Number of distinct token ids the model predicts."""
+        return self.config.vocab_size
 
     @property
-    @abc.abstractmethod
     def seq_len(self) -> int:
         """Longest token sequence the model handles."""
+        return self.config.seq_len
 
     @abc.abstractmethod
     def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
         """Token ids (b, n) (+ family-specific layout) -> logits (b, q, vocab_size)."""
+
+
+def check_class_conditional(config) -> None:
+    """The size checks of a class-conditional transformer config (RAR, MaskGIT): a `ValueError` naming the sizes."""
+    c = config
+    if c.vocab_size < 2 or c.seq_len < 1 or c.num_classes < 1:
+        raise ValueError(f"need vocab_size >= 2, seq_len >= 1, num_classes >= 1; got {c.vocab_size}, {c.seq_len}, "
+                         f"{c.num_classes}")
+    if c.depth < 1 or c.mlp_dim < 1 or c.heads < 1 or c.dim % c.heads:
+        raise ValueError(f"need depth, mlp_dim >= 1 and dim divisible by heads; got depth {c.depth}, "
+                         f"mlp_dim {c.mlp_dim}, dim {c.dim}, heads {c.heads}")
+
+
+class NullClassMixin:
+    """A class-conditional generator trained with class dropout (RAR, TiTok's MaskGIT models): its config's
+    `num_classes` classes, and the "no class" id `null_class` == num_classes that classifier-free guidance feeds."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def null_class(self) -> int:
+        """The "no class" id (the unconditional rows of classifier-free guidance)."""
+        return self.config.num_classes
 
 
 def check_generator(model, role: str = "model") -> Generator:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.generators.base import Generator
+from gentok.generators.base import Generator, NullClassMixin, check_class_conditional
 from gentok.validate import check_ids
 
 
@@ -35,12 +35,7 @@ class MaskGITConfig:
     mlp_dim: int = 3072
 
     def __post_init__(self):
-        if self.vocab_size < 2 or self.seq_len < 1 or self.num_classes < 1:
-            raise ValueError(f"need vocab_size >= 2, seq_len >= 1, num_classes >= 1; got {self.vocab_size}, "
-                             f"{self.seq_len}, {self.num_classes}")
-        if self.depth < 1 or self.mlp_dim < 1 or self.heads < 1 or self.dim % self.heads:
-            raise ValueError(f"need depth, mlp_dim >= 1 and dim divisible by heads; got depth {self.depth}, "
-                             f"mlp_dim {self.mlp_dim}, dim {self.dim}, heads {self.heads}")
+        check_class_conditional(self)
 
 
 # the published sizes (configs/infer/TiTok/*.yaml of the official repository)
@@ -67,7 +62,7 @@ class SelfAttention(nn.Module):
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
 
 
-class MaskedGenerator(Generator):
+class MaskedGenerator(NullClassMixin, Generator):
     """What both architectures share: the config, the token and class embeddings, the id checks and the head."""
 
     config_class = MaskGITConfig
@@ -95,23 +90,6 @@ class MaskedGenerator(Generator):
     def body(self, x: Tensor) -> Tensor:
         """Hook: (b, L + 1, dim) embedded sequence -> (b, L + 1, dim) hidden states."""
         raise NotImplementedError
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def null_class(self) -> int:
-        """The "no class" id (the unconditional rows of classifier-free guidance)."""
-        return self.config.num_classes
 
     @property
     def mask_id(self) -> int:

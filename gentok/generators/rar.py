@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.generators.base import Generator
+from gentok.generators.base import Generator, NullClassMixin, check_class_conditional
 from gentok.generators.cache import KVCache, Step
 from gentok.generators.trunk import pick_preset
 from gentok.validate import check_ids
@@ -38,12 +38,7 @@ class RARConfig:
     mlp_dim: int = 3072
 
     def __post_init__(self):
-        if self.vocab_size < 2 or self.seq_len < 1 or self.num_classes < 1:
-            raise ValueError(f"need vocab_size >= 2, seq_len >= 1, num_classes >= 1; got {self.vocab_size}, "
-                             f"{self.seq_len}, {self.num_classes}")
-        if self.depth < 1 or self.mlp_dim < 1 or self.heads < 1 or self.dim % self.heads:
-            raise ValueError(f"need depth, mlp_dim >= 1 and dim divisible by heads; got depth {self.depth}, "
-                             f"mlp_dim {self.mlp_dim}, dim {self.dim}, heads {self.heads}")
+        check_class_conditional(self)
 
 
 # the published sizes (README_RAR.md): width, depth, MLP width
@@ -117,7 +112,7 @@ class RARBlock(nn.Module):
 
 
 @register("generator.rar")
-class RAR(Generator):
+class RAR(NullClassMixin, Generator):
     """`forward(ids (b, n), cond (b,), cache=None) -> logits`; see the module docstring."""
 
     config_class = RARConfig
@@ -151,23 +146,6 @@ class RAR(Generator):
         for lin in [b.ada for b in self.blocks] + [self.final_ada]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def null_class(self) -> int:
-        """The "no class" id (the unconditional rows of classifier-free guidance)."""
-        return self.config.num_classes
 
     def new_cache(self, extra: int = 0) -> KVCache:
         """An empty static cache with room for the whole sequence (+ `extra` transient slots)."""

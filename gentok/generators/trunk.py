@@ -69,14 +69,6 @@ class TransformerGenerator(Generator):
     def add_embeddings(self, config: GeneratorConfig) -> None:
         """Hook: register the family's own embeddings (initialise plain parameters after `super().__init__`)."""
 
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.seq_len
-
     def run_blocks(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """(b, m, dim) embeddings -> (b, m, dim) hidden states, no cache (training and reference passes)."""
         for block in self.blocks:

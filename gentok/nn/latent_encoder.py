@@ -90,6 +90,17 @@ def _latent_mask(num_patches: int, num_tokens: int) -> Tensor:
     return mask
 
 
+def check_latent_sizes(config) -> None:
+    """The size checks of a config that builds a `LatentEncoder` (TiTok's, FlexTok's): `image_size`, `patch_size`,
+    `width`, `heads`, `num_tokens`; a `ValueError` naming the first that does not fit."""
+    if config.image_size % config.patch_size:
+        raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}")
+    if config.width % config.heads:
+        raise ValueError(f"width {config.width} is not divisible by heads {config.heads}")
+    if config.num_tokens < 1:
+        raise ValueError("num_tokens must be >= 1")
+
+
 def legacy_encoder_hook(latents_name: str, attribute: str = "encoder"):
     """A `load_state_dict` pre-hook for a tokenizer whose `attribute` is a `LatentEncoder`: renames the flat
     parameter names its checkpoints had before the encoder was shared (`patch_embed.*`, `enc_pos`, `<latents_name>`,

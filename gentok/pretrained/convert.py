@@ -68,6 +68,25 @@ def check_keys(state: dict, expected: set[str], what: str) -> None:
                               f"{' ...' if len(unexpected) > 8 else ''}")
 
 
+def load_converted(model: torch.nn.Module, ours: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """`model` with the converted tensors `ours` (gentok names) loaded strictly; a model built on the meta device
+    (no random init of weights replaced at once) takes them as they are. A `CheckpointError` names the tensors whose
+    names or shapes differ from the model's; `what` says what the model's shapes were read from."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(ours)), sorted(set(ours) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{what}: the converted weights miss {missing[:6]} and have no place for "
+                              f"{unexpected[:6]}")
+    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
+             if v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"{what}: the weights do not match the shapes of the model (gentok name: weights vs "
+                              f"model): {wrong[:6]}")
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict({k: v.contiguous() for k, v in ours.items()}, strict=True, assign=on_meta)
+    return model
+
+
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin")
 
 

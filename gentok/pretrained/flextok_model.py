@@ -32,6 +32,7 @@ class OfficialFlexTok(ImageAssetsMixin, Tokenizer):
 
     config_class = OfficialFlexTokConfig
     decodes_prefixes = True  # every prefix ids[:, :k], 1 <= k <= K, decodes: evaluation reports quality per k
+    earlier_types = ("flextok",)  # converted dirs saved before this class existed: their token files say "flextok"
 
     def __init__(self, config: OfficialFlexTokConfig):
         super().__init__()

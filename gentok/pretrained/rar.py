@@ -17,7 +17,7 @@ import re
 import torch
 
 from gentok.checkpoint import CheckpointError
-from gentok.pretrained.convert import check_keys
+from gentok.pretrained.convert import check_keys, load_converted
 
 _BLOCK_KEYS = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.q_norm.weight",
                "attn.q_norm.bias", "attn.k_norm.weight", "attn.k_norm.bias", "attn.proj.weight", "attn.proj.bias",
@@ -92,12 +92,5 @@ def convert_weights(state: dict[str, torch.Tensor], map_location="cpu", heads: i
     check_keys(state, official_keys(c.depth), "official RAR")
     with torch.device("meta"):  # no random init of weights that are replaced at once (seconds at RAR-XXL size)
         model = RAR(c)
-    ours = to_gentok(state, c)
-    expected = model.state_dict()
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
-             if v.shape != expected[k].shape]
-    if wrong:
-        raise CheckpointError(f"the RAR weights disagree with the size read from them (gentok name: weights vs "
-                              f"model): {wrong[:6]}")
-    model.load_state_dict(ours, strict=True, assign=True)
+    load_converted(model, to_gentok(state, c), "official RAR (model size read from the weights)")
     return model.to(map_location).eval()

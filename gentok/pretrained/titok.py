@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from gentok.checkpoint import CheckpointError
-from gentok.pretrained.convert import check_keys, load_state
+from gentok.pretrained.convert import check_keys, load_converted, load_state
 
 SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}  # width, layers, heads
 _BLOCK = {"ln_1": "norm1", "attn.in_proj_weight": "attn.qkv.weight", "attn.in_proj_bias": "attn.qkv.bias",
@@ -200,13 +200,5 @@ def convert(directory: Path, config: dict, map_location="cpu"):
     state = load_state(directory, map_location)
     c = titok_config(config, state)
     check_keys(state, official_keys(c), "official TiTok")
-    model = TiTok(c)
-    ours = to_gentok(state, c)
-    expected = model.state_dict()
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
-             if k in expected and v.shape != expected[k].shape]
-    if wrong:
-        raise CheckpointError(f"{directory}: the weights do not match the shapes its config.json describes "
-                              f"(gentok name: weights vs config): {wrong[:6]}")
-    model.load_state_dict(ours, strict=True)
+    model = load_converted(TiTok(c), to_gentok(state, c), f"{directory} (model shapes from its config.json)")
     return model.to(map_location).eval()

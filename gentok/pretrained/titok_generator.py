@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from gentok.checkpoint import CheckpointError
-from gentok.pretrained.convert import check_keys, load_state, safetensors_files
+from gentok.pretrained.convert import check_keys, load_converted, load_state, safetensors_files
 
 _BERT_LAYER = {"attention.output.dense": "attn.proj", "attention.output.LayerNorm": "norm1",
                "intermediate.dense": "fc1", "output.dense": "fc2", "output.LayerNorm": "norm2"}
@@ -155,11 +155,5 @@ def convert(directory: Path, config: dict, map_location="cpu", heads: int | None
         raise CheckpointError(f"{directory}: the weights are neither a BERT nor a U-ViT TiTok generator")
     with torch.device("meta"):  # no random init of weights that are replaced at once
         model = cls(c)
-    expected = model.state_dict()
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
-             if v.shape != expected[k].shape]
-    if wrong:
-        raise CheckpointError(f"{directory}: the weights do not match the shapes its config.json describes "
-                              f"(gentok name: weights vs config): {wrong[:6]}")
-    model.load_state_dict({k: v.contiguous() for k, v in ours.items()}, strict=True, assign=True)
+    load_converted(model, ours, f"{directory} (model shapes from its config.json)")
     return model.to(map_location).eval()

@@ -13,7 +13,7 @@ import re
 import torch
 
 from gentok.checkpoint import CheckpointError
-from gentok.pretrained.convert import check_keys
+from gentok.pretrained.convert import check_keys, load_converted
 
 
 def detect_weights(names: set[str]) -> bool:
@@ -50,9 +50,5 @@ def convert_weights(state: dict[str, torch.Tensor], map_location="cpu", image_si
     check_keys(state, {"quantize.embedding.weight" if k == "codebook" else k for k in expected},
                "official MaskGIT-VQGAN")
     ours = {("codebook" if k == "quantize.embedding.weight" else k): v for k, v in state.items()}
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
-             if v.shape != expected[k].shape]
-    if wrong:
-        raise CheckpointError(f"the MaskGIT-VQGAN weights disagree with the shape read from them: {wrong[:6]}")
-    model.load_state_dict({k: v.contiguous() for k, v in ours.items()}, strict=True)
+    load_converted(model, ours, "official MaskGIT-VQGAN (model shapes read from the weights)")
     return model.to(map_location).eval()

@@ -14,6 +14,7 @@ from gentok.config import config
 from gentok.quantizers.base import QuantizerConfig, enable_ddp_codebook_sync
 from gentok.quantizers.residual import ResidualQuantizer
 from gentok.quantizers.search import lookup
+from gentok.quantizers.vq import codebook_kwargs
 
 
 @config
@@ -40,20 +41,8 @@ class ResidualVQ(ResidualQuantizer):
 
     def __init__(self, config: ResidualVQConfig):
         super().__init__(config)
-        self.rvq = _ResidualVQ(
-            dim=config.dim,
-            num_quantizers=config.num_quantizers,
-            codebook_size=config.codebook_size,
-            codebook_dim=config.codebook_dim,
-            use_cosine_sim=config.cosine,
-            kmeans_init=config.kmeans_init,
-            decay=config.decay,
-            threshold_ema_dead_code=config.dead_code_threshold,
-            commitment_weight=config.commitment_weight,
-            quantize_dropout=config.quantize_dropout and config.num_quantizers > 1,
-            rotation_trick=False,
-            sync_codebook=False,
-        )
+        self.rvq = _ResidualVQ(**codebook_kwargs(config), num_quantizers=config.num_quantizers,
+                               quantize_dropout=config.quantize_dropout and config.num_quantizers > 1)
 
     @property
     def codebook_size(self) -> int:

@@ -43,27 +43,30 @@ class VQConfig(QuantizerConfig):
             raise ValueError(f"decay must lie in (0, 1), got {self.decay}")
 
 
+def codebook_kwargs(config) -> dict:
+    """The arguments of vector-quantize-pytorch's codebook that `VQConfig` and `ResidualVQConfig` share."""
+    return dict(
+        dim=config.dim,
+        codebook_size=config.codebook_size,
+        codebook_dim=config.codebook_dim,
+        use_cosine_sim=config.cosine,
+        kmeans_init=config.kmeans_init,
+        decay=config.decay,
+        threshold_ema_dead_code=config.dead_code_threshold,
+        commitment_weight=config.commitment_weight,
+        rotation_trick=False,  # keep the straight-through gradient the identity (contract)
+        sync_codebook=False,  # switched on lazily once a process group exists (enable_ddp_codebook_sync)
+    )
+
+
 @register("quantizer.vq")
 class VQ(Quantizer):
     config_class = VQConfig
 
     def __init__(self, config: VQConfig):
         super().__init__(config)
-        self.vq = VectorQuantize(
-            dim=config.dim,
-            codebook_size=config.codebook_size,
-            codebook_dim=config.codebook_dim,
-            use_cosine_sim=config.cosine,
-            kmeans_init=config.kmeans_init,
-            kmeans_iters=config.kmeans_iters,
-            decay=config.decay,
-            ema_update=config.ema,
-            learnable_codebook=not config.ema,
-            threshold_ema_dead_code=config.dead_code_threshold,
-            commitment_weight=config.commitment_weight,
-            rotation_trick=False,  # keep the straight-through gradient the identity (contract)
-            sync_codebook=False,  # switched on lazily once a process group exists (enable_ddp_codebook_sync)
-        )
+        self.vq = VectorQuantize(**codebook_kwargs(config), kmeans_iters=config.kmeans_iters, ema_update=config.ema,
+                                 learnable_codebook=not config.ema)
 
     @property
     def codebook_size(self) -> int:

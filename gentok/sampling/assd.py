@@ -29,15 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gentok.sampling.basic import (
-    Chooser,
-    SampleOutput,
-    check_processing,
-    make_chooser,
-    process_logits,
-    residual,
-    sample_step,
-)
+from gentok.generators.base import check_generator
+from gentok.sampling.basic import (Chooser, SampleOutput, check_processing, make_chooser, process_logits, residual,
+                                   sample_step)
 from gentok.validate import check_ids
 
 
@@ -277,6 +271,7 @@ def assd(model, prompt_ids: Tensor, prompt_mask: Tensor, k: int = 4, temperature
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)
@@ -290,6 +285,7 @@ def sequential(model, prompt_ids: Tensor, prompt_mask: Tensor, temperature: floa
     """Fill the positions outside `prompt_mask` one token per forward pass (the baseline ASSD is measured against).
     Same arguments and result as `assd` without `k`; with the cache a pass adds the last decided token and asks one
     query per row."""
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
     state = start_state(prompt_ids, prompt_mask, order, choose, model.seq_len, model.vocab_size)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gentok.generators.base import check_generator
 from gentok.validate import check_ids
 
 
@@ -145,6 +146,15 @@ class SampleOutput:
         return out
 
 
+def prompt_rows(model, prompt_ids: Tensor | None, batch_size: int | None) -> Tensor:
+    """The (b, p) prompt of an AR sampler on `model`'s device, its ids checked against the model's vocabulary; None
+    gives `batch_size` (default 1) empty rows that start from the start position."""
+    device = next(model.parameters()).device
+    if prompt_ids is None:
+        return torch.zeros(batch_size or 1, 0, dtype=torch.long, device=device)
+    return check_ids(prompt_ids, model.vocab_size, (None, None), "prompt_ids").to(device)
+
+
 @torch.no_grad()
 def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Tensor | None = None,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
@@ -160,13 +170,11 @@ def generate(model, num_tokens: int, prompt_ids: Tensor | None = None, cond: Ten
     Returns:
         `SampleOutput` with ids (b, p + num_tokens).
     """
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
-    device = next(model.parameters()).device
-    if prompt_ids is None:
-        prompt_ids = torch.zeros(batch_size or 1, 0, dtype=torch.long, device=device)
-    prompt_ids = check_ids(prompt_ids, model.vocab_size, (None, None), "prompt_ids").to(device)
-    b, p = prompt_ids.shape
+    prompt_ids = prompt_rows(model, prompt_ids, batch_size)
+    device, (b, p) = prompt_ids.device, prompt_ids.shape
     if num_tokens < 0 or p + num_tokens > model.seq_len:
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit seq_len {model.seq_len}")
     ids = torch.empty(b, p + num_tokens, dtype=torch.long, device=device)  # written in place, never concatenated

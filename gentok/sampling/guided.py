@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor
 
+from gentok.generators.base import check_generator
 from gentok.sampling.basic import Chooser, SampleOutput, check_processing, make_chooser, sample_step
 
 MODULATION_BYTES = 256 * 2**20  # memory the precomputed adaLN maps of one chunk may take
@@ -55,6 +56,7 @@ def guided_generate(model, cond: Tensor, guidance_scale: float = 4.0, guidance_s
     Returns:
         `SampleOutput` with ids (b, seq_len) and nfe (b,) forward passes (a guided pass covers both rows of a class).
     """
+    check_generator(model)
     check_processing(temperature, top_k, top_p)
     if guidance_scale < 0:
         raise ValueError(f"guidance_scale must be >= 0 (0 = no guidance), got {guidance_scale}")

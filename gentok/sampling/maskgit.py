@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor
 
+from gentok.generators.base import check_generator
 from gentok.sampling.basic import SampleOutput
 from gentok.sampling.guided import guidance_schedule
 
@@ -50,6 +51,7 @@ def maskgit_generate(model, cond: Tensor, steps: int = 8, guidance_scale: float 
     Returns:
         `SampleOutput` with ids (b, seq_len) and nfe (b,) = steps.
     """
+    check_generator(model)
     if guidance_decay not in DECAYS:
         raise ValueError(f"guidance_decay must be one of {DECAYS}, got {guidance_decay!r}")
     if steps < 1 or guidance_scale < 0 or temperature < 0:

@@ -29,16 +29,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from gentok.sampling.basic import (
-    Chooser,
-    SampleOutput,
-    check_processing,
-    make_chooser,
-    process_logits,
-    residual,
-    sample_step,
-)
-from gentok.validate import check_ids
+from gentok.generators.base import check_generator
+from gentok.sampling.basic import (Chooser, SampleOutput, check_processing, make_chooser, process_logits,
+                                   prompt_rows, residual, sample_step)
 
 Guidance = float | Callable[[Tensor], Tensor]  # a scale, or (b, m) index of the predicted token -> (b, m) scales
 
@@ -164,17 +157,14 @@ def speculative(target, draft, num_tokens: int, prompt_ids: Tensor | None = None
     """
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
-    t_model = target.model if isinstance(target, Conditioned) else target
-    d_model = draft.model if isinstance(draft, Conditioned) else draft
+    t_model = check_generator(target.model if isinstance(target, Conditioned) else target, "target")
+    d_model = check_generator(draft.model if isinstance(draft, Conditioned) else draft, "draft")
     if t_model.vocab_size != d_model.vocab_size:
         raise ValueError(f"target and draft vocabularies differ ({t_model.vocab_size} vs {d_model.vocab_size})")
     check_processing(temperature, top_k, top_p)
     choose = make_chooser(seed, generator, chooser)
-    device = next(t_model.parameters()).device
-    if prompt_ids is None:
-        prompt_ids = torch.zeros(batch_size or 1, 0, dtype=torch.long, device=device)
-    prompt_ids = check_ids(prompt_ids, t_model.vocab_size, (None, None), "prompt_ids").to(device)
-    b, p = prompt_ids.shape
+    prompt_ids = prompt_rows(t_model, prompt_ids, batch_size)
+    device, (b, p) = prompt_ids.device, prompt_ids.shape
     end = p + num_tokens
     if num_tokens < 0 or end > min(t_model.seq_len, d_model.seq_len):
         raise ValueError(f"prompt ({p}) + num_tokens ({num_tokens}) must fit both models' seq_len")

@@ -25,7 +25,8 @@ Optional capabilities are declared here with their defaults and overridden by th
 evaluation and the CLI read them without probing: `decodes_prefixes` (every prefix `ids[:, :k]` decodes: FlexTok),
 `default_decode_options` (the options `decode` uses when not given), `has_bits` / `to_bits` (ids that are packed bit
 vectors: the binary tokenizer), `bits_summary(tokens)` (the bit counts the CLI prints; audio adds bits per second,
-DNA bits per base).
+DNA bits per base), `earlier_types` (type names older gentok versions saved the model under: token files they wrote
+still decode with it).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Tokenizer(PretrainedMixin, nn.Module, metaclass=abc.ABCMeta):
 
     decodes_prefixes: bool = False  # True: every prefix ids[:, :k], 1 <= k <= n, decodes (evaluation reports per k)
     has_bits: bool = False  # True: ids are packed bit vectors and `to_bits` unpacks them
+    earlier_types: tuple[str, ...] = ()  # type names this model was saved under before (token files name their type)
 
     @property
     @abc.abstractmethod

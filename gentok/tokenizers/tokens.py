@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, replace
+from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,24 @@ FILE_VERSION = 1
 _EXTRA = "extra."
 
 
+class _TokenFile:
+    """`save` / `load` of the one token file format, for a class that gives `to_bytes(header)` and
+    `load_with_header(path)`."""
+
+    def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
+        """Write the file atomically (see `to_bytes`)."""
+        from gentok.files import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_bytes(header))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Self:
+        """Read a file written by `save` (`load_with_header` also returns its header)."""
+        return cls.load_with_header(path)[0]
+
+
 @dataclass
-class Tokens:
+class Tokens(_TokenFile):
     ids: torch.Tensor  # (b, n) or (b, n, q) int64, PAD_ID past each item's length
     lengths: torch.Tensor | None = None  # (b,) int64; None: every item has n positions
     meta: dict = field(default_factory=dict)
@@ -134,17 +151,6 @@ class Tokens:
         tensors = {"ids": self.ids, "lengths": self.lengths, **{_EXTRA + k: v for k, v in self.extras.items()}}
         return _file_bytes(tensors, "ids", self.meta, header)
 
-    def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
-        """Write the token file atomically (see `to_bytes`)."""
-        from gentok.files import atomic_write_bytes
-
-        atomic_write_bytes(path, self.to_bytes(header))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Tokens:
-        """Read a token file written by `save` (`load_with_header` also returns its header)."""
-        return cls.load_with_header(path)[0]
-
     @classmethod
     def load_with_header(cls, path: str | os.PathLike) -> tuple[Tokens, dict]:
         """Read a token file written by `save`; returns the tokens and the header (e.g. file names, model type)."""
@@ -156,7 +162,7 @@ class Tokens:
 
 
 @dataclass
-class Latents:
+class Latents(_TokenFile):
     """Continuous tokens: float `values` (b, n, d), n positions of d-dim vectors per item, every item all n.
 
     What a VAE tokenizer's `encode` returns and its `decode` takes. There is no vocabulary, so no ids and no bit
@@ -210,17 +216,6 @@ class Latents:
     def to_bytes(self, header: dict | None = None) -> bytes:
         """The token file with `values` instead of ids, marked `kind: latents`."""
         return _file_bytes({"values": self.values}, "latents", self.meta, header)
-
-    def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
-        """Write the latents file atomically (see `to_bytes`)."""
-        from gentok.files import atomic_write_bytes
-
-        atomic_write_bytes(path, self.to_bytes(header))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Latents:
-        """Read a latents file written by `save` (`load_with_header` also returns its header)."""
-        return cls.load_with_header(path)[0]
 
     @classmethod
     def load_with_header(cls, path: str | os.PathLike) -> tuple[Latents, dict]:

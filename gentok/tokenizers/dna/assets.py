@@ -23,6 +23,14 @@ from gentok.tokenizers.tokens import Tokens, pad_stack
 
 FILE_EXTRAS = ("num_records", "record_tokens", "record_bases", "headers", "header_bytes", "runs", "num_runs")
 
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fa.gz", ".fasta.gz", ".fna.gz", ".fas.gz")
+
+
+def _looks_like_path(text: str) -> bool:
+    """True for a str no DNA string can be: one holding a path separator or ending in a FASTA suffix."""
+    seps = [os.sep] + ([os.altsep] if os.altsep else []) + ["/"]
+    return any(s in text for s in seps) or text.lower().endswith(FASTA_SUFFIXES)
+
 
 def to_records(x) -> list[DNARecord]:
     """A base string, FASTA text ('>' first), a FASTA path (plain or gzipped), a `DNARecord`, or a (nested) list of
@@ -44,8 +52,8 @@ def to_records(x) -> list[DNARecord]:
             stripped = item.strip()
             if stripped.startswith(">"):
                 out += parse_fasta(stripped)
-            elif stripped and os.path.isfile(stripped):
-                out += read_fasta(stripped)
+            elif stripped and (os.path.isfile(stripped) or _looks_like_path(stripped)):
+                out += read_fasta(stripped)  # a missing file says so, not "invalid DNA character '/'"
             elif not stripped:
                 raise ValueError("empty sequence")
             else:

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, patchify, unpatchify
+from gentok.nn import (LatentEncoder, Transformer, check_latent_sizes, init_weights, legacy_encoder_hook, patchify,
+                       unpatchify)
 from gentok.quantizers import FSQConfig, QuantizerConfig, build_quantizer
 from gentok.sampling.flow import flow_sample, guided, make_scheduler
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
@@ -61,12 +62,7 @@ class FlexTokConfig:
     guidance: float = 1.0  # default classifier-free guidance scale for `decode` (1 = off)
 
     def __post_init__(self):
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        if self.num_tokens < 1:
-            raise ValueError("num_tokens must be >= 1")
+        check_latent_sizes(self)
         if self.nested_dropout not in SCHEDULES:
             raise ValueError(f"nested_dropout must be one of {SCHEDULES}, got {self.nested_dropout!r}")
         if self.time_sampling not in ("logit_normal", "uniform"):

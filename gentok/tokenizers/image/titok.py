@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from gentok.checkpoint import register
 from gentok.config import config
-from gentok.nn import LatentEncoder, Transformer, init_weights, legacy_encoder_hook, unpatchify
+from gentok.nn import LatentEncoder, Transformer, check_latent_sizes, init_weights, legacy_encoder_hook, unpatchify
 from gentok.pretrained.maskgit_vqgan import MaskGitVQGANConfig, ProxyCodeHead
 from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quantizer
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
@@ -65,12 +65,7 @@ class TiTokConfig:
     proxy_decoder: MaskGitVQGANConfig | None = None  # predict MaskGIT-VQGAN proxy codes, not pixels (official VQ)
 
     def __post_init__(self):
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        if self.num_tokens < 1:
-            raise ValueError("num_tokens must be >= 1")
+        check_latent_sizes(self)
         if (self.quantizer is None) != (self.vae_dim > 0):
             raise ValueError(f"set one bottleneck: a quantizer, or quantizer=None with vae_dim > 0 for continuous "
                              f"tokens; got quantizer={type(self.quantizer).__name__}, vae_dim={self.vae_dim}")
