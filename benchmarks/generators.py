@@ -9,6 +9,8 @@ Sections (--parts, comma list):
   batched sampler vs the same rows one by one: acceptance, target passes, tokens/s.
 - `rar`: our RAR (static KV cache, cond + uncond rows in one batch) vs the official `generate` (bytedance/1d-tokenizer,
   --official CHECKOUT) at the RAR-B and RAR-XL shapes, batch 1 and 8, same random weights and settings.
+- `maskgit`: our MaskGIT sampler on the converted TiTok-L-32 generator vs the official `generate`, equal steps
+  (--maskgit-steps, 8), batch 1 and 8, same random weights and seed (needs --official).
 - `rar-spec`: speculative RAR-B -> RAR-XL under classifier-free guidance (exact for the guided law) vs plain guided
   RAR-XL decoding, plus a speed model from measured pass times: the acceptance rate at which the draft breaks even
   and at which it reaches x1.5. Random weights show the cost of every pass, not the acceptance a trained or distilled
@@ -25,14 +27,14 @@ generators_samples.png, a labelled grid of generated images (rows: classes, or s
 
 from __future__ import annotations
 
-import statistics
+import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import parser, print_table, pyplot, save_figure, write_json
+from benchmarks.common import machine, parser, print_table, pyplot, save_figure, write_json
 from gentok.generators import ASARM, ARConfig, ARTransformer, ASARMConfig
 from gentok.generators.ar import DistillLoss
 from gentok.sampling import assd, generate, sequential, speculative
@@ -257,6 +259,63 @@ def bench_rar_vs_official(args, device) -> list[dict]:
     return rows
 
 
+def official_maskgit(checkout: Path, seq_len: int):
+    """The official TiTok MaskGIT generator (ImageBert) at the TiTok-L-32 infer config with `seq_len` tokens (random
+    weights, its own init) from a checkout."""
+    from omegaconf import OmegaConf
+
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+        from tools.make_official_fixtures import _stand_in_for_torchvision
+
+        _stand_in_for_torchvision()
+    import modeling.maskgit as modeling_maskgit
+
+    cfg = OmegaConf.to_container(OmegaConf.load(checkout / "configs" / "infer" / "TiTok" / "titok_l32.yaml"),
+                                 resolve=True)
+    cfg["model"]["generator"].update(image_seq_len=seq_len, dropout=0.0, attn_drop=0.0)
+    cfg["model"]["vq_model"].update(num_latent_tokens=seq_len)
+    return modeling_maskgit.ImageBert(OmegaConf.create(cfg)).eval()
+
+
+def bench_maskgit_vs_official(args, device) -> list[dict]:
+    """Our MaskGIT sampler (`gentok.sampling.maskgit`) on the converted generator vs the official `generate`, equal
+    steps, at the TiTok-L-32 generator shape (needs --official)."""
+    import tempfile
+
+    import gentok
+    from gentok.sampling.maskgit import maskgit_generate
+
+    if not args.official:
+        print("  maskgit: skipped, needs --official pointing at a checkout of bytedance/1d-tokenizer")
+        return []
+    official = official_maskgit(Path(args.official), 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        official.save_pretrained(tmp)  # the published layout: config.json + model.safetensors
+        ours = gentok.load(tmp).eval().to(device)
+    official = official.to(device)
+    rows = []
+    for batch in args.batches:
+        labels = torch.arange(batch, device=device) * 7 % 1000
+        kw = {"guidance_scale": 3.0, "guidance_decay": "constant", "guidance_scale_pow": 3.0}
+
+        def theirs():
+            return official.generate(labels, randomize_temperature=4.5, num_sample_steps=args.maskgit_steps, **kw)
+
+        def mine():
+            return maskgit_generate(ours, labels, steps=args.maskgit_steps, temperature=4.5, seed=0, **kw)
+
+        t = race({"ours": mine, "official": theirs}, args.repeats, device)
+        torch.manual_seed(0)
+        same = torch.equal(theirs(), mine().ids)
+        r = {"shape": "titok_l32", "batch": batch, "steps": args.maskgit_steps, "token_identical": same,
+             "seconds_ours": t["ours"], "seconds_official": t["official"], "speedup": t["official"] / t["ours"]}
+        rows.append(r)
+        print(f"  MaskGIT titok_l32 b={batch} ({args.maskgit_steps} steps): ours x{r['speedup']:.2f} vs official "
+              f"generate (same tokens: {same})", flush=True)
+    return rows
+
+
 def pass_seconds(side: Conditioned, batch: int, width: int, at: int, repeats: int, device) -> float:
     """Fewest seconds of one cached pass adding `width` tokens after `at` cached ones (both CFG rows)."""
     model = side.model
@@ -416,6 +475,9 @@ def main(argv=None):
     p.add_argument("--rar-tokens", type=int, default=None, help="tokens per image (default 256; quick 8)")
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--cfg-pow", type=float, default=0.0)
+    p.add_argument("--maskgit-steps", type=int, default=8, help="decoding steps of the maskgit section")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other sections of an existing --out file (re-measure only --parts)")
     p.add_argument("--samples-generator", default=None, help="a generator for the samples picture (gentok.load)")
     p.add_argument("--samples-tokenizer", default=None, help="its tokenizer (gentok.load)")
     p.add_argument("--samples-classes", default="207,360,387,974,88,979,417,279")
@@ -436,7 +498,7 @@ def main(argv=None):
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
     settings = {"parts": sorted(parts), "repeats": args.repeats, "timing": "best of interleaved runs after a warm-up",
-                "rar_tokens": args.rar_tokens, "rar_full_tokens": args.rar_tokens == 256,
+                "maskgit_steps": args.maskgit_steps, "rar_tokens": args.rar_tokens, "rar_full_tokens": args.rar_tokens == 256,
                 "rar_shapes": args.rar_shapes, "rar_spec": args.rar_spec, "cfg": args.cfg, "cfg_pow": args.cfg_pow,
                 "gamma": args.gamma, "assd": {"dim": args.assd_dim, "tokens": args.assd_tokens, "ks": args.ks,
                                               "mask_rate": args.mask_rate},
@@ -444,6 +506,13 @@ def main(argv=None):
                                    "draft_dim": args.draft_dim, "draft_depth": args.draft_depth,
                                    "tokens": args.ar_tokens, "distill_steps": args.distill_steps}}
     result = {"device": str(device), "quick": q, "batches": args.batches, "settings": settings}
+    if args.update and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        old.pop("machine", None)
+        kept = {**old.get("settings", {}), "maskgit_steps": args.maskgit_steps,
+                "parts": sorted(parts | set(old.get("settings", {}).get("parts", []))),
+                "updated_parts_machine": machine()}  # the sections re-measured now ran on this machine state
+        result = {**old, "settings": kept}
     print(f"device={device} threads={torch.get_num_threads()} quick={q}")
     if "assd" in parts:
         print("ASSD vs sequential any-subset sampling")
@@ -455,6 +524,9 @@ def main(argv=None):
     if "rar" in parts:
         print(f"RAR: ours vs the official generate ({args.rar_tokens} tokens)")
         result["rar"] = bench_rar_vs_official(args, device)
+    if "maskgit" in parts:
+        print(f"MaskGIT: ours vs the official generate ({args.maskgit_steps} steps)")
+        result["maskgit"] = bench_maskgit_vs_official(args, device)
     if "rar-spec" in parts:
         print(f"speculative {args.rar_spec[0]} -> {args.rar_spec[1]} with guidance ({args.rar_tokens} tokens)")
         result["rar_speculative"] = bench_rar_speculative(args, device)
@@ -468,6 +540,9 @@ def main(argv=None):
                                      "cache_gain_assd"], "\nASSD (efficiency = speed-up / NFE reduction; goal >= 0.9)")
     if result.get("rar"):
         print_table(result["rar"], ["shape", "batch", "tokens", "speedup", "tokens_per_s_ours"], "\nRAR vs official")
+    if result.get("maskgit"):
+        print_table(result["maskgit"], ["shape", "batch", "steps", "speedup", "token_identical"],
+                    "\nMaskGIT sampler vs official, equal steps")
     print(f"-> {out}")
     return result
 

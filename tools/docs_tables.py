@@ -442,6 +442,13 @@ def generators() -> str:
             rows.append([f"RAR `{shape}` shape, {st['rar_tokens']} tokens, CFG {f(st['cfg'], 1)}",
                          "official `generate`, same weights" + (", same tokens" if same else ", tokens differ")]
                         + [f"x{f(rar[b]['speedup'])}" if b in rar else "" for b in (1, 8)])
+    mg = by_batch(g.get("maskgit", []), lambda r: True)
+    if mg:
+        same = all(r["token_identical"] for r in mg.values())
+        steps = next(iter(mg.values()))["steps"]
+        rows.append([f"TiTok MaskGIT sampler, L-32 generator shape, {steps} steps",
+                     "official `generate`, equal steps" + (", same tokens" if same else ", tokens differ")]
+                    + [f"x{f(mg[b]['speedup'])}" if b in mg else "" for b in (1, 8)])
     rs = g.get("rar_speculative", {})
 
     def spec_cell(r: dict) -> str:
