@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from gentok.data.colour import hue_rotate, rgb_to_hsv
-from gentok.evaluation.image import equal_bit_baseline, reconstruct
+from gentok.evaluation.image import decode_options_of, equal_bit_baseline, reconstruct
 from gentok.metrics import psnr, ssim
 
 ROTATIONS = (0, 60, 120, 180, 240, 300)
@@ -62,8 +62,7 @@ def evaluate_colour(model, images: Tensor, rotations=ROTATIONS, permutations=PER
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images (b, 3, S, S), got {tuple(images.shape)}")
     model.eval()
-    options = {**model.default_decode_options, **{k: v for k, v in decode_options.items() if v is not None}} \
-        if hasattr(model, "default_decode_options") else decode_options
+    options = decode_options_of(model, decode_options)
     rows, shown = [], {}
     for deg in rotations:
         x = hue_rotate(images, deg)

@@ -43,7 +43,7 @@ def _collect(dataset: Dataset, limit: int | None = None) -> Tensor:
     return torch.stack([dataset[i] for i in range(n)])
 
 
-def _decode_options(model, options: dict) -> dict:
+def decode_options_of(model, options: dict) -> dict:
     """The model's default decode options overridden by the given ones that are not None."""
     given = {k: v for k, v in options.items() if v is not None}
     return {**model.default_decode_options, **given}
@@ -223,7 +223,7 @@ def evaluate_image_tokenizer(model, dataset: Dataset, limit: int | None = None, 
     """
     images = _collect(dataset, limit)
     model.eval()
-    options = _decode_options(model, decode_options)
+    options = decode_options_of(model, decode_options)
     recon, tokens = reconstruct(model, images, batch_size, **options)
     stats = CodebookStats(model.vocab_size, model.num_codebooks)
     stats.update(tokens.ids)

@@ -14,6 +14,8 @@ cond in [0, num_classes], `num_classes` meaning "no class" (the models were trai
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,13 +85,13 @@ class MaskedGenerator(NullClassMixin, Generator):
                     nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.pos_emb, std=0.02)
 
+    @abc.abstractmethod
     def build(self, c: MaskGITConfig) -> None:
-        """Hook: the architecture's blocks."""
-        raise NotImplementedError
+        """The architecture's blocks."""
 
+    @abc.abstractmethod
     def body(self, x: Tensor) -> Tensor:
-        """Hook: (b, L + 1, dim) embedded sequence -> (b, L + 1, dim) hidden states."""
-        raise NotImplementedError
+        """(b, L + 1, dim) embedded sequence -> (b, L + 1, dim) hidden states."""
 
     @property
     def mask_id(self) -> int:
