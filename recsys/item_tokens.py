@@ -12,10 +12,14 @@ the item's collaborative (CF) vector, e.g. a trained SASRec's item embedding, L2
 together get nearby codes even when their text differs. Items without interactions (cold or new items) have no CF
 vector: theirs is predicted from their text by a ridge map fit on the warm items (`fit_cf_map`, saved with the
 tokenizer), so they get codes from their text alone, exactly the codes `encode(text)` gives.
+
+`ItemCodes` holds what every item tokenizer shares (the frozen table with its disambiguation suffix, the text -> CF
+map, `add_items` / `keep_items` / `table_stats`); `recsys.semantic_ids` builds TIGER's RQ-VAE semantic ids on it.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 
 import torch
@@ -58,6 +62,11 @@ class ItemTokenizerConfig:
         """Width of the vectors the autoencoder trains on (`ItemTokenizer.fuse`): text, then the CF part."""
         return self.embed_dim + self.cf_dim
 
+    @property
+    def prefix_length(self) -> int:
+        """Tokens per item before the disambiguation suffix."""
+        return self.n_chunks
+
 
 CF_RIDGE = 1.0  # ridge penalty of the text -> CF map (text embeddings are unit vectors; ~9k warm items on the demo)
 
@@ -70,49 +79,56 @@ class ItemTokenizerOutput:
     metrics: dict = field(default_factory=dict)
 
 
-@register("recsys.item_tokens")
-class ItemTokenizer(PretrainedMixin, nn.Module):
-    config_class = ItemTokenizerConfig
+def reconstruction_loss(recon: Tensor, x: Tensor, embed_dim: int, cf_weight: float) -> tuple[Tensor, dict]:
+    """Autoencoder loss of reconstructions `recon` of fused inputs `x` (b, embed_dim + cf_dim): MSE (per vector) +
+    (1 - cosine) on the text part, plus `cf_weight` times the same on the unit CF part (stored scaled by `cf_weight`,
+    compared unscaled). Returns the loss and {"cosine"[, "cf_cosine"]}."""
+    emb, e = x[:, :embed_dim], embed_dim
+    mse = F.mse_loss(recon[:, :e], emb) * emb.shape[1]  # per-vector squared error, comparable to the cosine term
+    cos = 1 - F.cosine_similarity(recon[:, :e], emb, dim=-1).mean()
+    loss, metrics = mse + cos, {"cosine": 1 - cos.detach()}
+    if x.shape[1] > e:
+        target, cf_recon = x[:, e:] / cf_weight, recon[:, e:] / cf_weight
+        cf_cos = 1 - F.cosine_similarity(cf_recon, target, dim=-1).mean()
+        loss = loss + cf_weight * (F.mse_loss(cf_recon, target) * target.shape[1] + cf_cos)
+        metrics["cf_cosine"] = 1 - cf_cos.detach()
+    return loss, metrics
 
-    def __init__(self, config: ItemTokenizerConfig):
-        super().__init__()
-        self.config = config
-        c, q, f = config.embed_dim // config.n_chunks, len(config.levels), config.cf_dim
-        self.encoders = nn.ModuleList(  # chunk i's text (+ the whole CF vector) -> token i
-            nn.Sequential(nn.LayerNorm(c + f), nn.Linear(c + f, config.hidden), nn.GELU(), nn.Linear(config.hidden, q))
-            for _ in range(config.n_chunks)
-        )
-        self.fsq = FSQ(FSQConfig(dim=q, levels=config.levels))
-        self.decoders = nn.ModuleList(
-            nn.Sequential(nn.Linear(q, config.hidden), nn.GELU(), nn.Linear(config.hidden, c))
-            for _ in range(config.n_chunks)
-        )
-        if f:
-            self.cf_decoder = nn.Sequential(nn.Linear(q * config.n_chunks, config.hidden), nn.GELU(),
-                                            nn.Linear(config.hidden, f))
-            # text -> CF ridge map (rows: text dims, then the bias), used for items without interactions
-            self.register_buffer("cf_map", torch.zeros(config.embed_dim + 1, f))
-        self.register_buffer("codes", torch.zeros(config.num_items, config.n_chunks + 1, dtype=torch.long))
+
+class ItemCodes(nn.Module, metaclass=abc.ABCMeta):
+    """What every item tokenizer shares: the frozen item -> code table `codes` (N, prefix_length + 1), whose last
+    column disambiguates items with equal prefixes (TIGER's extra level: 0, 1, 2, ... in catalog order), and, with
+    `cf_dim > 0`, the text -> CF ridge map that gives items without interactions their CF part.
+
+    Subclasses set `self.config` (with embed_dim, cf_dim, cf_weight, max_suffix, num_items, input_dim, prefix_length)
+    before calling `_init_table()`, and provide `prefix_vocab` and `encode(emb, cf, has_cf) -> (b, prefix_length)`.
+    """
+
+    def _init_table(self) -> None:
+        c = self.config
+        if c.cf_dim:  # text -> CF ridge map (rows: text dims, then the bias), used for items without interactions
+            self.register_buffer("cf_map", torch.zeros(c.embed_dim + 1, c.cf_dim))
+        self.register_buffer("codes", torch.zeros(c.num_items, c.prefix_length + 1, dtype=torch.long))
 
     # -- sizes ---------------------------------------------------------------------------------------------------
     @property
-    def codebook_size(self) -> int:
-        return self.fsq.codebook_size
+    @abc.abstractmethod
+    def prefix_vocab(self) -> list[int]:
+        """Vocabulary of each prefix position (before the suffix)."""
 
     @property
     def code_length(self) -> int:
-        return self.config.n_chunks + 1
+        return self.config.prefix_length + 1
 
     @property
     def vocab_sizes(self) -> list[int]:
-        """Vocabulary of each position of an item's code sequence (chunk codes, then the suffix)."""
-        return [self.codebook_size] * self.config.n_chunks + [self.config.max_suffix]
+        """Vocabulary of each position of an item's code sequence (prefix codes, then the suffix)."""
+        return list(self.prefix_vocab) + [self.config.max_suffix]
 
     @property
     def num_items(self) -> int:
         return self.codes.shape[0]
 
-    # -- autoencoder -------------------------------------------------------------------------------------------
     def _check(self, emb: Tensor, width: int | None = None, what: str = "embeddings") -> None:
         width = self.config.embed_dim if width is None else width
         if not isinstance(emb, Tensor) or not emb.dtype.is_floating_point or emb.ndim != 2 or emb.shape[1] != width:
@@ -120,10 +136,6 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
                              f"{getattr(emb, 'dtype', type(emb))} {tuple(getattr(emb, 'shape', ()))}")
         if not torch.isfinite(emb).all():
             raise ValueError(f"item {what} contain NaN or infinite values")
-
-    def chunks(self, emb: Tensor) -> Tensor:
-        """(b, embed_dim) -> (b, n_chunks, embed_dim / n_chunks)."""
-        return rearrange(emb, "b (n c) -> b n c", n=self.config.n_chunks)
 
     # -- collaborative signal ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -170,40 +182,10 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
             part = torch.where(warm[:, None], F.normalize(cf.float(), dim=-1), part)
         return torch.cat([text, self.config.cf_weight * part], 1)
 
-    def _latent(self, x: Tensor) -> Tensor:
-        """Fused inputs (b, input_dim) -> FSQ latents (b, n_chunks, q)."""
-        e = self.config.embed_dim
-        parts, cf = self.chunks(x[:, :e]), x[:, e:]
-        if cf.shape[1]:
-            parts = torch.cat([parts, cf[:, None].expand(-1, parts.shape[1], -1)], 2)
-        return torch.stack([enc(parts[:, i]) for i, enc in enumerate(self.encoders)], 1)
-
-    def forward(self, x: Tensor) -> ItemTokenizerOutput:
-        """Reconstruct `x` (b, input_dim) (text embeddings, or `fuse` outputs when `cf_dim > 0`) through the FSQ
-        bottleneck; loss = MSE + (1 - cosine) on the text, plus `cf_weight` times the same on the unit CF vector."""
-        self._check(x, self.config.input_dim, "tokenizer inputs")
-        e, w = self.config.embed_dim, self.config.cf_weight
-        emb = x[:, :e]
-        q = self.fsq(self._latent(x))
-        recon = rearrange(torch.stack([dec(q.quantized[:, i]) for i, dec in enumerate(self.decoders)], 1),
-                          "b n c -> b (n c)")
-        mse = F.mse_loss(recon, emb) * emb.shape[1]  # per-vector squared error, comparable to the cosine term
-        cos = 1 - F.cosine_similarity(recon, emb, dim=-1).mean()
-        loss, metrics = mse + cos, {"cosine": 1 - cos.detach(), **q.metrics}
-        if self.config.cf_dim:
-            target = x[:, e:] / w
-            cf_recon = self.cf_decoder(rearrange(q.quantized, "b n q -> b (n q)"))
-            cf_cos = 1 - F.cosine_similarity(cf_recon, target, dim=-1).mean()
-            loss = loss + w * (F.mse_loss(cf_recon, target) * target.shape[1] + cf_cos)
-            recon = torch.cat([recon, w * cf_recon], 1)
-            metrics["cf_cosine"] = 1 - cf_cos.detach()
-        return ItemTokenizerOutput(recon, q.indices, loss, metrics)
-
-    @torch.no_grad()
+    @abc.abstractmethod
     def encode(self, emb: Tensor, cf: Tensor | None = None, has_cf: Tensor | None = None) -> Tensor:
-        """Chunk codes (b, n_chunks) of text embeddings (b, embed_dim), without the suffix; with `cf_dim > 0` fused
-        with CF vectors `cf` (b, cf_dim) where given (see `fuse`), else with the CF vectors predicted from text."""
-        return self.fsq.encode(self._latent(self.fuse(emb, cf, has_cf)))
+        """Prefix codes (b, prefix_length) of text embeddings (b, embed_dim), fused with CF vectors `cf` (b, cf_dim)
+        where given and `has_cf` allows (see `fuse`), else with the CF vectors predicted from text."""
 
     # -- the frozen table --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -223,7 +205,7 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
 
         codes = torch.cat([self.encode(emb[s: s + batch_size], part(cf, s), part(has_cf, s))
                            for s in range(0, len(emb), batch_size)]) \
-            if len(emb) else torch.zeros(0, self.config.n_chunks, dtype=torch.long)
+            if len(emb) else torch.zeros(0, self.config.prefix_length, dtype=torch.long)
         self.train(was)
         self.codes = torch.zeros(0, self.code_length, dtype=torch.long)
         self.config = replace(self.config, num_items=0)
@@ -248,12 +230,15 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
         self.config = replace(self.config, num_items=self.codes.shape[0])
 
     def _append(self, prefix: Tensor) -> None:
-        """Give each new prefix the next free suffix among items already sharing it (catalog order)."""
-        old = self.codes
-        allp = torch.cat([old[:, :-1], prefix])
-        _, group = torch.unique(allp, dim=0, return_inverse=True)
+        """Give each new prefix (m, prefix_length) the next free suffix among items already sharing it: one past the
+        largest suffix in use (after `keep_items` dropped some, a count of the group could repeat one), then in
+        catalog order among the new items."""
+        device, old, prefix = self.codes.device, self.codes.cpu(), prefix.long().cpu()
+        _, group = torch.unique(torch.cat([old[:, :-1], prefix]), dim=0, return_inverse=True)
         n_old = old.shape[0]
-        counts = torch.bincount(group[:n_old], minlength=int(group.max()) + 1 if len(group) else 0)
+        n_groups = int(group.max()) + 1 if len(group) else 0
+        counts = torch.zeros(n_groups, dtype=torch.long).scatter_reduce(  # next free suffix per group
+            0, group[:n_old], old[:, -1] + 1, reduce="amax")
         suffix = torch.empty(len(prefix), dtype=torch.long)
         new_groups = group[n_old:]
         # rank of each new item within its group, in order: stable sort by group then count equal predecessors
@@ -265,24 +250,94 @@ class ItemTokenizer(PretrainedMixin, nn.Module):
         if len(suffix) and int(suffix.max()) >= self.config.max_suffix:
             raise ValueError(
                 f"{int(suffix.max()) + 1} items share the same codes, more than max_suffix={self.config.max_suffix}; "
-                "use more FSQ levels or chunks, or raise max_suffix"
+                "use more code levels or a larger codebook, or raise max_suffix"
             )
-        self.codes = torch.cat([old, torch.cat([prefix, suffix[:, None]], 1)]).to(old.device)
+        self.codes = torch.cat([old, torch.cat([prefix, suffix[:, None]], 1)]).to(device)
         self.config = replace(self.config, num_items=self.codes.shape[0])
 
     def table_stats(self) -> dict:
-        """Codebook usage per chunk position, and how many items collide on their chunk codes."""
-        codes = self.codes
-        n = codes.shape[0]
+        """The code-usage report: per prefix position the fraction of its codebook in use (`codebook_usage`), the
+        distinct prefixes of length 1..prefix_length (`unique_prefixes_per_level`), how many items collide on their
+        whole prefix (`collision_rate`: fraction that needed a non-zero suffix; `colliding_items`: fraction sharing
+        their prefix with another item), the largest suffix used, and whether every full code is unique."""
+        codes = self.codes.cpu()
+        n, p = codes.shape[0], self.config.prefix_length
         if n == 0:
             return {"items": 0}
-        usage = [int(torch.unique(codes[:, i]).numel()) / self.codebook_size for i in range(self.config.n_chunks)]
-        unique_prefixes = torch.unique(codes[:, :-1], dim=0).shape[0]
+        usage = [int(torch.unique(codes[:, i]).numel()) / v for i, v in enumerate(self.prefix_vocab)]
+        per_level = [int(torch.unique(codes[:, : i + 1], dim=0).shape[0]) for i in range(p)]
+        _, group, size = torch.unique(codes[:, :-1], dim=0, return_inverse=True, return_counts=True)
         return {
             "items": n,
             "codebook_usage": usage,
-            "unique_prefixes": int(unique_prefixes),
-            "collision_rate": 1.0 - unique_prefixes / n,  # fraction of items that needed a non-zero suffix
+            "unique_prefixes": per_level[-1],
+            "unique_prefixes_per_level": per_level,
+            "collision_rate": 1.0 - per_level[-1] / n,  # fraction of items that needed a non-zero suffix
+            "colliding_items": float((size[group] > 1).float().mean()),
             "max_suffix_used": int(codes[:, -1].max()),
             "unique_codes": int(torch.unique(codes, dim=0).shape[0]) == n,
         }
+
+@register("recsys.item_tokens")
+class ItemTokenizer(PretrainedMixin, ItemCodes):
+    config_class = ItemTokenizerConfig
+
+    def __init__(self, config: ItemTokenizerConfig):
+        super().__init__()
+        self.config = config
+        c, q, f = config.embed_dim // config.n_chunks, len(config.levels), config.cf_dim
+        self.encoders = nn.ModuleList(  # chunk i's text (+ the whole CF vector) -> token i
+            nn.Sequential(nn.LayerNorm(c + f), nn.Linear(c + f, config.hidden), nn.GELU(), nn.Linear(config.hidden, q))
+            for _ in range(config.n_chunks)
+        )
+        self.fsq = FSQ(FSQConfig(dim=q, levels=config.levels))
+        self.decoders = nn.ModuleList(
+            nn.Sequential(nn.Linear(q, config.hidden), nn.GELU(), nn.Linear(config.hidden, c))
+            for _ in range(config.n_chunks)
+        )
+        if f:
+            self.cf_decoder = nn.Sequential(nn.Linear(q * config.n_chunks, config.hidden), nn.GELU(),
+                                            nn.Linear(config.hidden, f))
+        self._init_table()
+
+    # -- sizes ---------------------------------------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        return self.fsq.codebook_size
+
+    @property
+    def prefix_vocab(self) -> list[int]:
+        return [self.codebook_size] * self.config.n_chunks
+
+    # -- autoencoder -------------------------------------------------------------------------------------------
+    def chunks(self, emb: Tensor) -> Tensor:
+        """(b, embed_dim) -> (b, n_chunks, embed_dim / n_chunks)."""
+        return rearrange(emb, "b (n c) -> b n c", n=self.config.n_chunks)
+
+    def _latent(self, x: Tensor) -> Tensor:
+        """Fused inputs (b, input_dim) -> FSQ latents (b, n_chunks, q)."""
+        e = self.config.embed_dim
+        parts, cf = self.chunks(x[:, :e]), x[:, e:]
+        if cf.shape[1]:
+            parts = torch.cat([parts, cf[:, None].expand(-1, parts.shape[1], -1)], 2)
+        return torch.stack([enc(parts[:, i]) for i, enc in enumerate(self.encoders)], 1)
+
+    def forward(self, x: Tensor) -> ItemTokenizerOutput:
+        """Reconstruct `x` (b, input_dim) (text embeddings, or `fuse` outputs when `cf_dim > 0`) through the FSQ
+        bottleneck; loss = MSE + (1 - cosine) on the text, plus `cf_weight` times the same on the unit CF vector."""
+        self._check(x, self.config.input_dim, "tokenizer inputs")
+        q = self.fsq(self._latent(x))
+        recon = rearrange(torch.stack([dec(q.quantized[:, i]) for i, dec in enumerate(self.decoders)], 1),
+                          "b n c -> b (n c)")
+        if self.config.cf_dim:
+            cf_recon = self.cf_decoder(rearrange(q.quantized, "b n q -> b (n q)"))
+            recon = torch.cat([recon, self.config.cf_weight * cf_recon], 1)
+        loss, metrics = reconstruction_loss(recon, x, self.config.embed_dim, self.config.cf_weight)
+        return ItemTokenizerOutput(recon, q.indices, loss, {**metrics, **q.metrics})
+
+    @torch.no_grad()
+    def encode(self, emb: Tensor, cf: Tensor | None = None, has_cf: Tensor | None = None) -> Tensor:
+        """Chunk codes (b, n_chunks) of text embeddings (b, embed_dim), without the suffix; with `cf_dim > 0` fused
+        with CF vectors `cf` (b, cf_dim) where given (see `fuse`), else with the CF vectors predicted from text."""
+        return self.fsq.encode(self._latent(self.fuse(emb, cf, has_cf)))
+
