@@ -16,6 +16,8 @@ error (exit status 2): train SASRec (recipes/sasrec.py) on id-only data.
 Item codes: `--item-codes text` builds them from item text alone; `--item-codes collaborative` fuses each item's text
 with a trained SASRec's item embedding (`--sasrec DIR`, or one trained first into OUTPUT/sasrec), weighted by
 `--cf-weight`; items without training interactions get codes from their text alone (`recsys.item_tokens`).
+`--item-codes rqvae` / `rqvae-collaborative` use TIGER's RQ-VAE semantic ids instead of FSQ chunk codes (3 levels of
+256 codes + the disambiguation level; `recsys.semantic_ids`), from text alone or fused with the same CF vectors.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from recsys.cli.errors import run
 from recsys.cli.recipe_args import add_text_model_args, data_help
 from recsys.data import load_split
 from recsys.models.recgpt import PRESETS, RecGPT
+from recsys.semantic_ids import SemanticIdConfig
 from recsys.text import item_embeddings
 from recsys.train import cf_source, save_and_report, train_item_tokenizer, train_recommender, warm_items
 
@@ -46,8 +49,9 @@ def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/recgpt", data_help=data_help(True))
     add_text_model_args(parser, sasrec_use="collaborative codes")
     parser.add_argument("--tokenizer-steps", type=int, default=300)
-    parser.add_argument("--item-codes", choices=("text", "collaborative"), default=ITEM_CODES,
-                        help="item codes from text alone, or from text fused with SASRec item embeddings")
+    parser.add_argument("--item-codes", choices=("text", "collaborative", "rqvae", "rqvae-collaborative"),
+                        default=ITEM_CODES, help="FSQ chunk codes from text alone, or from text fused with SASRec "
+                        "item embeddings; rqvae*: RQ-VAE semantic ids from the same inputs")
     parser.add_argument("--cf-weight", type=float, default=CF_WEIGHT,
                         help="weight of the CF vector in collaborative item codes")
     args = parser.parse_args(argv)
@@ -58,8 +62,10 @@ def main(argv: list[str] | None = None):
     from gentok.config import replace
 
     tok_cfg = replace(model_cfg.tokenizer, embed_dim=emb.shape[1], cf_dim=0)
+    if args.item_codes.startswith("rqvae"):
+        tok_cfg = SemanticIdConfig(embed_dim=emb.shape[1])
     cf = has_cf = None
-    if args.item_codes == "collaborative":
+    if args.item_codes in ("collaborative", "rqvae-collaborative"):
         sasrec = cf_source(data, split, args.sasrec, f"{train_cfg.output_dir}/sasrec", args.sasrec_steps,
                            seed=train_cfg.seed, progress=train_cfg.progress)
         cf, has_cf = sasrec.item_vectors().detach().cpu(), warm_items(split)

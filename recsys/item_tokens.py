@@ -273,7 +273,7 @@ class ItemCodes(nn.Module, metaclass=abc.ABCMeta):
             "unique_prefixes": per_level[-1],
             "unique_prefixes_per_level": per_level,
             "collision_rate": 1.0 - per_level[-1] / n,  # fraction of items that needed a non-zero suffix
-            "colliding_items": float((size[group] > 1).float().mean()),
+            "colliding_items": int((size[group] > 1).sum()) / n,
             "max_suffix_used": int(codes[:, -1].max()),
             "unique_codes": int(torch.unique(codes, dim=0).shape[0]) == n,
         }

@@ -65,12 +65,13 @@ def warm_items(split: Split) -> torch.Tensor:
 def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: int = 300, seed: int = 0,
                          batch_size: int = 256, progress: bool = True, cf: torch.Tensor | None = None,
                          has_cf: torch.Tensor | None = None):
-    """Train the FSQ item autoencoder with `fit` (or load it when `output_dir/model` exists), then freeze its table.
+    """Train the item tokenizer `cfg` describes (FSQ chunk codes or RQ-VAE semantic ids, `recsys.semantic_ids`) with
+    `fit` (or load it when `output_dir/model` holds one), then freeze its table.
 
     With collaborative codes (`cfg.cf_dim > 0`) pass the items' CF vectors `cf` (N, cf_dim), e.g. a trained SASRec's
     item embeddings, and `has_cf` (N,) bool, the items that have interactions (`warm_items`; default all): the text ->
     CF map is fit on those items, and the others (cold items) get codes from their text alone."""
-    from recsys.item_tokens import ItemTokenizer
+    from recsys.semantic_ids import item_tokenizer_class
 
     if cfg.cf_dim:
         if cf is None or cf.ndim != 2 or cf.shape != (len(emb), cfg.cf_dim):
@@ -84,10 +85,10 @@ def train_item_tokenizer(emb: torch.Tensor, cfg, output_dir: str | Path, steps: 
         raise ValueError("CF vectors were given but the tokenizer config has cf_dim=0 (text-only codes)")
     out = Path(output_dir)
     if (out / "model" / checkpoint.CONFIG_NAME).is_file():
-        tok = ItemTokenizer.from_pretrained(out / "model")
+        tok = item_tokenizer_class(cfg).from_pretrained(out / "model")
         if tok.num_items == len(emb) and tok.config.cf_dim == cfg.cf_dim:
             return tok
-    tok = ItemTokenizer(cfg)
+    tok = item_tokenizer_class(cfg)(cfg)
     rows = emb.float()
     if cfg.cf_dim:
         tok.fit_cf_map(rows[has_cf], cf[has_cf])

@@ -110,11 +110,16 @@ def test_too_little_data_for_one_batch_is_a_data_error():
             pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2]}))), TrainConfig(batch_size=1, max_steps=1), max_len=8)
 
 
-def test_every_recsys_type_is_registered_and_recommenders_are_recommenders():
+def test_every_recsys_type_is_registered_and_recommenders_are_recommenders(monkeypatch):
+    from checkout_entry_points import use_checkout_entry_points
+
+    use_checkout_entry_points(monkeypatch)  # the types this checkout declares (tests/checkout_entry_points.py)
     types = [t for t in checkpoint.declared_types() if t.startswith("recsys.")]
-    assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.sasrec", "recsys.setrec"]
+    tokenizers = ["recsys.item_tokens", "recsys.semantic_ids"]
+    assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.sasrec", "recsys.semantic_ids",
+                             "recsys.setrec"]
     for t in types:
-        assert issubclass(checkpoint.model_class(t), Recommender) == (t != "recsys.item_tokens"), t
+        assert issubclass(checkpoint.model_class(t), Recommender) == (t not in tokenizers), t
 
 
 def test_load_recommender_uses_the_one_registry_lazily(tmp_path):

@@ -1,6 +1,8 @@
 """RecGPT-style generative recommender: a transformer over the item-token sequence of a user's history.
 
-Each history item is its `L` codes from the frozen item tokenizer. Token embedding = code embedding + the projected
+Each history item is its `L` codes from the frozen item tokenizer: FSQ chunk codes (`recsys.item_tokens`) or RQ-VAE
+semantic ids (`recsys.semantic_ids`), chosen by the type of `RecGPTConfig.tokenizer`; both end in the
+disambiguation suffix. Token embedding = code embedding + the projected
 text chunk the code came from + the item's position + the token's position inside the item (+, with `id_embedding`,
 a learned embedding of the item's id, added to each of its tokens; items added later from text get a zero one).
 Attention is **hybrid**: bidirectional among the tokens of one item, causal across items. The mean of an item's
@@ -22,13 +24,14 @@ from gentok.checkpoint import PretrainedMixin, register
 from gentok.config import config, replace
 from gentok.nn import MLP, Transformer, init_weights
 from recsys.decoding import CatalogIndex, beam_search, exact_top_k, score_catalog
-from recsys.item_tokens import ItemTokenizer, ItemTokenizerConfig
+from recsys.item_tokens import ItemCodes, ItemTokenizerConfig
+from recsys.semantic_ids import SemanticIdConfig, build_item_tokenizer
 from recsys.models.base import Recommender, RecOutput, pad_histories
 
 
 @config
 class RecGPTConfig:
-    tokenizer: ItemTokenizerConfig = ItemTokenizerConfig()
+    tokenizer: ItemTokenizerConfig | SemanticIdConfig = ItemTokenizerConfig()  # FSQ chunk codes, or RQ-VAE ids
     dim: int = 64
     depth: int = 2
     heads: int = 2
@@ -44,6 +47,9 @@ class RecGPTConfig:
             raise ValueError("dim must be a positive multiple of heads; depth and max_items must be >= 1")
         if not 0.0 <= self.dropout < 1.0 or self.beam < 1:
             raise ValueError("dropout must lie in [0, 1) and beam >= 1")
+        if self.tokenizer.embed_dim % self.tokenizer.prefix_length:
+            raise ValueError(f"RecGPT adds one text chunk to each of an item's {self.tokenizer.prefix_length} codes: "
+                             f"embed_dim ({self.tokenizer.embed_dim}) must be a multiple of that")
 
     @classmethod
     def tiny(cls, embed_dim: int = 24):
@@ -75,15 +81,16 @@ class RecGPT(PretrainedMixin, Recommender, nn.Module):
     def __init__(self, config: RecGPTConfig):
         super().__init__()
         self.config = config
-        self.items = ItemTokenizer(config.tokenizer)
+        self.items = build_item_tokenizer(config.tokenizer)
         tc, d = config.tokenizer, config.dim
-        self.L = tc.n_chunks + 1
+        self.L = tc.prefix_length + 1
         self.vocab = self.items.vocab_sizes
         self.register_buffer("offsets", torch.tensor([0] + list(torch.cumsum(torch.tensor(self.vocab), 0)[:-1])),
                              persistent=False)
         self.register_buffer("text", torch.zeros(tc.num_items, tc.embed_dim))  # frozen item text embeddings
         self.code_emb = nn.Embedding(sum(self.vocab), d)
-        self.chunk_proj = nn.Parameter(torch.randn(tc.n_chunks, tc.embed_dim // tc.n_chunks, d) * 0.02)
+        n = tc.prefix_length  # text chunk i is added to code i (not to the suffix)
+        self.chunk_proj = nn.Parameter(torch.randn(n, tc.embed_dim // n, d) * 0.02)
         self.item_pos = nn.Embedding(config.max_items, d)
         self.tok_pos = nn.Embedding(self.L, d)
         # (N, d) learned item-id embeddings; items added from text alone get zero rows (no id memory)
@@ -103,10 +110,17 @@ class RecGPT(PretrainedMixin, Recommender, nn.Module):
     def num_items(self) -> int:
         return self.items.num_items
 
-    def set_catalog(self, tokenizer: ItemTokenizer, text: Tensor) -> None:
-        """Copy a trained tokenizer (with its frozen table) and the items' text embeddings (N, embed_dim) in."""
+    def set_catalog(self, tokenizer: ItemCodes, text: Tensor) -> None:
+        """Copy a trained tokenizer (with its frozen table) and the items' text embeddings (N, embed_dim) in. The
+        tokenizer must be of the kind and sizes this model was built for (its code embeddings depend on them)."""
         if tokenizer.num_items != text.shape[0]:
             raise ValueError(f"tokenizer table has {tokenizer.num_items} items, text has {text.shape[0]} rows")
+        if type(tokenizer) is not type(self.items) or tokenizer.vocab_sizes != self.vocab \
+                or tokenizer.config.embed_dim != self.config.tokenizer.embed_dim:
+            raise ValueError(f"this RecGPT was built for a {type(self.items).__name__} with code vocabularies "
+                             f"{self.vocab} and {self.config.tokenizer.embed_dim}-d text, got a "
+                             f"{type(tokenizer).__name__} with {tokenizer.vocab_sizes} and "
+                             f"{tokenizer.config.embed_dim}-d: build RecGPT(replace(config, tokenizer=tok.config))")
         self.items = tokenizer
         self.text = text.float().to(self.code_emb.weight.device)
         if self.id_emb is not None and self.id_emb.shape[0] != tokenizer.num_items:
@@ -153,7 +167,7 @@ class RecGPT(PretrainedMixin, Recommender, nn.Module):
         safe = ids.clamp(0, max(self.num_items - 1, 0))
         codes = self.items.codes[safe] + self.offsets  # (b, T, L)
         x = self.code_emb(codes)
-        chunks = rearrange(self.text[safe], "b t (n c) -> b t n c", n=self.config.tokenizer.n_chunks)
+        chunks = rearrange(self.text[safe], "b t (n c) -> b t n c", n=self.L - 1)
         text = torch.einsum("btnc,ncd->btnd", chunks, self.chunk_proj)
         x = torch.cat([x[:, :, :-1] + text, x[:, :, -1:]], 2)  # the suffix token has no text chunk
         if self.id_emb is not None:
