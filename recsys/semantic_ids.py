@@ -32,9 +32,11 @@ class SemanticIdConfig:
     hidden: int = 256  # encoder/decoder MLP width (two hidden layers each)
     commitment_weight: float = 0.25
     decay: float = 0.99  # EMA decay of the codebooks
-    # restart codes whose EMA hit count per batch falls below this (0: never); a batch of 256 items over 256 codes
-    # hits each code about once, so any threshold near 1 would restart live codes every step
-    dead_code_threshold: float = 0.0
+    # restart codes whose EMA hit count per batch falls below this (0: never; a batch of 256 items over 256 codes hits
+    # each code about once on average). Chosen on the tokenizer's own training data (demo catalog, text, 300 steps):
+    # 0 leaves 72% of codes dead (usage 0.25/0.28/0.31, 11.0% of items need an extra index, cosine 0.79); 0.5 uses
+    # 1.00/1.00/1.00, 0.5% need one, cosine 0.81
+    dead_code_threshold: float = 0.5
     max_suffix: int = 256  # most items allowed to share the same codes (the disambiguation level's vocabulary)
     num_items: int = 0  # rows of the frozen table (set by build_table / add_items)
     cf_dim: int = 0  # width of the collaborative item vectors fused with the text; 0: ids from text alone
