@@ -211,3 +211,49 @@ def test_bad_inputs_raise_value_errors():
             replace(SemanticIdConfig.tiny(E), **kw)
     with pytest.raises(ValueError, match="multiple of that"):
         RecGPTConfig(tokenizer=SemanticIdConfig(embed_dim=25))
+
+
+def test_setrec_takes_its_semantic_tokens_from_the_rqvae_codewords(tmp_path):
+    from recsys.models.setrec import SETRec, SETRecConfig
+
+    emb = _catalog()
+    tok = _trained(SemanticIdConfig.tiny(E), emb)
+    tok.build_table(emb)
+    cfg = replace(SETRecConfig.tiny(E, C), semantic="rqvae", ids=tok.config)
+    torch.manual_seed(0)
+    model = SETRec(cfg)
+    cf = torch.randn(40, C, generator=torch.Generator().manual_seed(4))
+    with pytest.raises(ValueError, match="RQ-VAE"):
+        model.set_catalog(emb, cf)  # semantic="rqvae" needs the tokenizer
+    model.set_catalog(emb, cf, ids=tok)
+    table, recon = model.item_tokens()
+    # items 3 and 5 share their residual codes: the same semantic tokens (their sets differ only by the CF token)
+    torch.testing.assert_close(table[3, 1:], table[5, 1:])
+    assert not torch.allclose(table[3, 1:], table[7, 1:]) and float(recon) == 0.0
+    g = torch.Generator().manual_seed(3)
+    windows = torch.randint(0, 40, (16, 9), generator=g)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 3e-3)
+    model.train()
+    first = float(model(windows).loss.detach())
+    for _ in range(20):
+        loss = model(windows).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first
+    codes_before = tok.codes.clone()
+    model.eval()
+    new = model.add_items(emb[[7]])  # codes from text alone: the same residual codes as item 7
+    assert new.tolist() == [40] and model.config.ids.num_items == 41
+    assert torch.equal(model.ids.codes[40, :-1], codes_before[7, :-1])
+    hists = [[1, 2, 3], [7], [0, 5, 9, 11]]
+    items, _ = model.recommend(hists, k=10)
+    assert ((items >= 0) & (items < 41)).all() and not any(set(r.tolist()) & set(h) for r, h in zip(items, hists))
+    model.save_pretrained(tmp_path / "s")
+    back = SETRec.from_pretrained(tmp_path / "s")
+    assert torch.equal(back.ids.codes, model.ids.codes)
+    torch.testing.assert_close(back.score_all(hists), model.score_all(hists))
+    model.keep_items(torch.arange(20))
+    assert model.ids.num_items == 20 and model.config.ids.num_items == 20
+    with pytest.raises(ValueError, match="n_levels == n_semantic"):
+        replace(SETRecConfig.tiny(E, C), semantic="rqvae", ids=replace(tok.config, n_levels=2))

@@ -4,7 +4,8 @@ Set identifier of item i (each token a `tok_dim` vector):
   * one CF token   = `cf_proj(sasrec_item_embedding[i])` (a frozen, trained SASRec table supplies the signal);
   * n semantic tokens from an autoencoder over the item's text embedding, trained jointly (weighted reconstruction
     loss). `semantic="continuous"` keeps them continuous (as in the paper); `semantic="fsq"` discretises each token
-    with the core `FSQ` quantizer.
+    with the core `FSQ` quantizer; `semantic="rqvae"` takes them from a trained RQ-VAE (`recsys.semantic_ids`, set
+    with `set_catalog(..., ids=)`): token j is level j's codeword of the item through a learned projection.
 
 History encoding: every token of a history item goes through the *same* input projection and gets the *same* item
 position id, and attends only to itself and to the tokens of earlier items (sparse mask). So the order of the tokens
@@ -36,6 +37,7 @@ from gentok.quantizers import FSQ, FSQConfig
 from gentok.validate import check_ids
 from recsys.index import INDEX_KINDS, IndexCache, brute_topk, resolve_index
 from recsys.models.base import Recommender, RecOutput, pad_histories, seen_mask
+from recsys.semantic_ids import SemanticIdConfig, SemanticIds
 
 
 @config
@@ -45,7 +47,8 @@ class SETRecConfig:
     cf_dim: int = 64  # SASRec item embedding width
     n_semantic: int = 4  # semantic tokens per item (the set has n_semantic + 1 tokens)
     tok_dim: int = 32  # width of each set token
-    semantic: str = "continuous"  # "continuous" (paper) or "fsq" (discretised through the core FSQ)
+    semantic: str = "continuous"  # "continuous" (paper), "fsq" (discretised through the core FSQ) or "rqvae"
+    ids: SemanticIdConfig | None = None  # semantic="rqvae": the RQ-VAE (n_levels == n_semantic) whose codewords it uses
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
     ae_hidden: int = 256
     recon_weight: float = 1.0  # weight of the text reconstruction loss of the semantic autoencoder
@@ -72,8 +75,12 @@ class SETRecConfig:
             raise ValueError("dim must be a positive multiple of heads; depth and max_items must be >= 1")
         if min(self.embed_dim, self.cf_dim, self.n_semantic, self.tok_dim, self.ae_hidden) < 1 or self.num_items < 0:
             raise ValueError("embed_dim, cf_dim, n_semantic, tok_dim, ae_hidden must be >= 1; num_items >= 0")
-        if self.semantic not in ("continuous", "fsq"):
-            raise ValueError(f"semantic must be 'continuous' or 'fsq', got {self.semantic!r}")
+        if self.semantic not in ("continuous", "fsq", "rqvae"):
+            raise ValueError(f"semantic must be 'continuous', 'fsq' or 'rqvae', got {self.semantic!r}")
+        if (self.semantic == "rqvae") != (self.ids is not None) or self.ids is not None and (
+                self.ids.n_levels != self.n_semantic or self.ids.embed_dim != self.embed_dim):
+            raise ValueError("semantic='rqvae' needs ids=SemanticIdConfig with n_levels == n_semantic and the same "
+                             "embed_dim (and other semantic kinds no ids)")
         if not 0.0 <= self.dropout < 1.0 or self.recon_weight < 0 or self.temperature <= 0:
             raise ValueError("dropout must lie in [0, 1), recon_weight >= 0 and temperature > 0")
         FSQConfig(dim=self.tok_dim, levels=self.fsq_levels)  # validates the levels
@@ -138,10 +145,15 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         # to the centre code), and sees unit-scale (layer-normed) inputs
         self.fsq = FSQ(FSQConfig(dim=k, levels=c.fsq_levels)) if c.semantic == "fsq" else None
         self.fsq_norm = nn.LayerNorm(k) if c.semantic == "fsq" else None
+        if c.ids is not None:  # frozen RQ-VAE (its table grows with the catalog); one codeword projection per level
+            self.ids = SemanticIds(c.ids).requires_grad_(False)
+            self.ids_proj = nn.ModuleList(nn.Linear(c.ids.latent_dim, k) for _ in range(n))
         self._reset_cache()  # eval-time caches of the catalog's set tokens and its faiss index (`catalog_table`)
 
     # -- cache: the catalog table only changes with the weights or the catalog --------------------------------------
     def _reset_cache(self) -> None:
+        if getattr(self, "ids", None) is not None:  # every catalog change ends here: the config records the RQ-VAE's
+            self.config = replace(self.config, ids=self.ids.config)  # table size, so the saved model rebuilds it
         self._table, self._keys = None, None
         self.indexes = IndexCache()  # faiss indexes over `_keys` and what calibration chose for them
 
@@ -181,14 +193,21 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
     def set_size(self) -> int:
         return self.config.n_semantic + 1
 
-    def set_catalog(self, text: Tensor, cf: Tensor) -> None:
-        """Item text embeddings (N, embed_dim) and trained SASRec item embeddings (N, cf_dim), row i = item i."""
+    def set_catalog(self, text: Tensor, cf: Tensor, ids: SemanticIds | None = None) -> None:
+        """Item text embeddings (N, embed_dim) and trained SASRec item embeddings (N, cf_dim), row i = item i; with
+        semantic="rqvae" also the trained RQ-VAE `ids` whose table holds the same N items."""
         if text.ndim != 2 or cf.ndim != 2 or len(text) != len(cf):
             raise ValueError(f"text {tuple(text.shape)} and cf {tuple(cf.shape)} must be (N, *) with the same N")
         if text.shape[1] != self.config.embed_dim or cf.shape[1] != self.config.cf_dim:
             raise ValueError(f"expected widths embed_dim={self.config.embed_dim}, cf_dim={self.config.cf_dim}; got "
                              f"{text.shape[1]}, {cf.shape[1]}")
         dev = self.cf_proj.weight.device
+        want, got = self.config.ids, None if ids is None else replace(ids.config, num_items=ids.num_items)
+        if (want or got) and (not want or not got or replace(want, num_items=len(text)) != got):
+            raise ValueError(f"semantic={self.config.semantic!r}: expected ids= an RQ-VAE of config {want} holding "
+                             f"the {len(text)} items, got {got}")
+        if ids is not None:
+            self.ids = ids.to(dev).requires_grad_(False)
         self.text, self.cf = text.float().to(dev), cf.detach().float().to(dev)
         self.has_cf = torch.ones(len(text), dtype=torch.bool, device=dev)
         self.config = replace(self.config, num_items=len(text))
@@ -208,6 +227,8 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         if text.ndim != 2 or text.shape[1] != self.config.embed_dim:
             raise ValueError(f"new item text embeddings must be (m, {self.config.embed_dim}), got {tuple(text.shape)}")
         m, start = len(text), self.num_items
+        if self.config.ids is not None:  # codes from text alone (CF part predicted), as for any cold item
+            self.ids.add_items(text.float().to(self.text.device))
         self.text = torch.cat([self.text, text.float().to(self.text.device)])
         self.cf = torch.cat([self.cf, self.cf.new_zeros(m, self.config.cf_dim)])
         self.has_cf = torch.cat([self.has_cf, self.has_cf.new_zeros(m)])
@@ -223,19 +244,26 @@ class SETRec(PretrainedMixin, Recommender, nn.Module):
         """Narrow the catalog to items `rows` in that order (each keeps its text, CF signal and cold flag)."""
         rows = self.check_rows(rows).to(self.text.device)
         self.text, self.cf, self.has_cf = self.text[rows], self.cf[rows], self.has_cf[rows]
+        if self.config.ids is not None:
+            self.ids.keep_items(rows)
         self.config = replace(self.config, num_items=len(rows))
         self._reset_cache()
 
     def item_tokens(self, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Set tokens (m, n+1, tok_dim) of `items` (all when None; slot 0 = CF, zero for cold items) and the text
-        reconstruction loss of the semantic autoencoder on them."""
+        reconstruction loss of the semantic autoencoder on them (0 with RQ-VAE tokens: that autoencoder is frozen)."""
         text = self.text if items is None else self.text[items]
         has_cf = self.has_cf if items is None else self.has_cf[items]
         cfe = self.cf if items is None else self.cf[items]
-        sem = rearrange(self.sem_enc(text), "m (n k) -> m n k", n=self.config.n_semantic)
-        if self.fsq is not None:
-            sem = self.fsq(self.fsq_norm(sem)).quantized
-        recon = F.mse_loss(self.sem_dec(rearrange(sem, "m n k -> m (n k)")), text) * text.shape[1]
+        if self.config.ids is not None:
+            codes = self.ids.codes[:, :-1] if items is None else self.ids.codes[items, :-1]  # the extra index is not
+            words = self.ids.codewords(codes)  # needed: SETRec scores every item, equal sets may tie
+            sem, recon = torch.stack([p(words[:, j]) for j, p in enumerate(self.ids_proj)], 1), text.new_zeros(())
+        else:
+            sem = rearrange(self.sem_enc(text), "m (n k) -> m n k", n=self.config.n_semantic)
+            if self.fsq is not None:
+                sem = self.fsq(self.fsq_norm(sem)).quantized
+            recon = F.mse_loss(self.sem_dec(rearrange(sem, "m n k -> m (n k)")), text) * text.shape[1]
         cf_tok = self.cf_proj(cfe) * has_cf[:, None]
         toks = torch.cat([cf_tok[:, None], sem], 1)
         return F.normalize(toks, dim=-1), recon  # a cold item's zero CF token stays zero
