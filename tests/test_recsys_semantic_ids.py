@@ -257,3 +257,22 @@ def test_setrec_takes_its_semantic_tokens_from_the_rqvae_codewords(tmp_path):
     assert model.ids.num_items == 20 and model.config.ids.num_items == 20
     with pytest.raises(ValueError, match="n_levels == n_semantic"):
         replace(SETRecConfig.tiny(E, C), semantic="rqvae", ids=replace(tok.config, n_levels=2))
+
+
+def test_decoding_benchmark_rows_agree_with_exhaustive_scoring():
+    """benchmarks.recsys.decoding on a tiny RecGPT: `exact_top_k` and a beam as wide as the catalog never differ from
+    the exhaustive top-10, and the exhaustive row's NDCG@10 is the metric of the targets' full-ranking ranks."""
+    from benchmarks.recsys.decoding import run_model
+    from recsys.metrics import metrics_from_ranks, target_ranks
+
+    model, _ = _recgpt(cfg=replace(SemanticIdConfig.tiny(E), n_levels=2, codebook_size=3), steps=10)
+    model.eval()
+    g = torch.Generator().manual_seed(5)
+    hists = [torch.randint(0, 40, (3,), generator=g).tolist() for _ in range(24)]
+    targets = torch.tensor([next(i for i in range(40) if i not in h) for h in hists])
+    rows = {(r["decoder"], r["beam"]): r for r in run_model(model, "m", hists, targets, [10, 40], batch=7)}
+    assert rows[("exact_top_k", 10)]["differs_set"] == 0.0 and rows[("beam", 40)]["differs_order"] == 0.0
+    assert rows[("beam", 40)]["ndcg@10"] == rows[("exhaustive", 0)]["ndcg@10"]
+    ranks = target_ranks(model.score_all(hists), targets, seen_mask(hists, 40))
+    assert rows[("exhaustive", 0)]["ndcg@10"] == pytest.approx(float(metrics_from_ranks(ranks.numpy())["ndcg@10"].mean()))
+    assert 0.0 <= rows[("beam", 10)]["overlap"] <= 1.0
