@@ -74,7 +74,7 @@ CF_RIDGE = 1.0  # ridge penalty of the text -> CF map (text embeddings are unit 
 @dataclass
 class ItemTokenizerOutput:
     recon: Tensor  # (b, input_dim)
-    codes: Tensor  # (b, n_chunks)
+    codes: Tensor  # (b, prefix_length): chunk codes, or RQ-VAE levels
     loss: Tensor
     metrics: dict = field(default_factory=dict)
 
