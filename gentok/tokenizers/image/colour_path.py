@@ -36,7 +36,8 @@ def check_colour_tokens(config) -> None:
     grid_side(config.colour_tokens)  # a square
     if config.colour_tokens >= config.num_tokens:
         raise ValueError(f"colour_tokens {config.colour_tokens} must leave learned tokens: num_tokens "
-                         f"{config.num_tokens} counts both, so it must be larger")
+                         f"{config.num_tokens} counts both, so it must be larger (or set colour_tokens too; 0 turns "
+                         "them off)")
     if config.quantizer is None:
         raise ValueError("colour_tokens need discrete tokens (a quantizer), not a VAE bottleneck")
     if config.proxy_decoder is not None or config.pixel_range != "signed":
