@@ -4,7 +4,9 @@ A ViT encoder reads image patches together with K learnable latent tokens (`gent
 FlexTok); only the latents are kept, quantized into a 1D sequence of K ids. A ViT decoder reads K quantized latents
 plus one mask token per patch and predicts the pixels of every patch. Trained single-stage here (pixel
 reconstruction + quantizer loss); a small convolutional refiner after un-patchifying removes patch-boundary artefacts
-cheaply.
+cheaply. With `colour_tokens` = g*g, the last g*g of the K ids are not learned: they pack a g x g thumbnail of the
+image (3 bits per channel for 512 codes, `colour_path.py`), and the decoder paints detail on top of that thumbnail,
+so colours the training photographs never showed still come back.
 
 The same class runs the official TiTok checkpoints (bytedance/1d-tokenizer, converted by
 `gentok.pretrained.titok`) through a few options that default to off: a class token and an input LayerNorm
