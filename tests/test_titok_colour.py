@@ -96,6 +96,16 @@ def test_ids_bits_and_forward_agree(tmp_path):
     assert torch.equal(r.decode(tokens.ids), m.decode(tokens.ids))
 
 
+def test_without_the_decoder_reading_the_cells_they_still_paint_the_colours():
+    m = small(colour_condition=False).eval()
+    assert m.from_colour is None and m.colour_pos is None
+    with torch.no_grad():
+        m.to_pixels.weight.zero_()
+        m.to_pixels.bias.zero_()
+    x = flat(torch.tensor([[0.2, 0.8, 0.1]]))
+    assert torch.allclose(m.decode(m.encode(x)), flat(torch.tensor([[1 / 7, 6 / 7, 1 / 7]])), atol=1e-5)
+
+
 def test_sampled_ids_past_the_packed_range_still_decode():
     """A 1000-code vocabulary packs 3 bits per channel (ids < 512); a generator may sample any id below 1000."""
     m = small(VQConfig(dim=8, codebook_size=1000)).eval()
