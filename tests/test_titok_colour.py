@@ -127,6 +127,7 @@ def test_without_colour_tokens_nothing_changes():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(colour_tokens=3), "square"),
+    (dict(colour_tokens=-4), "square"),
     (dict(colour_tokens=9), "must leave learned tokens"),
     (dict(colour_tokens=4, num_tokens=4), "must leave learned tokens"),
     (dict(quantizer=None, vae_dim=4), "quantizer"),

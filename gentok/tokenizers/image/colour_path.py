@@ -20,15 +20,14 @@ from torch import Tensor
 
 def colour_bits(vocab_size: int) -> int:
     """q: bits per channel of a colour cell that packs into one id of a `vocab_size` vocabulary (0 if none fits)."""
-    return int(math.floor(math.log2(vocab_size) / 3 + 1e-9)) if vocab_size >= 1 else 0
+    return math.floor(math.log2(vocab_size) / 3 + 1e-9) if vocab_size >= 1 else 0
 
 
 def grid_side(cells: int) -> int:
     """g for `cells` = g * g colour cells; a ValueError when `cells` is not a square."""
-    g = math.isqrt(cells)
-    if cells < 1 or g * g != cells:
+    if cells < 1 or math.isqrt(cells) ** 2 != cells:
         raise ValueError(f"colour_tokens must be a square number of cells (1, 4, 9, ...), got {cells}")
-    return g
+    return math.isqrt(cells)
 
 
 def check_colour_tokens(config) -> None:

@@ -33,7 +33,6 @@ from gentok.pretrained.maskgit_vqgan import MaskGitVQGANConfig, ProxyCodeHead
 from gentok.quantizers import FSQConfig, QuantizerConfig, VQConfig, build_quantizer
 from gentok.tokenizers.base import Tokenizer, TokenizerOutput
 from gentok.tokenizers.image import colour_path
-from gentok.tokenizers.image.colour_path import check_colour_tokens, grid_side
 from gentok.tokenizers.image.assets import ImageAssetsMixin, to_image_batch
 from gentok.tokenizers.tokens import Latents, Tokens
 
@@ -96,7 +95,7 @@ class TiTokConfig:
         if self.token_mixing and self.class_token:
             raise ValueError("token_mixing and class_token cannot be combined")
         if self.colour_tokens:
-            check_colour_tokens(self)
+            colour_path.check_colour_tokens(self)
 
     @property
     def learned_tokens(self) -> int:
@@ -338,7 +337,7 @@ class TiTok(ImageAssetsMixin, Tokenizer):
         c = self.config
         if not c.colour_tokens:
             return None
-        return colour_path.thumbnail(x, grid_side(c.colour_tokens), self.colour_q).to(x.dtype)
+        return colour_path.thumbnail(x, colour_path.grid_side(c.colour_tokens), self.colour_q).to(x.dtype)
 
     def _with_colour(self, ids: Tensor, thumb: Tensor | None) -> Tensor:
         """Learned ids (b, K - g*g) -> all K ids: the thumbnail's packed cells appended (unchanged without)."""
