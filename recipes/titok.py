@@ -50,7 +50,8 @@ TRAIN = TrainConfig(max_steps=1650, batch_size=16, lr=2e-3, warmup_steps=40, min
 # views (--hue 0.5: TITOK_HUE). 600-step runs on the scikit-image validation views, PSNR at the worst rotation (0, 60,
 # ..., 300 degrees) against the equal-bit baseline: 4 colour tokens 16.56 vs 17.96 dB, 9: 16.98 vs 17.96, 16: 17.28
 # vs 17.96 (18.36 vs 17.81 unrotated); with --hue 0.5: 4: 17.62 vs 17.96, 9: 17.82 vs 17.81, 16: 18.02 vs 17.81
-# (chosen; 18.14 vs 17.81 unrotated, hue error 9-10 degrees), 25: 17.82 vs 17.81. Without colour tokens, fully
+# (chosen; 18.14 vs 17.81 unrotated, hue error 9-10 degrees), 25: 17.82 vs 17.81; 16 with the decoder not reading
+# the cells (--set model.colour_condition=false) 17.26 vs 17.81. Without colour tokens, fully
 # trained: 15.05 vs 17.81 (hue error up to 71 degrees), and --hue 0.5 alone 15.17 vs 17.81. The chosen default, fully
 # trained (titok_multiscale.json): 18.39-18.65 dB at every rotation against 17.81-17.96, hue error 8-9 degrees.
 TITOK_HUE = 0.5

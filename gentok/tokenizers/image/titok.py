@@ -60,7 +60,9 @@ class TiTokConfig:
     # g*g colour tokens of the K (`num_tokens`): a g x g thumbnail, 3 x q bits per cell packed into one id, appended
     # to the K - g*g learned ids; the decoder adds its detail to the upsampled thumbnail (see `colour_path.py`)
     colour_tokens: int = 0
-    colour_condition: bool = True  # with colour tokens: the decoder also reads the thumbnail's cells as inputs
+    # with colour tokens the decoder also reads the thumbnail's cells as inputs (validation, tiny, 600 steps, worst
+    # hue rotation: 18.02 dB with, 17.26 without)
+    colour_condition: bool = True
     # -- options for the official checkpoints (all off for gentok-trained models) --
     dec_width: int | None = None  # decoder width; None: `width` (official bl/sl models: a larger decoder)
     dec_heads: int | None = None  # decoder heads; None: `heads`
