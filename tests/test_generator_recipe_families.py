@@ -28,8 +28,8 @@ SHORT = ["--max-steps", "2", "--set", "train.batch_size=4", "--set", "train.chec
 def tokenizer_64x16(tmp_path_factory):
     """A tiny TiTok whose tokens fit the official generator fixtures: 16 tokens of 64 ids."""
     torch.manual_seed(0)
-    cfg = replace(PRESETS["tiny"], image_size=32, patch_size=8, num_tokens=16, width=32, enc_depth=1, dec_depth=1,
-                  heads=2, refine_channels=4, quantizer=VQConfig(dim=8, codebook_size=64, cosine=False))
+    cfg = replace(PRESETS["tiny"], image_size=32, patch_size=8, num_tokens=16, colour_tokens=0, width=32, enc_depth=1,
+                  dec_depth=1, heads=2, refine_channels=4, quantizer=VQConfig(dim=8, codebook_size=64, cosine=False))
     path = tmp_path_factory.mktemp("tok") / "titok"
     TiTok(cfg).save_pretrained(path)
     return path

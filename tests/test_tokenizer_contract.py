@@ -91,6 +91,12 @@ def _titok_fsq():
     return TiTok(TiTokConfig(**IMG, quantizer=FSQConfig(dim=3, levels=(5, 4, 3)), token_mixing=True))
 
 
+def _titok_colour():
+    from gentok.tokenizers.image.titok import TiTok, TiTokConfig
+
+    return TiTok(TiTokConfig(**IMG, quantizer=VQConfig(dim=4, codebook_size=64, cosine=False), colour_tokens=1))
+
+
 def _binary():
     from gentok.tokenizers.image.binary import BinaryTokenizer, BinaryTokenizerConfig
 
@@ -175,6 +181,7 @@ def _mergedna():
 CASES = {
     "titok": _image_case(_titok),
     "titok-fsq": _image_case(_titok_fsq),
+    "titok-colour": _image_case(_titok_colour),
     "binary_tokenizer": _image_case(_binary),
     "flextok": _image_case(_flextok),
     "flextok.official": _image_case(_official_flextok),

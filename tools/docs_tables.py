@@ -185,7 +185,8 @@ def glance() -> str:
     k32 = resolve(ft, "by_tokens[tokens=32]")
     spark2 = resolve(eng, "results[mode=spark2]")
     rows = [
-        [f"TiTok `tiny` (default recipe, {tm['wall_seconds'] / 60:.1f} min CPU)",
+        [(f"TiTok `tiny` (default recipe, {tm['wall_seconds'] / 60:.1f} min "
+          f"{'on a shared CPU' if 'cpu_seconds' in tm else 'CPU'})"),
          "held-out PSNR, never-seen source, 288 bits",
          f"{f(_src(tm, 'matplotlib')['psnr'])} dB (all views {f(tm['psnr'])})",
          f"{f(_src(tm, 'matplotlib')['baseline_psnr'])} dB", "[titok](docs/titok.md)"],
