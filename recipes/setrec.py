@@ -23,9 +23,11 @@ from recsys.cli.recipe_args import add_text_model_args, data_help
 from recsys.data import load_split
 from recsys.evaluation import choose_cf_weight
 from recsys.models.setrec import PRESETS, SETRec
+from recsys.models.setrec_sasrec import SETRecSASRec
 from recsys.text import item_embeddings
 from recsys.train import cf_source, save_and_report, train_recommender
 
+CF_PART = "sasrec"  # VALIDATION-NUMBERS
 TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
 
@@ -33,6 +35,9 @@ TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/setrec", data_help=data_help(True))
     add_text_model_args(parser, sasrec_use="the CF tokens")
+    parser.add_argument("--cf-part", choices=("sasrec", "generated"), default=CF_PART,
+                        help="score the CF part with the trained SASRec itself (SETRecSASRec), or generate the CF "
+                             "token with SETRec's own encoder (SETRec)")
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = load_split(args.data, seed=train_cfg.seed)
@@ -40,8 +45,11 @@ def main(argv: list[str] | None = None):
     emb = item_embeddings(data, args.text_encoder, model="SETRec")
     sasrec = cf_source(data, split, args.sasrec, f"{train_cfg.output_dir}/sasrec", args.sasrec_steps,
                        seed=train_cfg.seed, progress=train_cfg.progress)
-    model = SETRec(replace(model_cfg, embed_dim=emb.shape[1], cf_dim=sasrec.config.dim))
-    model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
+    if args.cf_part == "sasrec":
+        model = SETRecSASRec.on(sasrec, emb, model_cfg)
+    else:
+        model = SETRec(replace(model_cfg, embed_dim=emb.shape[1], cf_dim=sasrec.config.dim))
+        model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
     result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}}, eval_users=300)
     chosen = None
