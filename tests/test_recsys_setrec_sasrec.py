@@ -88,3 +88,23 @@ def test_curve_summaries():
     assert p["valid_ndcg@10"] == 0.1 and p["total_cpu_s"] == 40 and p["levels_off_at_total_cpu_s"] == 30
     assert time_to(curve, 0.05) == 20 and time_to(curve, 0.2) is None
     assert at_time(curve, 35)["total_cpu_s"] == 30 and at_time(curve, 5) is None
+
+
+def test_train_curve_records_points_and_keeps_the_best_validation_weights(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.recsys.budget import SelectOnServedLists, train_curve
+    from recsys.data import from_frames, leave_one_out
+
+    rng = np.random.default_rng(0)
+    rows = [(u, int(rng.integers(0, 20)) if t % 2 else (u + t) % 20, t) for u in range(40) for t in range(10)]
+    split = leave_one_out(from_frames(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])))
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig.tiny(num_items=split.num_items))
+    run = train_curve(m, split, budget=1.5, kind="SASRec", max_len=8, work=tmp_path / "w", points=4)
+    c = run["curve"]
+    assert len(c) >= 2 and all(a["cpu_s"] < b["cpu_s"] for a, b in zip(c, c[1:]))
+    assert run["valid_ndcg@10_best"] == pytest.approx(max(p["valid_ndcg@10"] for p in c), abs=1e-5)
+    again = SelectOnServedLists(split, batch_size=64)(m, None)["ndcg@10"]  # the model holds the best weights
+    assert again == pytest.approx(run["valid_ndcg@10_best"], abs=1e-6)

@@ -153,7 +153,7 @@ def train_curve(model: nn.Module, split: Split, budget: float, kind: str, max_le
     (cosine) toward the end of the whole budget, so the curve is one schedule read at several points, not separate
     runs per budget (see docs/recsys.md, "Learning curves"). `patience` > 0 stops once that many passes in a row do
     not improve validation. `spent` is CPU time already charged to the model (its SASRec), added to `total_cpu_s`.
-    `prepare(model)`, if given, runs before each validation pass, off the clock (SETRec's CF weight, chosen on
+    `prepare(model, split)`, if given, runs before each validation pass, off the clock (SETRec's CF weight, chosen on
     validation cases only).
     The model ends holding its best-on-validation weights. Returns the run's record with `curve` (a list of points)."""
     windows = NextItemWindows(split, max_len)
@@ -177,7 +177,7 @@ def train_curve(model: nn.Module, split: Split, budget: float, kind: str, max_le
     def record(m):
         with clock.paused():
             if prepare is not None:
-                prepare(m)
+                prepare(m, split)
             v = valid(m, None)["ndcg@10"]
             t = test(m, None)["ndcg@10"]
         curve.append({"step": done["steps"], "cpu_s": round(clock.used, 2), "total_cpu_s": round(clock.used + spent, 2),

@@ -92,16 +92,18 @@ def at_time(curve: list[dict], seconds: float) -> dict | None:
 
 
 def summarize_curves(rows: dict) -> dict:
-    """Plateaus, time to SASRec's plateau (validation), and both at SASRec's plateau time, per curve model."""
+    """Per curve model: its plateau, the time it first reaches SASRec's plateau (validation), its point at SASRec's
+    plateau time and SASRec's point at its plateau time (quality at equal CPU time, both ways; None: no point yet)."""
     sas = plateau(rows["SASRec"]["curve"])
     out = {}
     for name in CURVE_MODELS:
         if name not in rows:
             continue
         c = rows[name]["curve"]
-        p = at_time(c, sas["total_cpu_s"])
-        out[name] = {"plateau": plateau(c), "time_to_sasrec_plateau_s": time_to(c, sas["valid_ndcg@10"]),
-                     "at_sasrec_plateau_time": p}
+        own = plateau(c)
+        out[name] = {"plateau": own, "time_to_sasrec_plateau_s": time_to(c, sas["valid_ndcg@10"]),
+                     "at_sasrec_plateau_time": at_time(c, sas["total_cpu_s"]),
+                     "sasrec_at_plateau_time": at_time(rows["SASRec"]["curve"], own["total_cpu_s"])}
     return out
 
 

@@ -17,7 +17,8 @@ from recsys.data import Split
 from recsys.evaluation import choose_cf_weight, evaluate
 from recsys.item_tokens import ItemTokenizerConfig
 from recsys.models.recgpt import RecGPT, RecGPTConfig
-from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.models.sasrec import PRESETS as SASREC_PRESETS
+from recsys.models.sasrec import SASRec
 from recsys.models.setrec import PRESETS as SETREC_PRESETS
 from recsys.models.setrec import SETRec, SETRecConfig
 from recsys.models.setrec_sasrec import SETRecSASRec
@@ -29,7 +30,7 @@ CURVE_CLASSES = {"SASRec": SASRec, "SETRec on SASRec": SETRecSASRec, "RecGPT (co
 
 def make_sasrec(split: Split) -> SASRec:
     torch.manual_seed(0)
-    return SASRec(SASRecConfig(num_items=split.num_items))
+    return SASRec(replace(SASREC_PRESETS["small"], num_items=split.num_items))  # the recipe's model
 
 
 def sasrec_at(budget: float, split: Split, work: Path, cache: dict) -> tuple[SASRec, dict]:
