@@ -9,6 +9,12 @@
   (`gentok.training.fit` has no time limit), and a CPU-time check in the loss stops training at the budget if it runs
   over. Test Recall/NDCG@10 (bootstrap CIs) of the weights selected on validation NDCG@10 (300 users), plus a
   popularity baseline;
+* learning curves (`--only curves`): one long run per model of `CURVE_MODELS` (SASRec, SETRec on SASRec, RecGPT
+  with collaborative codes) with validation NDCG@10 of all validation users at `--curve-points` points (test recorded
+  beside it, never selected on), to `--curve-budget` CPU seconds or until `--patience` passes bring no improvement;
+  the plateaus, the time each model first reaches SASRec's plateau, quality at equal time both ways, and exact test
+  metrics (CIs) of each run's best-on-validation weights; `recsys.png` becomes the curve plot. Models run as separate
+  processes in order: a run saved in `--work`/curves/<model> is loaded, not retrained;
 * cold start: 20% of the catalog (seeded, uniform) is removed from every training sequence; every model is retrained
   at `--cold-budget` and its test metrics are split by whether the target is a warm or a cold item, against
   popularity over all items and a popularity baseline that ranks the cold items only;
@@ -25,6 +31,7 @@
     python -m benchmarks.recsys --only cold --skip-throughput   # redo one part (others kept in the JSON)
     python -m benchmarks.recsys --only equal --budgets 80 --skip-throughput --work outputs/b80   # one budget; parts
         # and budgets can run as parallel processes (separate --work): each merges its rows into the one JSON
+    python -m benchmarks.recsys --only curves --skip-throughput --curve-points 8   # the learning curves
     python -m benchmarks.recsys                         # everything, timings included (on a quiet machine): the
         # demo-catalog throughput uses the largest budget's models
 """
