@@ -22,6 +22,9 @@ from recsys.data import load_split
 from recsys.models.sasrec import PRESETS, SASRec
 from recsys.train import save_and_report, train_recommender
 
+# 800 steps: the learning curve of the default model (dropout 0.4, recsys.models.sasrec.PRESETS) has its best
+# validation NDCG@10, 0.0678 (all 671 demo users), at 750 steps (178 CPU-s) of a 1,200-step schedule and stays at
+# 0.061-0.063 after; with dropout 0.2 the best is 0.0663 at 624 steps, then 0.059-0.066 up to 2,500 steps
 TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, weight_decay=0.01,
                     eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
 

@@ -133,9 +133,10 @@ def save_and_report(result, data: RecData, split: Split, output_dir: str | Path,
     return report(result.model, split, output_dir, name, extra=extra)
 
 
-# how recipes train the SASRec whose item table supplies collaborative signal (SETRec's CF tokens, RecGPT's
-# collaborative item codes) when no trained one is given
-SASREC_CF_TRAIN = TrainConfig(max_steps=300, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1,
+# how recipes train the SASRec whose item table supplies collaborative signal (SETRec's CF part, RecGPT's
+# collaborative item codes) when no trained one is given: the SASRec recipe's schedule (recipes/sasrec.py TRAIN), so
+# the generative models build on a SASRec as strong as the baseline they are compared with
+SASREC_CF_TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=30, min_lr_ratio=0.1,
                               weight_decay=0.01, eval_every=100, checkpoint_every=100, log_every=10, clip_grad=1.0)
 
 
@@ -154,4 +155,4 @@ def cf_source(data: RecData, split: Split, sasrec_dir: str | None, output_dir: s
         return model
     cfg = replace(SASREC_PRESETS["small"], num_items=data.num_items)
     tcfg = replace(SASREC_CF_TRAIN, output_dir=str(output_dir), seed=seed, max_steps=steps, progress=progress)
-    return train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=300)[0].model
+    return train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=None)[0].model

@@ -9,6 +9,12 @@
   (`gentok.training.fit` has no time limit), and a CPU-time check in the loss stops training at the budget if it runs
   over. Test Recall/NDCG@10 (bootstrap CIs) of the weights selected on validation NDCG@10 (300 users), plus a
   popularity baseline;
+* learning curves (`--only curves`): one long run per model of `CURVE_MODELS` (SASRec, SETRec on SASRec, RecGPT
+  with collaborative codes) with validation NDCG@10 of all validation users at `--curve-points` points (test recorded
+  beside it, never selected on), to `--curve-budget` CPU seconds or until `--patience` passes bring no improvement;
+  the plateaus, the time each model first reaches SASRec's plateau, quality at equal time both ways, and exact test
+  metrics (CIs) of each run's best-on-validation weights; `recsys.png` becomes the curve plot. Models run as separate
+  processes in order: a run saved in `--work`/curves/<model> is loaded, not retrained;
 * cold start: 20% of the catalog (seeded, uniform) is removed from every training sequence; every model is retrained
   at `--cold-budget` and its test metrics are split by whether the target is a warm or a cold item, against
   popularity over all items and a popularity baseline that ranks the cold items only;
@@ -25,6 +31,7 @@
     python -m benchmarks.recsys --only cold --skip-throughput   # redo one part (others kept in the JSON)
     python -m benchmarks.recsys --only equal --budgets 80 --skip-throughput --work outputs/b80   # one budget; parts
         # and budgets can run as parallel processes (separate --work): each merges its rows into the one JSON
+    python -m benchmarks.recsys --only curves --skip-throughput --curve-points 8   # the learning curves
     python -m benchmarks.recsys                         # everything, timings included (on a quiet machine): the
         # demo-catalog throughput uses the largest budget's models
 """
@@ -42,11 +49,14 @@ import torch
 from benchmarks.common import parser, write_json
 from benchmarks.recsys.budget import EVAL_USERS, RUN
 from benchmarks.recsys.cold import cold_start
-from benchmarks.recsys.equal import equal_compute, plot, print_equal
+from benchmarks.recsys.equal import CURVE_MODELS, equal_compute, plot, plot_curves, print_equal, run_curves, \
+    summarize_curves
 from benchmarks.recsys.models import MODELS
 from benchmarks.recsys.throughput import throughput_demo, throughput_large
 from benchmarks.recsys.zero_shot import zero_shot
 from recsys.data import load_split
+from recsys.evaluation import evaluate
+from recsys.models.popularity import Popularity
 from recsys.text import item_embeddings
 
 
@@ -55,11 +65,13 @@ def merge(old: dict, new: dict) -> dict:
     run as separate processes (`--only equal --budgets 100`). The old `quality` key is superseded by equal_compute."""
     result = {k: v for k, v in {**old, **new}.items() if k not in ("quality", "machine")}  # machine: this run's
     if "equal_compute" in new and "equal_compute" in old:
-        eq = {**old["equal_compute"], **new["equal_compute"]}
+        o, n = old["equal_compute"], new["equal_compute"]
+        eq = {**o, **n}
         for name in MODELS:
-            eq[name] = {**old["equal_compute"].get(name, {}), **new["equal_compute"].get(name, {})}
-        eq["budgets_s"] = sorted({*old["equal_compute"]["budgets_s"], *new["equal_compute"]["budgets_s"]})
-        result["equal_compute"] = eq
+            eq[name] = {**o.get(name, {}), **n.get(name, {})}
+        eq["budgets_s"] = sorted({*o.get("budgets_s", []), *n.get("budgets_s", [])})
+        eq["curves"] = {**o.get("curves", {}), **n.get("curves", {})}  # curve models run as separate processes
+        result["equal_compute"] = {k: v for k, v in eq.items() if v or k not in ("curves", "budgets_s")}
     return result
 
 
@@ -73,7 +85,15 @@ def main(argv=None):
     p.add_argument("--cold-fraction", type=float, default=0.2)
     p.add_argument("--cf-weight", type=float, default=1.0, help="CF weight of RecGPT's collaborative item codes")
     p.add_argument("--id-embedding", action="store_true", help="RecGPT adds a learned item-id embedding")
-    p.add_argument("--only", choices=("equal", "cold", "zero", "throughput"), action="append", default=None,
+    p.add_argument("--curve-models", nargs="+", choices=CURVE_MODELS, default=list(CURVE_MODELS),
+                   help="models of the learning curves (`--only curves`)")
+    p.add_argument("--curve-budget", type=float, nargs=3, default=[600.0, 300.0, 600.0],
+                   metavar=("SASREC", "SETREC", "RECGPT"),
+                   help="CPU seconds of each curve model's own run (SASRec, SETRec on SASRec, RecGPT)")
+    p.add_argument("--curve-points", type=int, default=12, help="validation passes per curve")
+    p.add_argument("--patience", type=int, default=4,
+                   help="stop a curve after this many validation passes without improvement (0: never)")
+    p.add_argument("--only", choices=("equal", "curves", "cold", "zero", "throughput"), action="append", default=None,
                    help="run only these parts (repeatable); the JSON keeps the others")
     p.add_argument("--skip-throughput", action="store_true",
                    help="do not time scoring; the throughput keys of the existing --out JSON are kept")
@@ -85,7 +105,8 @@ def main(argv=None):
     RUN["eval_users"] = args.eval_users
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    parts = set(args.only or ("equal", "cold", "zero", "throughput"))
+    args.curve_budget = dict(zip(CURVE_MODELS, args.curve_budget))
+    parts = set(args.only or ("equal", "curves", "cold", "zero", "throughput"))
     if args.skip_throughput:
         parts.discard("throughput")
     opts = {"cf_weight": args.cf_weight, "id_embedding": args.id_embedding}
@@ -97,6 +118,12 @@ def main(argv=None):
     if "equal" in parts:
         result["equal_compute"], models = equal_compute(args, split, emb, opts)
         print_equal(result["equal_compute"])
+    if "curves" in parts:
+        curves = run_curves(args, split, emb, args.curve_models)
+        pop = Popularity.from_split(split)
+        curves["Popularity"] = {w: evaluate(pop, split, w, n_boot=1)["summary"]["ndcg@10"]["mean"]
+                                for w in ("valid", "test")}
+        result.setdefault("equal_compute", {})["curves"] = curves
     if "cold" in parts:
         result["cold_start"] = cold_start(args, split, emb, opts)
     if "zero" in parts:
@@ -115,7 +142,11 @@ def main(argv=None):
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = merge(json.loads(out.read_text()) if out.is_file() else {}, result)
         write_json(out, result)
-        if "equal_compute" in result:
+        if "curves" in result.get("equal_compute", {}):
+            result["equal_compute"]["curve_summary"] = summarize_curves(result["equal_compute"]["curves"])
+            write_json(out, result)
+            plot_curves(result["equal_compute"]["curves"], out.with_suffix(".png"))
+        elif "equal_compute" in result:
             plot(result, out.with_suffix(".png"))
     print(f"-> {out}")
 

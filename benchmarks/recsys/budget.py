@@ -63,8 +63,10 @@ class SelectOnServedLists(SelectOnValidation):
     exact top-10 for SASRec and SETRec, catalog-constrained beam search for RecGPT, whose exact full ranking (every
     item's probability through the trie) costs ~0.1 s per user here. Test metrics stay exact full ranking."""
 
+    which = "valid"  # "test" only for the learning curves' recorded test column (never selected on)
+
     def __call__(self, model, loader) -> dict:
-        _, hists, targets = self.split.cases("valid")
+        _, hists, targets = self.split.cases(self.which)
         hists, targets = hists[: self.max_users], targets[: self.max_users]
         was = model.training
         model.eval()
@@ -137,3 +139,78 @@ def train_budget(model: nn.Module, split: Split, budget: float, kind: str, max_l
     return {"budget_s": budget, "cpu_s": round(clock.used, 2), "seconds_per_step": per_step, "steps_planned": steps,
             "steps_done": done["steps"], "stopped_by_budget": stopped,
             "valid_ndcg@10_best": selector.best}
+
+
+class StopCurve(Exception):
+    """Raised from a curve's validation pass when validation stopped improving (`patience` passes)."""
+
+
+def train_curve(model: nn.Module, split: Split, budget: float, kind: str, max_len: int, work: Path,
+                points: int = 12, patience: int = 0, spent: float = 0.0, prepare=None) -> dict:
+    """One long run of `model` (in place) to `budget` CPU seconds with `points` evenly spaced validation passes:
+    the learning curve (training CPU seconds vs validation NDCG@10 of the served top-10 lists, all validation users;
+    the test NDCG@10 of the same lists is recorded alongside, never used for a choice). The learning rate decays
+    (cosine) toward the end of the whole budget, so the curve is one schedule read at several points, not separate
+    runs per budget (see docs/recsys.md, "Learning curves"). `patience` > 0 stops once that many passes in a row do
+    not improve validation. `spent` is CPU time already charged to the model (its SASRec), added to `total_cpu_s`.
+    `prepare(model, split)`, if given, runs before each validation pass, off the clock (SETRec's CF weight, chosen on
+    validation cases only).
+    The model ends holding its best-on-validation weights. Returns the run's record with `curve` (a list of points)."""
+    windows = NextItemWindows(split, max_len)
+    bs = BATCH[kind]
+    key = (kind, split.num_items, max_len)
+    if key not in PROBES:
+        PROBES[key] = seconds_per_step(model, windows, bs)
+    steps = max(10, int(0.9 * budget / PROBES[key]))
+    clock = CPUClock(budget)
+    valid = SelectOnServedLists(split, max_users=RUN["eval_users"], batch_size=64)
+    test = SelectOnServedLists(split, batch_size=64)
+    test.which = "test"  # the same served-list metric on the test cases: recorded, never selected on
+    curve, done = [], {"steps": 0}
+
+    def loss_fn(m, batch):
+        clock.tick()
+        done["steps"] += 1
+        out = m(batch)
+        return out.loss, out.metrics
+
+    def record(m):
+        with clock.paused():
+            if prepare is not None:
+                prepare(m, split)
+            v = valid(m, None)["ndcg@10"]
+            t = test(m, None)["ndcg@10"]
+        curve.append({"step": done["steps"], "cpu_s": round(clock.used, 2), "total_cpu_s": round(clock.used + spent, 2),
+                      "valid_ndcg@10": round(v, 5), "test_ndcg@10": round(t, 5)})
+        print(f"  [{kind}] step {done['steps']} {clock.used:.0f}+{spent:.0f} CPU s: valid {v:.4f} test {t:.4f}",
+              flush=True)
+        best = max(p["valid_ndcg@10"] for p in curve)
+        since = len(curve) - 1 - max(i for i, p in enumerate(curve) if p["valid_ndcg@10"] == best)
+        if patience and since >= patience:
+            raise StopCurve
+        return {"ndcg@10": v}
+
+    if work.exists():
+        shutil.rmtree(work)
+    tcfg = TrainConfig(output_dir=str(work), max_steps=steps, batch_size=bs, warmup_steps=min(30, steps // 10),
+                       eval_every=max(1, steps // points), **COMMON)
+    stopped = "steps"
+    try:
+        fit(model, windows, tcfg, eval_data=windows, eval_fn=lambda m, _: record(m), loss_fn=loss_fn)
+        if not curve or curve[-1]["step"] != done["steps"]:
+            record(model)
+    except BudgetReached:
+        stopped = "budget"
+        try:
+            record(model)
+        except StopCurve:
+            pass
+    except StopCurve:
+        stopped = "validation stopped improving"
+    valid.restore(model)
+    model.eval()
+    shutil.rmtree(work, ignore_errors=True)
+    return {"budget_s": budget, "cpu_s": round(clock.used, 2), "seconds_per_step": PROBES[key],
+            "steps_planned": steps, "steps_done": done["steps"], "stopped_by": stopped,
+            "valid_ndcg@10_best": valid.best, "curve": curve}
+

@@ -66,3 +66,100 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle("MovieLens latest-small, leave-one-out, full ranking: quality at equal training compute")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# -- learning curves: one long run per model, quality by training CPU-seconds ---------------------------------------
+CURVE_MODELS = ("SASRec", "SETRec on SASRec", "RecGPT (collaborative codes)")
+
+
+def plateau(curve: list[dict], tol: float = 0.02) -> dict:
+    """The curve's best validation point and where it levels off: the first point within `tol` (relative) of it."""
+    best = max(curve, key=lambda p: p["valid_ndcg@10"])
+    first = next(p for p in curve if p["valid_ndcg@10"] >= (1 - tol) * best["valid_ndcg@10"])
+    return {"valid_ndcg@10": best["valid_ndcg@10"], "test_ndcg@10": best["test_ndcg@10"],
+            "total_cpu_s": best["total_cpu_s"], "levels_off_at_total_cpu_s": first["total_cpu_s"]}
+
+
+def time_to(curve: list[dict], level: float) -> float | None:
+    """Total CPU seconds of the first curve point whose validation NDCG@10 reaches `level` (None: never)."""
+    return next((p["total_cpu_s"] for p in curve if p["valid_ndcg@10"] >= level), None)
+
+
+def at_time(curve: list[dict], seconds: float) -> dict | None:
+    """The last curve point at or before `seconds` total CPU seconds (what the model had reached by then)."""
+    before = [p for p in curve if p["total_cpu_s"] <= seconds]
+    return before[-1] if before else None
+
+
+def summarize_curves(rows: dict) -> dict:
+    """Per curve model: its plateau, the time it first reaches SASRec's plateau (validation), its point at SASRec's
+    plateau time and SASRec's point at its plateau time (quality at equal CPU time, both ways; None: no point yet)."""
+    sas = plateau(rows["SASRec"]["curve"])
+    out = {}
+    for name in CURVE_MODELS:
+        if name not in rows:
+            continue
+        c = rows[name]["curve"]
+        own = plateau(c)
+        out[name] = {"plateau": own, "time_to_sasrec_plateau_s": time_to(c, sas["valid_ndcg@10"]),
+                     "at_sasrec_plateau_time": at_time(c, sas["total_cpu_s"]),
+                     "sasrec_at_plateau_time": at_time(rows["SASRec"]["curve"], own["total_cpu_s"])}
+    return out
+
+
+def plot_curves(rows: dict, path: Path) -> None:
+    """Validation and test NDCG@10 against total training CPU seconds, with SASRec's validation plateau."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, which in zip(axes, ("valid", "test")):
+        for name in CURVE_MODELS:
+            if name in rows:
+                c = rows[name]["curve"]
+                ax.plot([p["total_cpu_s"] for p in c], [p[f"{which}_ndcg@10"] for p in c], marker="o", ms=3,
+                        label=name)
+        ax.axhline(plateau(rows["SASRec"]["curve"])[f"{which}_ndcg@10"], color="C0", linestyle=":",
+                   label="SASRec plateau (best validation point)")
+        ax.axhline(rows["Popularity"][which], color="gray", linestyle="--", label="Popularity")
+        ax.set_xlabel("total training CPU seconds (one thread; a model's SASRec included)")
+        ax.set_ylabel(f"{which} NDCG@10 (served top-10, all users)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MovieLens latest-small: learning curves (one run per model, LR decaying to its budget)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def run_curves(args, split: Split, emb: torch.Tensor, names) -> dict:
+    """Learning curves of `names` (of `CURVE_MODELS`, SASRec first when a later one needs it). A model whose run is
+    already in `--work`/curves/<name> (model + run.json, written by an earlier invocation) is loaded, not retrained,
+    so the models can run as separate processes in order. Each row: the run (curve included) and the exact test
+    metrics with bootstrap CIs of its best-on-validation weights."""
+    import json
+
+    from benchmarks.recsys.models import CURVE_CLASSES, curve_model
+    from gentok.files import atomic_write_json
+
+    work, cache, rows = Path(args.work) / "curves", {}, {}
+    need = list(names)
+    if any(n != "SASRec" for n in need) and "SASRec" not in need:
+        need.insert(0, "SASRec")
+    for name in need:
+        d = work / name.replace(" ", "_").replace("(", "").replace(")", "")
+        if (d / "run.json").is_file():
+            model, run = CURVE_CLASSES[name].from_pretrained(d / "model"), json.loads((d / "run.json").read_text())
+            model.eval()
+        else:
+            t = time.time()
+            model, run = curve_model(name, split, emb, args.curve_budget[name], work, cache, args.curve_points,
+                                     args.patience)
+            run["wall_s"] = round(time.time() - t)
+            model.save_pretrained(d / "model")
+            atomic_write_json(d / "run.json", run)
+        if name == "SASRec":
+            cache["SASRec"] = (model, run)
+        if name in names:
+            rows[name] = test_row(model, split, run)
+            p = plateau(run["curve"])
+            print(f"{name}: plateau valid {p['valid_ndcg@10']:.4f} at {p['total_cpu_s']:.0f} CPU s; test NDCG@10 "
+                  f"{rows[name]['test']['ndcg@10']['mean']:.4f}", flush=True)
+    return rows

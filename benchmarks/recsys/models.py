@@ -11,22 +11,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.recsys.budget import train_budget
+from benchmarks.recsys.budget import train_budget, train_curve
 from gentok.config import replace
 from recsys.data import Split
 from recsys.evaluation import choose_cf_weight, evaluate
 from recsys.item_tokens import ItemTokenizerConfig
 from recsys.models.recgpt import RecGPT, RecGPTConfig
-from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.models.sasrec import PRESETS as SASREC_PRESETS
+from recsys.models.sasrec import SASRec
+from recsys.models.setrec import PRESETS as SETREC_PRESETS
 from recsys.models.setrec import SETRec, SETRecConfig
+from recsys.models.setrec_sasrec import SETRecSASRec
 from recsys.train import train_item_tokenizer, warm_items
 
 MODELS = ("SASRec", "RecGPT (text codes)", "RecGPT (collaborative codes)", "SETRec")
+CURVE_CLASSES = {"SASRec": SASRec, "SETRec on SASRec": SETRecSASRec, "RecGPT (collaborative codes)": RecGPT}
 
 
 def make_sasrec(split: Split) -> SASRec:
     torch.manual_seed(0)
-    return SASRec(SASRecConfig(num_items=split.num_items))
+    return SASRec(replace(SASREC_PRESETS["small"], num_items=split.num_items))  # the recipe's model
 
 
 def sasrec_at(budget: float, split: Split, work: Path, cache: dict) -> tuple[SASRec, dict]:
@@ -92,3 +96,34 @@ def train_model(name: str, split: Split, emb: torch.Tensor, budget: float, work:
 
 def test_row(model, split: Split, info: dict | None = None) -> dict:
     return {"test": evaluate(model, split, "test", batch_size=32)["summary"], **(info or {})}
+
+
+def curve_model(name: str, split: Split, emb: torch.Tensor, budget: float, work: Path, cache: dict,
+                points: int, patience: int) -> tuple[nn.Module, dict]:
+    """One of `CURVE_MODELS` trained in one long run to `budget` CPU seconds of its own, with its learning curve.
+    Models built on a SASRec use the SASRec curve's model (`cache["SASRec"]`, trained first) and are charged its
+    CPU time: their curve's `total_cpu_s` starts where SASRec's run ended."""
+    if name == "SASRec":
+        model = make_sasrec(split)
+        run = train_curve(model, split, budget, "SASRec", model.config.max_len, work / "sasrec", points, patience)
+        cache["SASRec"] = (model, run)
+        return model, {**run, "total_cpu_s": run["cpu_s"]}
+    sas, sas_run = cache["SASRec"]
+    # charged: SASRec's CPU time up to the point whose weights it kept (its best validation point), what a SASRec
+    # run to that length would cost
+    best = max(sas_run["curve"], key=lambda p: p["valid_ndcg@10"])
+    spent = best["cpu_s"]
+    extra = {"cf_source": {"model": "SASRec", "cpu_s": spent, "steps": best["step"]}}
+    if name == "SETRec on SASRec":
+        torch.manual_seed(0)
+        model = SETRecSASRec.on(sas, emb, SETREC_PRESETS["small"])
+        run = train_curve(model, split, budget, "SETRec", model.config.max_items, work / "setrec", points, patience,
+                          spent=spent, prepare=choose_cf_weight)
+        extra["cf_weight_chosen_on_valid"] = float(model.cf_weight)
+    else:
+        model, info = make_recgpt(split, emb, budget, work, sas, 1.0, False)
+        spent += info["tokenizer_cpu_s"]
+        run = train_curve(model, split, budget, "RecGPT", model.config.max_items, work / "recgpt", points, patience,
+                          spent=spent)
+        extra.update(info)
+    return model, {**run, "total_cpu_s": round(run["cpu_s"] + spent, 2), **extra}

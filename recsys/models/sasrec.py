@@ -36,7 +36,11 @@ class SASRecConfig:
         return cls(num_items=num_items, dim=32, depth=1, heads=2, max_len=8, dropout=0.0)
 
 
-PRESETS = {"tiny": SASRecConfig.tiny(), "small": SASRecConfig(), "base": SASRecConfig(dim=128, depth=2, max_len=200)}
+# small: dropout 0.4, chosen on validation NDCG@10 (all 671 demo users, learning curves of one run each): best point
+# 0.0678 (750 steps, 178 CPU-s) against 0.0663 with dropout 0.2 (624 steps, 140 CPU-s; that curve then falls to
+# 0.060 by 2,500 steps: the model overfits the 100k interactions, which more dropout delays)
+PRESETS = {"tiny": SASRecConfig.tiny(), "small": SASRecConfig(dropout=0.4),
+           "base": SASRecConfig(dim=128, depth=2, max_len=200)}
 
 
 def causal_padded_mask(valid: Tensor) -> Tensor:
