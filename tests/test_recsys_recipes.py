@@ -117,7 +117,7 @@ def test_every_recsys_type_is_registered_and_recommenders_are_recommenders(monke
     types = [t for t in checkpoint.declared_types() if t.startswith("recsys.")]
     tokenizers = ["recsys.item_tokens", "recsys.semantic_ids"]
     assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.sasrec", "recsys.semantic_ids",
-                             "recsys.setrec"]
+                             "recsys.setrec", "recsys.setrec_sasrec"]
     for t in types:
         assert issubclass(checkpoint.model_class(t), Recommender) == (t not in tokenizers), t
 

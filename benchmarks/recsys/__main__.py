@@ -49,8 +49,15 @@ import torch
 from benchmarks.common import parser, write_json
 from benchmarks.recsys.budget import EVAL_USERS, RUN
 from benchmarks.recsys.cold import cold_start
-from benchmarks.recsys.equal import CURVE_MODELS, equal_compute, plot, plot_curves, print_equal, run_curves, \
-    summarize_curves
+from benchmarks.recsys.equal import (
+    CURVE_MODELS,
+    equal_compute,
+    plot,
+    plot_curves,
+    print_equal,
+    run_curves,
+    summarize_curves,
+)
 from benchmarks.recsys.models import MODELS
 from benchmarks.recsys.throughput import throughput_demo, throughput_large
 from benchmarks.recsys.zero_shot import zero_shot
@@ -105,7 +112,7 @@ def main(argv=None):
     RUN["eval_users"] = args.eval_users
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    args.curve_budget = dict(zip(CURVE_MODELS, args.curve_budget))
+    args.curve_budget = dict(zip(CURVE_MODELS, [*args.curve_budget, args.curve_budget[-1]]))  # both RecGPT curves
     parts = set(args.only or ("equal", "curves", "cold", "zero", "throughput"))
     if args.skip_throughput:
         parts.discard("throughput")

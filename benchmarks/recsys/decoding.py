@@ -97,14 +97,16 @@ def run_model(model: RecGPT, name: str, hists: list, targets: torch.Tensor, beam
 def main(argv=None):
     p = parser(__doc__, out="recsys_decoding.json")
     p.add_argument("--model", action="append", required=True, help="a RecGPT model directory (repeatable)")
-    p.add_argument("--beams", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 50, 100], help="beam widths (>= 10: a beam holds at least the k items it returns)")
+    p.add_argument("--beams", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 50, 100],
+                   help="beam widths (>= 10: a beam holds at least the k items it returns)")
     p.add_argument("--users", type=int, default=None, help="first N validation users (default: all)")
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     data, split = load_split(None, seed=0)
     _, hists, targets = split.cases("valid")
-    hists, targets = [list(map(int, h)) for h in hists][: args.users], torch.as_tensor(np.asarray(targets))[: args.users]
+    hists = [list(map(int, h)) for h in hists][: args.users]
+    targets = torch.as_tensor(np.asarray(targets))[: args.users]
     rows, models = [], {}
     for directory in args.model:
         model, ids, _ = load_recommender(directory)

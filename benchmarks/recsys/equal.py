@@ -69,7 +69,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 # -- learning curves: one long run per model, quality by training CPU-seconds ---------------------------------------
-CURVE_MODELS = ("SASRec", "SETRec on SASRec", "RecGPT (collaborative codes)")
+CURVE_MODELS = ("SASRec", "SETRec on SASRec", "RecGPT (collaborative codes)", "RecGPT (RQ-VAE codes)")
 
 
 def plateau(curve: list[dict], tol: float = 0.02) -> dict:

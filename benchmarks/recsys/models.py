@@ -22,10 +22,12 @@ from recsys.models.sasrec import SASRec
 from recsys.models.setrec import PRESETS as SETREC_PRESETS
 from recsys.models.setrec import SETRec, SETRecConfig
 from recsys.models.setrec_sasrec import SETRecSASRec
+from recsys.semantic_ids import SemanticIdConfig
 from recsys.train import train_item_tokenizer, warm_items
 
 MODELS = ("SASRec", "RecGPT (text codes)", "RecGPT (collaborative codes)", "SETRec")
-CURVE_CLASSES = {"SASRec": SASRec, "SETRec on SASRec": SETRecSASRec, "RecGPT (collaborative codes)": RecGPT}
+CURVE_CLASSES = {"SASRec": SASRec, "SETRec on SASRec": SETRecSASRec, "RecGPT (collaborative codes)": RecGPT,
+                 "RecGPT (RQ-VAE codes)": RecGPT}
 
 
 def make_sasrec(split: Split) -> SASRec:
@@ -44,10 +46,11 @@ def sasrec_at(budget: float, split: Split, work: Path, cache: dict) -> tuple[SAS
 
 
 def make_recgpt(split: Split, emb: torch.Tensor, budget: float, work: Path, cf: SASRec | None, cf_weight: float,
-                id_embedding: bool) -> tuple[RecGPT, dict]:
-    """RecGPT with item codes from text (cf None) or text + `cf`'s item embeddings; the tokenizer's training time
-    (CPU seconds) is returned so the caller charges it to the budget."""
-    tok_cfg = ItemTokenizerConfig(embed_dim=emb.shape[1])
+                id_embedding: bool, codes: str = "fsq") -> tuple[RecGPT, dict]:
+    """RecGPT with item codes (FSQ chunk codes, or RQ-VAE semantic ids with `codes="rqvae"`) from text (cf None) or
+    text + `cf`'s item embeddings; the tokenizer's training time (CPU seconds) is returned so the caller charges it
+    to the budget."""
+    tok_cfg = (SemanticIdConfig if codes == "rqvae" else ItemTokenizerConfig)(embed_dim=emb.shape[1])
     kw = {}
     if cf is not None:
         kw = {"cf": cf.item_vectors().detach().cpu(), "has_cf": warm_items(split)}
@@ -121,9 +124,11 @@ def curve_model(name: str, split: Split, emb: torch.Tensor, budget: float, work:
                           spent=spent, prepare=choose_cf_weight)
         extra["cf_weight_chosen_on_valid"] = float(model.cf_weight)
     else:
-        model, info = make_recgpt(split, emb, budget, work, sas, 1.0, False)
+        codes = "rqvae" if "RQ-VAE" in name else "fsq"
+        model, info = make_recgpt(split, emb, budget, work, sas, 1.0, False, codes)
         spent += info["tokenizer_cpu_s"]
-        run = train_curve(model, split, budget, "RecGPT", model.config.max_items, work / "recgpt", points, patience,
+        run = train_curve(model, split, budget, "RecGPT", model.config.max_items,
+                          work / ("recgpt_rqvae" if codes == "rqvae" else "recgpt"), points, patience,
                           spent=spent)
         extra.update(info)
     return model, {**run, "total_cpu_s": round(run["cpu_s"] + spent, 2), **extra}
