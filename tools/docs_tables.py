@@ -383,7 +383,8 @@ def recsys_curves() -> str:
     cv, sm = eq["curves"], eq["curve_summary"]
     sas = cv["SASRec"]["test"]["ndcg@10"]["mean"]
     rows = []
-    for m in [m for m in ("SASRec", "SETRec on SASRec", "RecGPT (collaborative codes)") if m in sm]:
+    names = ("SASRec", "SETRec on SASRec", "RecGPT (collaborative codes)", "RecGPT (RQ-VAE codes)")
+    for m in [m for m in names if m in sm]:
         r, s = cv[m], sm[m]
         reach = s["time_to_sasrec_plateau_s"]
         rows.append([m, f(r["total_cpu_s"], 0), str(r["steps_done"]) + (" (+ SASRec)" if "cf_source" in r else ""),
