@@ -12,7 +12,7 @@ cases be applied unchanged to a catalog the model never saw. `weight` 0 is popul
 model's ranking (popularity only breaks its ties). Warm items are ordered by `weight` alone, cold items by
 `cold_weight` alone; `cold_bonus` only moves the cold items as a block against the warm ones.
 
-`calibrate_weight` and `calibrate_cold_bonus` choose these on validation cases (the only cases they are given);
+`calibrate_weight` and `calibrate_cold_bonus` (over `bonus_grid`) choose these on validation cases (the only cases they are given);
 `BlendCalibration` saves the choice as JSON; `PopularityBlend` is a `Recommender` that scores with it.
 """
 
@@ -36,8 +36,6 @@ FORMAT_VERSION = 1
 # model weights tried on validation: 0 (popularity) to 8 (nearly the model alone), denser near the small values
 # where a weak model's share is decided
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
-# cold bonuses tried on validation (in units of log-popularity: +0.69 doubles a cold item's count)
-BONUSES = tuple(round(-2.0 + 0.25 * i, 2) for i in range(25))
 
 
 def standardize(scores: Tensor) -> Tensor:
@@ -140,16 +138,44 @@ def calibrate_weight(model_scores: Tensor, counts, histories: Sequence, targets,
     return best[0], curve
 
 
+def _last_finite(v: Tensor) -> Tensor:
+    """(b, k) values sorted descending -> (b,) the last finite one per row (-inf where none is)."""
+    n = torch.isfinite(v).sum(1)
+    return v.gather(1, (n - 1).clamp_min(0)[:, None])[:, 0].masked_fill(n == 0, float("-inf"))
+
+
+def bonus_grid(model_scores: Tensor, counts, cold, histories: Sequence, weight: float, cold_weight: float,
+               k: int = 10, points: int = 33) -> list[float]:
+    """Cold bonuses that span every mix of a top-k list, read off the given (validation) cases: per user, the bonus
+    at which a first cold item enters the top k (k-th best warm score minus best cold score) and the one at which the
+    whole top k is cold (best warm minus k-th best cold); the grid is `points` quantiles of those, plus one bonus
+    below them all (no cold item anywhere). A fixed grid would not do: the bonus that matters grows with the weight."""
+    cold = _check_cold(cold, torch.as_tensor(model_scores).shape[1])
+    s = blend_scores(model_scores, counts, weight, cold, cold_weight, 0.0)
+    s = s.masked_fill(seen_mask(histories, s.shape[1]), float("-inf"))
+    warm = s.masked_fill(cold[None], float("-inf")).topk(k, dim=1).values
+    colds = s.masked_fill(~cold[None], float("-inf")).topk(min(k, int(cold.sum())), dim=1).values
+    edges = torch.cat([_last_finite(warm) - colds[:, 0], warm[:, 0] - _last_finite(colds)])
+    edges = edges[torch.isfinite(edges)].numpy()
+    if not len(edges):
+        raise ValueError("no user has both a warm and a cold item left to rank")
+    grid = np.quantile(edges, np.linspace(0, 1, points)) + 1e-9  # just past each edge: the cold item wins the tie
+    return sorted({round(float(x), 6) for x in grid} | {round(float(edges.min()) - 1.0, 6)})
+
+
 def calibrate_cold_bonus(model_scores: Tensor, counts, cold, histories: Sequence, targets, weight: float,
                          cold_weight: float, reference_warm: float, max_warm_loss: float = 0.05,
-                         grid: Sequence[float] = BONUSES, k: int = 10) -> tuple[float, list[dict], bool]:
+                         grid: Sequence[float] | None = None, k: int = 10) -> tuple[float, list[dict], bool]:
     """The cold bonus with the best cold-target Recall@k among those whose warm-target Recall@k is at least
     `(1 - max_warm_loss) * reference_warm` (e.g. the same model's without cold handling), on the given (validation)
-    cases; ties go to the smaller bonus. When no bonus keeps warm targets there, the one that loses least is chosen
-    and `feasible` is False. Returns (bonus, curve [{bonus, warm, cold, cold_in_top}], feasible)."""
+    cases; ties go to the smaller bonus. `grid` None: `bonus_grid` of these cases. When no bonus keeps warm targets
+    there, the one that loses least is chosen and `feasible` is False. Returns (bonus, curve [{bonus, warm, cold,
+    cold_in_top}], feasible)."""
     cold = _check_cold(cold, torch.as_tensor(model_scores).shape[1])
-    if cold is None or not len(grid) or not 0 <= max_warm_loss < 1:
+    if cold is None or (grid is not None and not len(grid)) or not 0 <= max_warm_loss < 1:
         raise ValueError("need a cold mask, a non-empty bonus grid and 0 <= max_warm_loss < 1")
+    if grid is None:
+        grid = bonus_grid(model_scores, counts, cold, histories, weight, cold_weight, k)
     is_cold = cold[torch.as_tensor(np.asarray(targets), dtype=torch.long)].numpy()
     seen = seen_mask(histories, cold.shape[0])
     curve = []

@@ -21,8 +21,14 @@ import torch
 from benchmarks.common import pyplot, save_figure
 from benchmarks.recsys.cache import cached_scores
 from benchmarks.recsys.models import MODELS, train_model
-from recsys.blend import BlendCalibration, blend_scores, calibrate_cold_bonus, calibrate_weight, model_scores, \
-    target_ranks_of
+from recsys.blend import (
+    BlendCalibration,
+    blend_scores,
+    calibrate_cold_bonus,
+    calibrate_weight,
+    model_scores,
+    target_ranks_of,
+)
 from recsys.data import Split
 from recsys.metrics import metrics_from_ranks, summarize
 from recsys.models.popularity import history_counts, train_counts
@@ -69,7 +75,7 @@ def cold_start(args, split: Split, emb: torch.Tensor, opts: dict) -> dict:
     train_pop = torch.as_tensor(train_counts(cs), dtype=torch.float32)
     cold_pop = {w: torch.where(torch.from_numpy(mask), torch.as_tensor(counts[w], dtype=torch.float32), -1.0)
                 for w in cases}
-    out = {"cold_items": int(len(cold)), "cold_fraction": args.cold_fraction, "budget_s": args.cold_budget,
+    out = {"cold_items": len(cold), "cold_fraction": args.cold_fraction, "budget_s": args.cold_budget,
            "max_warm_loss": MAX_WARM_LOSS,
            "Popularity": rows({w: train_pop[None].expand(len(cases[w][1]), -1) for w in cases}),
            "Popularity (cold items only)": {**rows({w: cold_pop[w][None].expand(len(cases[w][1]), -1)
@@ -96,7 +102,10 @@ def with_cold_handling(name: str, scores: dict, raw: dict, cases: dict, counts: 
     validation; the bonus curve on validation and test."""
     _, vh, vt = cases["valid"]
     warm_c, cold_c = ~is_cold["valid"], is_cold["valid"]
-    pick = lambda seq, sel: [h for h, s in zip(seq, sel) if s]  # noqa: E731
+
+    def pick(seq, sel):
+        return [h for h, s in zip(seq, sel) if s]
+
     weight, warm_curve = calibrate_weight(scores["valid"][torch.from_numpy(warm_c)], counts["valid"],
                                           pick(vh, warm_c), vt[warm_c], items=~mask)
     cold_weight, cold_curve = calibrate_weight(scores["valid"][torch.from_numpy(cold_c)], counts["valid"],
@@ -106,7 +115,8 @@ def with_cold_handling(name: str, scores: dict, raw: dict, cases: dict, counts: 
                                                   cold_weight, reference, MAX_WARM_LOSS)
     _, th, tt = cases["test"]
     _, test_curve, _ = calibrate_cold_bonus(scores["test"], counts["test"], mask, th, tt, weight, cold_weight,
-                                            raw["warm"]["recall@10"]["mean"], MAX_WARM_LOSS)  # reported, not used
+                                            raw["warm"]["recall@10"]["mean"], MAX_WARM_LOSS,
+                                            grid=[p["bonus"] for p in curve])  # reported, never used to choose
     cal = BlendCalibration(weight, cold_weight, bonus, chosen_on="validation cases of the cold split",
                            curves={"warm_weight_ndcg@10": warm_curve, "cold_weight_ndcg@10": cold_curve})
     cal.save(work / f"calibration_{name.replace(' ', '_')}.json")  # what a user loads with BlendCalibration.load
