@@ -399,20 +399,38 @@ def recsys_curves() -> str:
 
 def recsys_cold_start() -> str:
     cs = load("recsys.json")["cold_start"]
-    rows = [[m, ci(cs[m]["cold"]["recall@10"]), ci(cs[m]["cold"]["ndcg@10"]), ci(cs[m]["warm"]["recall@10"]),
-             ci(cs[m]["all"]["recall@10"])] for m in ("Popularity", "Popularity (cold items only)") + RECSYS_MODELS]
+    names = ["Popularity", "Popularity (cold items only)"]
+    for m in RECSYS_MODELS:
+        names += [m] + [n for n in (f"{m} + prior", f"{m} + prior + cold bonus") if n in cs]
+    rows = []
+    for m in names:
+        r, label = cs[m], m
+        if "calibration" in r:
+            label = f"{m} {f(r['calibration']['cold_bonus'])}"
+        if "cold_weight" in r:
+            label = f"{m} (weights {r['weight']:g} / {r['cold_weight']:g})"
+        valid = (f"{f(r['valid']['cold']['recall@10']['mean'], 4)} / {f(r['valid']['warm']['recall@10']['mean'], 4)}"
+                 if "valid" in r else "—")
+        rows.append([label, ci(r["cold"]["recall@10"]), ci(r["cold"]["ndcg@10"]), ci(r["warm"]["recall@10"]),
+                     ci(r["all"]["recall@10"]), valid])
     return table(["model", "cold targets: Recall@10", "cold targets: NDCG@10", "warm targets: Recall@10",
-                  "all: Recall@10"], "lllll", rows)
+                  "all: Recall@10", "valid: cold / warm Recall@10"], "llllll", rows)
 
 
 def recsys_zero_shot() -> str:
     zs = load("recsys.json")["zero_shot"]
     rows = []
-    for m in ("Popularity (B)", "SASRec trained on B", "RecGPT (text codes) zero-shot",
-              "RecGPT (collaborative codes) zero-shot", "SETRec zero-shot"):
+    names = ["Popularity (B)", "SASRec trained on B"]
+    for m in RECSYS_MODELS[1:]:
+        names += [n for n in (f"{m} zero-shot", f"{m} zero-shot + popularity prior") if n in zs]
+    for m in names:
+        r, label = zs[m], m
         where = "A only (B's items added from text)" if "zero-shot" in m else "B (training part)"
-        rows.append([m, where, ci(zs[m]["test"]["recall@10"]), ci(zs[m]["test"]["ndcg@10"])])
-    return table(["model", "trained on", "Recall@10", "NDCG@10"], "llll", rows)
+        if "calibration" in r:
+            label, where = f"{m} (weight {r['calibration']['weight']:g})", where + " + B's popularity"
+        valid = f(r["valid_B"]["recall@10"]["mean"], 4) if "valid_B" in r else "—"
+        rows.append([label, where, ci(r["test"]["recall@10"]), ci(r["test"]["ndcg@10"]), valid])
+    return table(["model", "trained on", "Recall@10", "NDCG@10", "B valid Recall@10"], "lllll", rows)
 
 
 def recsys_latency() -> str:

@@ -17,11 +17,12 @@
   processes in order: a run saved in `--work`/curves/<model> is loaded, not retrained;
 * cold start: 20% of the catalog (seeded, uniform) is removed from every training sequence; every model is retrained
   at `--cold-budget` and its test metrics are split by whether the target is a warm or a cold item, against
-  popularity over all items and a popularity baseline that ranks the cold items only;
+  popularity over all items and a popularity baseline that ranks the cold items only; and each model with a popularity
+  prior and a cold bonus chosen on validation (`recsys.blend`; the bonus curve also in `recsys_cold.png`);
 * zero-shot: the catalog is split into two disjoint halves (seeded permutation); RecGPT and SETRec are trained on the
   interactions with items of half A and evaluated on half B's interactions with B's items added from their text
   (`recsys.catalog.with_catalog`, what `recsys evaluate --catalog` does), against popularity on B and a SASRec
-  trained on B at the same budget;
+  trained on B at the same budget; and each model blended with B's popularity, the weight chosen on A's validation;
 * scoring throughput / latency per user / peak memory (not rerun with `--skip-throughput`, which keeps those keys of
   the existing JSON): RecGPT's catalog-constrained beam search, SETRec's one-pass generation + inner-product top-K,
   and a faiss brute-force top-K over item embeddings, same histories, on the demo catalog and on a synthetic
@@ -107,6 +108,8 @@ def main(argv=None):
     p.add_argument("--large-items", type=int, default=1_000_000)
     p.add_argument("--users", type=int, default=256)
     p.add_argument("--work", default="outputs/bench_recsys")
+    p.add_argument("--reuse-scores", action="store_true",
+                   help="cold/zero: reuse the model scores an earlier run saved in --work (recalibrate, no training)")
     p.add_argument("--eval-users", type=int, default=EVAL_USERS, help="validation users per selection pass")
     args = p.parse_args(argv)
     RUN["eval_users"] = args.eval_users

@@ -19,6 +19,16 @@ def train_counts(split) -> np.ndarray:
                        minlength=split.num_items)
 
 
+def history_counts(histories, num_items: int) -> np.ndarray:
+    """(N,) int64 occurrences of each item in `histories` (the inputs being scored, targets not included): the
+    popularity a deployed system knows at scoring time, items that had no training interactions (cold) included."""
+    flat = [np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]
+    flat = np.concatenate(flat + [np.zeros(0, np.int64)])
+    if len(flat) and (flat.min() < 0 or flat.max() >= num_items):
+        raise ValueError(f"history item indices must lie in [0, {num_items}), got {flat.min()}..{flat.max()}")
+    return np.bincount(flat, minlength=num_items)
+
+
 class Popularity(Recommender, nn.Module):
     """Scores every item by a fixed count (`counts` (N,), e.g. `train_counts(split)`); `only` (m,) restricts the
     ranking to those items (the others score -1, below every counted item)."""
