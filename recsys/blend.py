@@ -12,8 +12,8 @@ cases be applied unchanged to a catalog the model never saw. `weight` 0 is popul
 model's ranking (popularity only breaks its ties). Warm items are ordered by `weight` alone, cold items by
 `cold_weight` alone; `cold_bonus` only moves the cold items as a block against the warm ones.
 
-`calibrate_weight` and `calibrate_cold_bonus` (over `bonus_grid`) choose these on validation cases (the only cases they are given);
-`BlendCalibration` saves the choice as JSON; `PopularityBlend` is a `Recommender` that scores with it.
+`calibrate_weight` and `calibrate_cold_bonus` (over `bonus_grid`) choose these on validation cases (the only cases
+they are given); `BlendCalibration` saves the choice as JSON; `PopularityBlend` is a `Recommender` that scores with it.
 """
 
 from __future__ import annotations
