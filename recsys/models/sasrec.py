@@ -69,8 +69,13 @@ class SASRec(PretrainedMixin, Recommender, nn.Module):
 
     def hidden(self, ids: Tensor, valid: Tensor) -> Tensor:
         """ids (b, T) left-padded with `num_items` -> (b, T, d)."""
-        T = ids.shape[1]
-        x = self.item_emb(ids) * self.config.dim ** 0.5 + self.pos_emb.weight[-T:][None]
+        return self.encode_embedded(self.item_emb(ids), valid)
+
+    def encode_embedded(self, emb: Tensor, valid: Tensor) -> Tensor:
+        """Item embeddings (b, T, d) of a left-padded history (`valid` (b, T) bool, T <= max_len) -> hidden states
+        (b, T, d); a model that keeps the item table elsewhere (`SETRecSASRec`) embeds the items itself."""
+        T = emb.shape[1]
+        x = emb * self.config.dim ** 0.5 + self.pos_emb.weight[-T:][None]
         x = self.drop(x * valid[..., None])
         return self.encoder(x, mask=causal_padded_mask(valid))
 

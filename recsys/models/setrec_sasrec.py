@@ -26,7 +26,7 @@ from torch import Tensor
 from gentok.checkpoint import register
 from gentok.config import config, replace
 from recsys.models.base import RecOutput, pad_histories
-from recsys.models.sasrec import SASRec, SASRecConfig, causal_padded_mask
+from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.setrec import SETRec, SETRecConfig
 
 
@@ -76,20 +76,18 @@ class SETRecSASRec(SETRec):
     def user_vectors(self, ids: Tensor, valid: Tensor) -> Tensor:
         """SASRec's hidden states (b, T, cf_dim) for item indices `ids` (b, T) (-1 or any value where not valid),
         embedding history items from the `cf` table (the SASRec's item embeddings, zero for items without)."""
-        s = self.sasrec
-        T = ids.shape[1]
-        if T > s.config.max_len:
-            ids, valid = ids[:, -s.config.max_len:], valid[:, -s.config.max_len:]
-            T = s.config.max_len
-        x = self.cf[ids.clamp(min=0)] * s.config.dim ** 0.5 + s.pos_emb.weight[-T:][None]
-        x = x * valid[..., None]
-        return s.encoder(x, mask=causal_padded_mask(valid))
+        n = self.sasrec.config.max_len
+        ids, valid = ids[:, -n:], valid[:, -n:]
+        return self.sasrec.encode_embedded(self.cf[ids.clamp(min=0)], valid)  # frozen SASRec: eval, no dropout
+
+    def last_user_vectors(self, histories: Sequence) -> Tensor:
+        """(b, cf_dim) the SASRec's user vector after each history (what its logits are taken from)."""
+        ids, valid = pad_histories(histories, self.sasrec.config.max_len, -1)
+        return self.user_vectors(ids.to(self.cf.device), valid.to(self.cf.device))[:, -1]
 
     def cf_logits(self, histories: Sequence) -> Tensor:
         """(b, N) the SASRec's logits for each history, times the temperature (0 for items without a CF vector)."""
-        ids, valid = pad_histories(histories, self.sasrec.config.max_len, -1)
-        u = self.user_vectors(ids.to(self.cf.device), valid.to(self.cf.device))[:, -1]
-        return (u @ self.cf.T) * self.config.temperature
+        return (self.last_user_vectors(histories) @ self.cf.T) * self.config.temperature
 
     def forward(self, window: Tensor) -> RecOutput:
         """Windows (b, T+1) left-padded with -1: the semantic part's full-softmax loss, alone and as the residual of
@@ -134,8 +132,7 @@ class SETRecSASRec(SETRec):
         `query @ key.T == w * cf_part + (1 - w) * semantic_part` with a cold item's CF part imputed as in SETRec."""
         keys = self.catalog_keys()
         gen = self.generate(*self._history_tokens(histories, self.catalog_table()))
-        ids, valid = pad_histories(histories, self.sasrec.config.max_len, -1)
-        u = self.user_vectors(ids.to(keys.device), valid.to(keys.device))[:, -1]
+        u = self.last_user_vectors(histories)
         w, n = float(self.cf_weight) if weight is None else weight, self.config.n_semantic
         parts = [u * (w * self.config.temperature), gen[:, 1:].flatten(1) * ((1 - w) / n)]
         if keys.shape[1] > self.config.cf_dim + n * self.config.tok_dim:
