@@ -18,6 +18,11 @@ with a trained SASRec's item embedding (`--sasrec DIR`, or one trained first int
 `--cf-weight`; items without training interactions get codes from their text alone (`recsys.item_tokens`).
 `--item-codes rqvae` / `rqvae-collaborative` use TIGER's RQ-VAE semantic ids instead of FSQ chunk codes (3 levels of
 256 codes + the disambiguation level; `recsys.semantic_ids`), from text alone or fused with the same CF vectors.
+
+RecGPT on SASRec (default, `--no-pool-sasrec` to serve RecGPT alone): the trained RecGPT and the SASRec of its
+collaborative codes (trained or loaded as above, also with text codes) are pooled log-linearly,
+`(1 - w) log p_SASRec + w log p_RecGPT`, with `w` fitted on the validation cases' log-likelihood
+(`recsys.models.recgpt_sasrec`); OUTPUT/model is then that pooled model, and metrics.json also holds RecGPT alone.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from gentok.training import TrainConfig
 from recsys.cli.errors import run
 from recsys.cli.recipe_args import add_text_model_args, data_help
 from recsys.data import load_split
+from recsys.evaluation import evaluate
 from recsys.models.recgpt import PRESETS, RecGPT
+from recsys.models.recgpt_sasrec import RecGPTSASRec, choose_gen_weight
 from recsys.semantic_ids import SemanticIdConfig
 from recsys.text import item_embeddings
 from recsys.train import cf_source, save_and_report, train_item_tokenizer, train_recommender, warm_items
@@ -58,6 +65,8 @@ def main(argv: list[str] | None = None):
                         "item embeddings; rqvae*: RQ-VAE semantic ids from the same inputs")
     parser.add_argument("--cf-weight", type=float, default=CF_WEIGHT,
                         help="weight of the CF vector in collaborative item codes")
+    parser.add_argument("--no-pool-sasrec", dest="pool_sasrec", action="store_false",
+                        help="serve RecGPT alone instead of pooled with the SASRec (RecGPT on SASRec)")
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = load_split(args.data, seed=train_cfg.seed)
@@ -68,10 +77,12 @@ def main(argv: list[str] | None = None):
     tok_cfg = replace(model_cfg.tokenizer, embed_dim=emb.shape[1], cf_dim=0)
     if args.item_codes.startswith("rqvae"):
         tok_cfg = SemanticIdConfig(embed_dim=emb.shape[1])
-    cf = has_cf = None
-    if args.item_codes in ("collaborative", "rqvae-collaborative"):
+    cf = has_cf = sasrec = None
+    collaborative = args.item_codes in ("collaborative", "rqvae-collaborative")
+    if collaborative or args.pool_sasrec:
         sasrec = cf_source(data, split, args.sasrec, f"{train_cfg.output_dir}/sasrec", args.sasrec_steps,
                            seed=train_cfg.seed, progress=train_cfg.progress)
+    if collaborative:
         cf, has_cf = sasrec.item_vectors().detach().cpu(), warm_items(split)
         tok_cfg = replace(tok_cfg, cf_dim=cf.shape[1], cf_weight=args.cf_weight)
     tok = train_item_tokenizer(emb, tok_cfg, f"{train_cfg.output_dir}/tokenizer", steps=args.tokenizer_steps,
@@ -83,8 +94,21 @@ def main(argv: list[str] | None = None):
     result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}, "item_codes": args.item_codes},
                                         eval_users=300)
-    return save_and_report(result, data, split, train_cfg.output_dir, "RecGPT", text_encoder=args.text_encoder,
-                           extra={"item_tokens": stats, "best_valid_ndcg@10_subset": selector.best})
+    extra = {"item_tokens": stats, "best_valid_ndcg@10_subset": selector.best}
+    if sasrec is None:
+        return save_and_report(result, data, split, train_cfg.output_dir, "RecGPT", text_encoder=args.text_encoder,
+                               extra=extra)
+    if not result.is_main_process:
+        return None
+    alone = {w: evaluate(result.model, split, w, n_boot=1000)["summary"] for w in ("valid", "test")}
+    result.model = RecGPTSASRec.on(result.model.cpu(), sasrec.cpu(), has_cf=warm_items(split)).eval()
+    chosen = choose_gen_weight(result.model, split)
+    print(f"RecGPT on SASRec: generative weight {chosen['weight']} (validation NLL "
+          f"{chosen['nll'][chosen['weight']]:.4f}; SASRec alone {chosen['nll'][0.0]:.4f}, RecGPT alone "
+          f"{chosen['nll'][1.0]:.4f})")
+    return save_and_report(result, data, split, train_cfg.output_dir, "RecGPT on SASRec",
+                           text_encoder=args.text_encoder, extra={**extra, "gen_weight": chosen,
+                                                                   "recgpt_alone": alone})
 
 if __name__ == "__main__":
     run(main, prog="recgpt")

@@ -116,8 +116,8 @@ def test_every_recsys_type_is_registered_and_recommenders_are_recommenders(monke
     use_checkout_entry_points(monkeypatch)  # the types this checkout declares (tests/checkout_entry_points.py)
     types = [t for t in checkpoint.declared_types() if t.startswith("recsys.")]
     tokenizers = ["recsys.item_tokens", "recsys.semantic_ids"]
-    assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.sasrec", "recsys.semantic_ids",
-                             "recsys.setrec", "recsys.setrec_sasrec"]
+    assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.recgpt_sasrec", "recsys.sasrec",
+                             "recsys.semantic_ids", "recsys.setrec", "recsys.setrec_sasrec"]
     for t in types:
         assert issubclass(checkpoint.model_class(t), Recommender) == (t not in tokenizers), t
 

@@ -392,6 +392,11 @@ def recsys_curves() -> str:
                      f(s["plateau"]["levels_off_at_total_cpu_s"], 0), "never" if reach is None else f(reach, 0),
                      ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
                      f"x{f(r['test']['ndcg@10']['mean'] / sas)}"])
+    for m in [f"{m} on SASRec" for m in names[2:] if f"{m} on SASRec" in cv]:  # pooled: no curve of their own
+        r = cv[m]
+        rows.append([f"{m} (w = {r['gen_weight']:g}, validation NLL)", f(r["total_cpu_s"], 0),
+                     f"{r['recgpt_steps']} (+ SASRec)", f"{f(r['valid_ndcg@10'], 4)} (pooled)", "—", "—",
+                     ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]), f"x{f(r['test']['ndcg@10']['mean'] / sas)}"])
     return table(["model", "run (total CPU s)", "steps", "valid NDCG@10 plateau", "levels off (CPU s)",
                   "reaches SASRec's plateau (CPU s)", "test NDCG@10", "test Recall@10", "vs SASRec"],
                  "lrrrrrllr", rows)

@@ -162,4 +162,28 @@ def run_curves(args, split: Split, emb: torch.Tensor, names) -> dict:
             p = plateau(run["curve"])
             print(f"{name}: plateau valid {p['valid_ndcg@10']:.4f} at {p['total_cpu_s']:.0f} CPU s; test NDCG@10 "
                   f"{rows[name]['test']['ndcg@10']['mean']:.4f}", flush=True)
+        if name.startswith("RecGPT") and name in names:
+            rows[f"{name} on SASRec"] = pooled_row(name, model, cache["SASRec"][0], split, run)
     return rows
+
+
+def pooled_row(name: str, recgpt, sasrec, split: Split, run: dict) -> dict:
+    """RecGPT on SASRec (`recsys.models.recgpt_sasrec`) from a curve's RecGPT and the SASRec curve's model: the
+    generative weight fitted on validation NLL, test metrics with CIs, and the test NDCG@10 of every weight of the
+    grid (reported, never used to choose). Its CPU time is the RecGPT run's (its SASRec included)."""
+    from recsys.models.recgpt_sasrec import GEN_WEIGHTS, RecGPTSASRec, choose_gen_weight, select_gen_weight
+    from recsys.train import warm_items
+
+    model = RecGPTSASRec.on(recgpt, sasrec, has_cf=warm_items(split)).eval()
+    chosen = choose_gen_weight(model, split)
+    row = test_row(model, split, {"gen_weight": chosen["weight"], "valid_nll": chosen["nll"],
+                                  "valid_ndcg@10_by_weight": chosen["ndcg@10"],
+                                  "valid_ndcg@10": chosen["ndcg@10"][chosen["weight"]],
+                                  "total_cpu_s": run["total_cpu_s"],
+                                  "recgpt_steps": run["steps_done"]})
+    _, th, tt = split.cases("test")
+    row["test_ndcg@10_by_weight"] = select_gen_weight(model, th, tt, GEN_WEIGHTS)["ndcg@10"]  # reported, not used
+    model.gen_weight.fill_(chosen["weight"])
+    print(f"{name} on SASRec: weight {chosen['weight']} (validation NLL), test NDCG@10 "
+          f"{row['test']['ndcg@10']['mean']:.4f}", flush=True)
+    return row
