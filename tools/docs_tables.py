@@ -223,9 +223,10 @@ def glance() -> str:
          (f"{f(resolve(dna, 'compression[method=MergeDNA t=4/8]')['base_accuracy'])} / "
          f"{f(resolve(dna, 'compression[method=MergeDNA t=2/8]')['base_accuracy'])}"),
          "k-mers, BPE: lossless at 2.0-2.4 bits/base", "[mergedna](docs/mergedna.md)"],
-        ["SETRec on SASRec vs SASRec, learning curves", "MovieLens test NDCG@10, best validation point",
-         (f"{f(cv['SETRec on SASRec']['test']['ndcg@10']['mean'], 4)} "
-          f"(x{f(cv['SETRec on SASRec']['test']['ndcg@10']['mean'] / cv['SASRec']['test']['ndcg@10']['mean'])})"),
+        ["RecGPT on SASRec / SETRec on SASRec vs SASRec", "MovieLens test NDCG@10, best validation point",
+         " / ".join(f"{f(cv[m]['test']['ndcg@10']['mean'], 4)} "
+                    f"(x{f(cv[m]['test']['ndcg@10']['mean'] / cv['SASRec']['test']['ndcg@10']['mean'], 3)})"
+                    for m in ("RecGPT (RQ-VAE codes) on SASRec", "SETRec on SASRec")),
          (f"SASRec {f(cv['SASRec']['test']['ndcg@10']['mean'], 4)}, popularity "
          f"{f(eq['Popularity']['test']['ndcg@10']['mean'], 4)}"), "[recsys](docs/recsys.md)"],
         ["SETRec top-10 on 1M items", "users/s, calibrated IVF vs exact search",
@@ -396,7 +397,8 @@ def recsys_curves() -> str:
         r = cv[m]
         rows.append([f"{m} (w = {r['gen_weight']:g}, validation NLL)", f(r["total_cpu_s"], 0),
                      f"{r['recgpt_steps']} (+ SASRec)", f"{f(r['valid_ndcg@10'], 4)} (pooled)", "—", "—",
-                     ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]), f"x{f(r['test']['ndcg@10']['mean'] / sas)}"])
+                     ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
+                     f"x{f(r['test']['ndcg@10']['mean'] / sas, 3)}"])
     return table(["model", "run (total CPU s)", "steps", "valid NDCG@10 plateau", "levels off (CPU s)",
                   "reaches SASRec's plateau (CPU s)", "test NDCG@10", "test Recall@10", "vs SASRec"],
                  "lrrrrrllr", rows)
