@@ -120,3 +120,24 @@ def test_round_trip_and_bad_pairs(parts, tmp_path):
         RecGPTSASRec.on(model, sasrec)
     with pytest.raises(ValueError, match="has_cf"):
         RecGPTSASRec.on(recgpt, sasrec, has_cf=torch.ones(N))
+
+
+def test_recgpt_label_smoothing_is_the_smoothed_code_cross_entropy(parts):
+    recgpt, _, _ = parts
+    model = RecGPTSASRec.on(recgpt, parts[1]).eval()  # a copy: the fixture's RecGPT is left as it is
+    window = torch.tensor([[-1, 0, 1, 2, 3, 4, 5, 6, 7], [3, 4, 5, 6, 7, 8, 9, 10, 11]])
+    ids, targets = window[:, :-1], window[:, 1:]
+    with torch.no_grad():
+        state = model.contexts(ids, ids >= 0)[(ids >= 0) & (targets >= 0)]
+        tgt = model.items.codes[targets[(ids >= 0) & (targets >= 0)]]
+        nll, uniform = 0.0, 0.0
+        for level in range(model.L):  # by hand: the code levels' NLL and their mean negative log-probability
+            logp = model.decode_logprobs(state, level)
+            nll += -logp.gather(1, tgt[:, level:level + 1]).mean()
+            uniform += -logp.mean()
+            state = model.decode_advance(state, tgt[:, level], level) if level < model.L - 1 else state
+        torch.testing.assert_close(model(window).loss, nll)
+        model.config = replace(model.config, label_smoothing=0.2)
+        torch.testing.assert_close(model(window).loss, 0.8 * nll + 0.2 * uniform)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        RecGPTConfig(label_smoothing=1.0)

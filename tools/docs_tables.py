@@ -176,7 +176,7 @@ def glance() -> str:
     s, ar = load("sampling.json"), load("sampling_ar_trained.json")
     au, dna, idx = load("audio.json"), load("dna.json"), load("recsys_index.json")
     rs, eng, qs = load("recsys.json"), load("engines.json"), load("quantizers_search.json")
-    gen = load("generators.json")
+    gen, rr = load("generators.json"), load("recsys_recipe.json")
     gen_rar = [{r["batch"]: r for r in gen["rar"] if r["shape"] == shape} for shape in gen["settings"]["rar_shapes"]]
     a95 = [r for r in s["assd"] if r["mask_rate"] == 0.95 and r["k"] in (4, 8)]
     ivf = resolve(idx, "rows[catalog=clustered,param=nprobe=8/4000 (calibrated, default)]")
@@ -185,6 +185,10 @@ def glance() -> str:
     rd = {r["method"]: r for r in it["rate_distortion"]}
     k32 = resolve(ft, "by_tokens[tokens=32]")
     spark2 = resolve(eng, "results[mode=spark2]")
+    pooled_run, sas_run = rr["rows"]["RecGPT on SASRec"], rr["rows"]["SASRec (recipe)"]
+    run_ratio = rr["ndcg@10_vs_sasrec"]["RecGPT on SASRec"]
+    pooled_curve = cv["RecGPT (RQ-VAE codes) on SASRec"]["test"]["ndcg@10"]["mean"]
+    sas_curve = cv["SASRec"]["test"]["ndcg@10"]["mean"]
     rows = [
         [(f"TiTok `tiny` (default recipe, {tm['wall_seconds'] / 60:.1f} min "
           f"{'on a shared CPU' if 'cpu_seconds' in tm else 'CPU'})"),
@@ -223,12 +227,11 @@ def glance() -> str:
          (f"{f(resolve(dna, 'compression[method=MergeDNA t=4/8]')['base_accuracy'])} / "
          f"{f(resolve(dna, 'compression[method=MergeDNA t=2/8]')['base_accuracy'])}"),
          "k-mers, BPE: lossless at 2.0-2.4 bits/base", "[mergedna](docs/mergedna.md)"],
-        ["RecGPT on SASRec / SETRec on SASRec vs SASRec", "MovieLens test NDCG@10, best validation point",
-         " / ".join(f"{f(cv[m]['test']['ndcg@10']['mean'], 4)} "
-                    f"(x{f(cv[m]['test']['ndcg@10']['mean'] / cv['SASRec']['test']['ndcg@10']['mean'], 3)})"
-                    for m in ("RecGPT (RQ-VAE codes) on SASRec", "SETRec on SASRec")),
-         (f"SASRec {f(cv['SASRec']['test']['ndcg@10']['mean'], 4)}, popularity "
-         f"{f(eq['Popularity']['test']['ndcg@10']['mean'], 4)}"), "[recsys](docs/recsys.md)"],
+        ["RecGPT on SASRec vs SASRec: recipe run / curve models", "MovieLens test NDCG@10 (validation)",
+         (f"{f(pooled_run['test']['ndcg@10']['mean'], 4)} (x{f(run_ratio['test'], 3)}; valid "
+          f"x{f(run_ratio['valid'], 3)}) / {f(pooled_curve, 4)} (x{f(pooled_curve / sas_curve, 3)})"),
+         (f"SASRec {f(sas_run['test']['ndcg@10']['mean'], 4)} / {f(sas_curve, 4)}, popularity "
+          f"{f(eq['Popularity']['test']['ndcg@10']['mean'], 4)}"), "[recsys](docs/recsys.md)"],
         ["SETRec top-10 on 1M items", "users/s, calibrated IVF vs exact search",
          f"x{f(ivf['speedup'], 1)} at recall@10 {f(ivf['recall@10'], 3)}", "exact faiss flat",
          "[recsys](docs/recsys.md)"],
