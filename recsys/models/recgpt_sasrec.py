@@ -3,9 +3,8 @@
 validation.
 
 RecGPT scores an item by the exact log-probability of its code sequence (summed over the levels of the catalog trie,
-`recsys.decoding.score_catalog`), SASRec by its full-softmax logits; both are normalized over the catalog before they
-are pooled, so `w` trades two proper distributions and the pooled scores are the log of a (renormalizable) product of
-experts. The weight is fitted by the **negative log-likelihood** of the validation targets under the pooled
+`recsys.decoding.score_catalog`), SASRec by its softmax over the catalog it was trained on; both are log-probabilities, so `w` trades two
+proper distributions and the pooled scores are the log of a (renormalizable) product of experts. The weight is fitted by the **negative log-likelihood** of the validation targets under the pooled
 distribution renormalized over each user's unseen items (`select_gen_weight`): a proper score that uses every item's
 rank, not only whether the target lands in a top 10. On the demo split the NLL criterion separates the weights where
 NDCG@10 does not: validation NLL 7.048 for SASRec alone against 6.999 for the RQ-VAE RecGPT pooled at w = 0.15
@@ -42,7 +41,7 @@ GEN_WEIGHTS = tuple(i / 20 for i in range(21))  # the generative weights `select
 
 @config
 class RecGPTSASRecConfig(RecGPTConfig):
-    sasrec: SASRecConfig = SASRecConfig()  # the frozen SASRec (its num_items is unused: its items live in `cf`)
+    sasrec: SASRecConfig = SASRecConfig()  # the frozen SASRec; num_items: the catalog it was trained on
 
     @classmethod
     def tiny(cls, embed_dim: int = 24):
@@ -57,12 +56,15 @@ class RecGPTSASRec(RecGPT):
 
     def __init__(self, config: RecGPTSASRecConfig):
         super().__init__(config)
-        self.sasrec = SASRec(replace(config.sasrec, num_items=0))  # its item table lives in `cf`
+        self.sasrec = SASRec(replace(config.sasrec, num_items=0))  # its item table lives in `cf` / `cf_trained`
         self.sasrec.requires_grad_(False)
         self.sasrec.eval()
         n = config.tokenizer.num_items
         self.register_buffer("cf", torch.zeros(n, config.sasrec.dim))  # SASRec item embeddings, 0 where missing
         self.register_buffer("has_cf", torch.zeros(n, dtype=torch.bool))
+        # the SASRec's own item table, which catalog changes leave alone: its softmax normalizer, so an item's SASRec
+        # log-probability does not change when other items are added or dropped
+        self.register_buffer("cf_trained", torch.zeros(config.sasrec.num_items, config.sasrec.dim))
         self.register_buffer("gen_weight", torch.tensor(0.5))  # set on validation by `select_gen_weight`
 
     @classmethod
@@ -77,13 +79,14 @@ class RecGPTSASRec(RecGPT):
         has_cf = torch.ones(sasrec.num_items, dtype=torch.bool) if has_cf is None else torch.as_tensor(has_cf)
         if has_cf.dtype != torch.bool or has_cf.shape != (sasrec.num_items,):
             raise ValueError(f"has_cf must be a bool tensor of shape ({sasrec.num_items},)")
-        model = cls(RecGPTSASRecConfig(**{**vars(recgpt.config), "sasrec": replace(sasrec.config, num_items=0)}))
+        model = cls(RecGPTSASRecConfig(**{**vars(recgpt.config), "sasrec": sasrec.config}))
         model.set_catalog(copy.deepcopy(recgpt.items), recgpt.text.clone())  # later catalog changes stay ours
         model.load_state_dict(recgpt.state_dict(), strict=False)  # the new buffers and the SASRec follow
         model.sasrec.load_state_dict({k: v for k, v in sasrec.state_dict().items() if not k.startswith("item_emb")},
                                      strict=False)
         dev = model.text.device
         model.cf = sasrec.item_vectors().detach().float().to(dev).clone()
+        model.cf_trained = model.cf.clone()
         model.has_cf = has_cf.to(dev)
         return model
 
@@ -108,16 +111,18 @@ class RecGPTSASRec(RecGPT):
     # -- scores ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def part_scores(self, histories: Sequence) -> tuple[Tensor, Tensor]:
-        """(SASRec, RecGPT) log-probabilities of every catalog item, each (b, N) and normalized over the catalog;
-        items without a SASRec row carry RecGPT's log-probability in the SASRec part too."""
+        """(SASRec, RecGPT) log-probabilities of every catalog item, each (b, N): SASRec's softmax over the catalog
+        it was trained on, RecGPT's exact code-sequence log-probabilities; items without a SASRec row carry
+        RecGPT's in the SASRec part too. Neither depends on the current catalog, so adding or dropping items leaves
+        the scores of the others unchanged (a renormalization would only shift each user's scores by a constant)."""
         self.check_histories(histories)
-        gen = torch.log_softmax(score_catalog(self, self.decode_init(histories), self.index), dim=1)
+        gen = score_catalog(self, self.decode_init(histories), self.index)  # (b, N) exact, catalog-independent
         n = self.sasrec.config.max_len
         ids, valid = pad_histories(histories, n, -1)
         ids, valid = ids.to(self.cf.device), valid.to(self.cf.device)
         h = self.sasrec.encode_embedded(self.cf[ids.clamp(min=0)], valid)[:, -1]
-        logits = (h @ self.cf.T).float().masked_fill(~self.has_cf, float("-inf"))
-        sas = torch.log_softmax(logits, dim=1).cpu()
+        norm = torch.logsumexp((h @ self.cf_trained.T).float(), dim=1, keepdim=True)
+        sas = ((h @ self.cf.T).float() - norm).cpu()
         return torch.where(self.has_cf.cpu()[None], sas, gen), gen
 
     @torch.no_grad()
