@@ -16,7 +16,8 @@ from gentok.config import replace
 from recsys.data import Split
 from recsys.evaluation import choose_cf_weight, evaluate
 from recsys.item_tokens import ItemTokenizerConfig
-from recsys.models.recgpt import RecGPT, RecGPTConfig
+from recsys.models.recgpt import PRESETS as RECGPT_PRESETS
+from recsys.models.recgpt import RecGPT
 from recsys.models.sasrec import PRESETS as SASREC_PRESETS
 from recsys.models.sasrec import SASRec
 from recsys.models.setrec import PRESETS as SETREC_PRESETS
@@ -62,7 +63,7 @@ def make_recgpt(split: Split, emb: torch.Tensor, budget: float, work: Path, cf: 
     tok_s = time.process_time() - t
     shutil.rmtree(work / "tok", ignore_errors=True)
     torch.manual_seed(0)
-    model = RecGPT(RecGPTConfig(tokenizer=tok.config, id_embedding=id_embedding))
+    model = RecGPT(replace(RECGPT_PRESETS["small"], tokenizer=tok.config, id_embedding=id_embedding))  # the recipe's
     model.set_catalog(tok, emb)
     return model, {"tokenizer_cpu_s": round(tok_s, 2), "item_tokens": tok.table_stats()}
 
