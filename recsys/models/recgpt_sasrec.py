@@ -3,13 +3,13 @@
 validation.
 
 RecGPT scores an item by the exact log-probability of its code sequence (summed over the levels of the catalog trie,
-`recsys.decoding.score_catalog`), SASRec by its softmax over the catalog it was trained on; both are log-probabilities, so `w` trades two
-proper distributions and the pooled scores are the log of a (renormalizable) product of experts. The weight is fitted by the **negative log-likelihood** of the validation targets under the pooled
-distribution renormalized over each user's unseen items (`select_gen_weight`): a proper score that uses every item's
-rank, not only whether the target lands in a top 10. On the demo split the NLL criterion separates the weights where
-NDCG@10 does not: validation NLL 7.048 for SASRec alone against 6.999 for the RQ-VAE RecGPT pooled at w = 0.15
-(difference 3.3 standard errors), while validation NDCG@10 stays within 0.0664-0.0691 for every w in [0, 0.5]
-(`benchmarks/results/recsys.json`, "RecGPT (RQ-VAE codes) on SASRec").
+`recsys.decoding.score_catalog`), SASRec by its softmax over the catalog it was trained on; both are
+log-probabilities, so `w` trades two proper distributions and the pooled scores are the log of a (renormalizable)
+product of experts. The weight is fitted by the **negative log-likelihood** of the validation targets under the pooled
+distribution renormalized over each user's unseen items (`select_gen_weight`): a proper score that reads every item's
+rank, not only whether the target lands in a top 10, so it separates weights that 671 users' NDCG@10 cannot (on the
+demo split validation NDCG@10 is flat within noise for w in [0, 0.3] while the NLL has a clear minimum; the curves
+per weight are in `benchmarks/results/recsys.json`, "RecGPT (RQ-VAE codes) on SASRec").
 
 This is the RecGPT recipe's default model when it has a SASRec (its collaborative item codes train one anyway):
 `recipes/recgpt.py`. Items without a SASRec row (added later from text with `add_items`, or trained on no
