@@ -202,12 +202,16 @@ def bonus_grid(model_scores: Tensor, counts, cold, histories: Sequence, weight: 
 
 def calibrate_cold_bonus(model_scores: Tensor, counts, cold, histories: Sequence, targets, weight: float,
                          cold_weight: float, reference_warm: float, max_warm_loss: float = 0.05,
-                         grid: Sequence[float] | None = None, k: int = 10) -> tuple[float, list[dict], bool]:
+                         grid: Sequence[float] | None = None, k: int = 10,
+                         cold_goal: float | None = None) -> tuple[float, list[dict], bool]:
     """The cold bonus with the best cold-target Recall@k among those whose warm-target Recall@k is at least
     `(1 - max_warm_loss) * reference_warm` (e.g. the same model's without cold handling), on the given (validation)
-    cases; ties go to the smaller bonus. `grid` None: `bonus_grid` of these cases. When no bonus keeps warm targets
-    there, the one that loses least is chosen and `feasible` is False. Returns (bonus, curve [{bonus, warm, cold,
-    cold_in_top}], feasible)."""
+    cases; ties go to the smaller bonus. With `cold_goal` (e.g. a baseline's cold-target Recall@k on these cases),
+    the smallest of those bonuses whose cold-target Recall@k reaches it, when one does: the goal at the least cost to
+    warm targets, which matters when the scores rank warm items better than the reference (more bonus would trade
+    that gain away for cold targets down to the bound). `grid` None: `bonus_grid` of these cases. When no bonus
+    keeps warm targets there, the one that loses least is chosen and `feasible` is False. Returns (bonus, curve
+    [{bonus, warm, cold, cold_in_top}], feasible)."""
     cold = _check_cold(cold, torch.as_tensor(model_scores).shape[1])
     if cold is None or (grid is not None and not len(grid)) or not 0 <= max_warm_loss < 1:
         raise ValueError("need a cold mask, a non-empty bonus grid and 0 <= max_warm_loss < 1")
@@ -224,6 +228,9 @@ def calibrate_cold_bonus(model_scores: Tensor, counts, cold, histories: Sequence
                       "cold": _metric(ranks[is_cold], f"recall@{k}"),
                       "cold_in_top": float(cold[top].float().sum(1).mean())})
     ok = [p for p in curve if p["warm"] >= (1 - max_warm_loss) * reference_warm - 1e-12]
+    reach = [p for p in ok if cold_goal is not None and p["cold"] >= cold_goal]
+    if reach:
+        return min(p["bonus"] for p in reach), curve, True
     if ok:
         return max(ok, key=lambda p: (p["cold"], -p["bonus"]))["bonus"], curve, True
     return max(curve, key=lambda p: (p["warm"], -p["bonus"]))["bonus"], curve, False
