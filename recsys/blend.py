@@ -14,6 +14,8 @@ model's ranking (popularity only breaks its ties). Warm items are ordered by `we
 
 `calibrate_weight` and `calibrate_cold_bonus` (over `bonus_grid`) choose these on validation cases (the only cases
 they are given); `BlendCalibration` saves the choice as JSON; `PopularityBlend` is a `Recommender` that scores with it.
+A second model-free score source (item co-occurrence, which ranks cold items too) enters as the model score:
+`mix_scores` with a share chosen by `calibrate_share`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ FORMAT_VERSION = 1
 # model weights tried on validation: 0 (popularity) to 8 (nearly the model alone), denser near the small values
 # where a weak model's share is decided
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+# shares of a second score source tried by `calibrate_share` (0: the model alone, 1: the other source alone)
+SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def standardize(scores: Tensor) -> Tensor:
@@ -138,6 +142,39 @@ def calibrate_weight(model_scores: Tensor, counts, histories: Sequence, targets,
     return best[0], curve
 
 
+def mix_scores(model_scores: Tensor, other_scores: Tensor, share: float, cold=None) -> Tensor:
+    """(b, N) float64 `(1 - share) * z(model) + share * z(other)` (z: `standardize`), and `z(other)` alone on the
+    `cold` items ((N,) bool or None), which the model never trained on: e.g. a model mixed with
+    `recsys.models.cooccurrence` scores. Share 0 keeps warm items in the model's order, 1 in the other's (a source
+    with weight 0 is not consulted). The result is a model score for `blend_scores` and the calibrations."""
+    m, o = torch.as_tensor(model_scores), torch.as_tensor(other_scores)
+    if m.ndim != 2 or m.shape != o.shape:
+        raise ValueError(f"expected two (b, N) score matrices of one shape, got {tuple(m.shape)} and {tuple(o.shape)}")
+    share = _check_weight(share, "share")
+    if share > 1:
+        raise ValueError(f"share must lie in [0, 1], got {share}")
+    cold = _check_cold(cold, m.shape[1])
+    zo = standardize(o)
+    mixed = zo if share == 1 else standardize(m) if share == 0 else (1 - share) * standardize(m) + share * zo
+    return mixed if cold is None else torch.where(cold[None], zo, mixed)
+
+
+def calibrate_share(model_scores: Tensor, other_scores: Tensor, histories: Sequence, targets,
+                    grid: Sequence[float] = SHARES, metric: str = "ndcg@10", items=None,
+                    cold=None) -> tuple[float, list[list[float]]]:
+    """The `mix_scores` share with the best `metric` on the given (validation) cases (no prior), ties to the smaller
+    share (closer to the model); `items` (N,) bool ranks among those items only, `cold` as in `mix_scores`. Returns
+    (share, [[share, metric], ...] over `grid`)."""
+    if not len(grid):
+        raise ValueError("the share grid is empty")
+    curve = []
+    for w in sorted(grid):
+        ranks = target_ranks_of(mix_scores(model_scores, other_scores, w, cold), histories, targets, items)
+        curve.append([float(w), _metric(ranks, metric)])
+    best = max(curve, key=lambda p: (p[1], -p[0]))
+    return best[0], curve
+
+
 def _last_finite(v: Tensor) -> Tensor:
     """(b, k) values sorted descending -> (b,) the last finite one per row (-inf where none is)."""
     n = torch.isfinite(v).sum(1)
@@ -165,12 +202,16 @@ def bonus_grid(model_scores: Tensor, counts, cold, histories: Sequence, weight: 
 
 def calibrate_cold_bonus(model_scores: Tensor, counts, cold, histories: Sequence, targets, weight: float,
                          cold_weight: float, reference_warm: float, max_warm_loss: float = 0.05,
-                         grid: Sequence[float] | None = None, k: int = 10) -> tuple[float, list[dict], bool]:
+                         grid: Sequence[float] | None = None, k: int = 10,
+                         cold_goal: float | None = None) -> tuple[float, list[dict], bool]:
     """The cold bonus with the best cold-target Recall@k among those whose warm-target Recall@k is at least
     `(1 - max_warm_loss) * reference_warm` (e.g. the same model's without cold handling), on the given (validation)
-    cases; ties go to the smaller bonus. `grid` None: `bonus_grid` of these cases. When no bonus keeps warm targets
-    there, the one that loses least is chosen and `feasible` is False. Returns (bonus, curve [{bonus, warm, cold,
-    cold_in_top}], feasible)."""
+    cases; ties go to the smaller bonus. With `cold_goal` (e.g. a baseline's cold-target Recall@k on these cases),
+    the smallest of those bonuses whose cold-target Recall@k reaches it, when one does: the goal at the least cost to
+    warm targets, which matters when the scores rank warm items better than the reference (more bonus would trade
+    that gain away for cold targets down to the bound). `grid` None: `bonus_grid` of these cases. When no bonus
+    keeps warm targets there, the one that loses least is chosen and `feasible` is False. Returns (bonus, curve
+    [{bonus, warm, cold, cold_in_top}], feasible)."""
     cold = _check_cold(cold, torch.as_tensor(model_scores).shape[1])
     if cold is None or (grid is not None and not len(grid)) or not 0 <= max_warm_loss < 1:
         raise ValueError("need a cold mask, a non-empty bonus grid and 0 <= max_warm_loss < 1")
@@ -187,6 +228,9 @@ def calibrate_cold_bonus(model_scores: Tensor, counts, cold, histories: Sequence
                       "cold": _metric(ranks[is_cold], f"recall@{k}"),
                       "cold_in_top": float(cold[top].float().sum(1).mean())})
     ok = [p for p in curve if p["warm"] >= (1 - max_warm_loss) * reference_warm - 1e-12]
+    reach = [p for p in ok if cold_goal is not None and p["cold"] >= cold_goal]
+    if reach:
+        return min(p["bonus"] for p in reach), curve, True
     if ok:
         return max(ok, key=lambda p: (p["cold"], -p["bonus"]))["bonus"], curve, True
     return max(curve, key=lambda p: (p["warm"], -p["bonus"]))["bonus"], curve, False

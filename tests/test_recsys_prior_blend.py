@@ -143,6 +143,17 @@ def test_calibrate_cold_bonus_best_cold_recall_within_the_warm_bound():
     assert all(a <= b + 1e-12 for a, b in itertools.pairwise(tops))
     unseen_cold = np.mean([8 - len(set(h) & set(range(8))) for h in hists])
     assert tops[0] == 0 and tops[-1] == pytest.approx(unseen_cold)
+    # a cold goal: the smallest feasible bonus that reaches it (never more bonus, so warm cost, than the best-cold
+    # choice); an unreachable goal changes nothing
+    low = 0.2  # a lower reference leaves several cold recalls feasible
+    best, curve, _ = calibrate_cold_bonus(model, counts, cold, hists, targets, 0.5, 0.5, low, 0.05)
+    feasible = [p for p in curve if p["warm"] >= 0.95 * low]
+    reachable = sorted({p["cold"] for p in feasible})
+    assert len(reachable) > 2
+    for goal in reachable[1:]:
+        b_goal, _, _ = calibrate_cold_bonus(model, counts, cold, hists, targets, 0.5, 0.5, low, 0.05, cold_goal=goal)
+        assert b_goal == min(p["bonus"] for p in feasible if p["cold"] >= goal) <= best
+    assert calibrate_cold_bonus(model, counts, cold, hists, targets, 0.5, 0.5, low, 0.05, cold_goal=2.0)[0] == best
     # an unreachable reference: nothing is feasible, the bonus that loses least on warm targets is chosen
     bonus, curve, ok = calibrate_cold_bonus(model, counts, cold, hists, targets, 0.5, 0.5, 2.0, 0.05)
     assert not ok and next(p for p in curve if p["bonus"] == bonus)["warm"] == max(p["warm"] for p in curve)

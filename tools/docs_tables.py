@@ -409,14 +409,17 @@ def recsys_curves() -> str:
 
 def recsys_cold_start() -> str:
     cs = load("recsys.json")["cold_start"]
-    names = ["Popularity", "Popularity (cold items only)"]
+    baselines = ("Popularity", "Popularity (cold items only)", "Co-occurrence", "Co-occurrence (cold items only)")
+    names = [n for n in baselines if n in cs]
     for m in RECSYS_MODELS:
-        names += [m] + [n for n in (f"{m} + prior", f"{m} + prior + cold bonus") if n in cs]
+        names += [m] + [n for n in (f"{m} + prior", f"{m} + prior + cold bonus", f"{m} + cold co-occurrence",
+                                    f"{m} + co-occurrence") if n in cs]
     rows = []
     for m in names:
         r, label = cs[m], m
         if "calibration" in r:
-            label = f"{m} {f(r['calibration']['cold_bonus'])}"
+            share = f"share {r['share']:g}, " if "share" in r else ""
+            label = f"{m} ({share}bonus {f(r['calibration']['cold_bonus'])})"
         if "cold_weight" in r:
             label = f"{m} (weights {r['weight']:g} / {r['cold_weight']:g})"
         valid = (f"{f(r['valid']['cold']['recall@10']['mean'], 4)} / {f(r['valid']['warm']['recall@10']['mean'], 4)}"
