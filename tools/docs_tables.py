@@ -402,6 +402,11 @@ def recsys_curves() -> str:
                      f"{r['recgpt_steps']} (+ SASRec)", f"{f(r['valid_ndcg@10'], 4)} (pooled)", "—", "—",
                      ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
                      f"x{f(r['test']['ndcg@10']['mean'] / sas, 3)}"])
+    if "Co-occurrence" in cv:  # the model-free baseline: no training, built from the histories being scored
+        r = cv["Co-occurrence"]
+        rows.append(["Co-occurrence (item-kNN, no training)", "—", "—", f"{f(r['valid'], 4)}", "—",
+                     "—", ci(r["test_summary"]["ndcg@10"]), ci(r["test_summary"]["recall@10"]),
+                     f"x{f(r['test_summary']['ndcg@10']['mean'] / sas, 3)}"])
     return table(["model", "run (total CPU s)", "steps", "valid NDCG@10 plateau", "levels off (CPU s)",
                   "reaches SASRec's plateau (CPU s)", "test NDCG@10", "test Recall@10", "vs SASRec"],
                  "lrrrrrllr", rows)

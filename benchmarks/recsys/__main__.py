@@ -52,6 +52,7 @@ from benchmarks.recsys.budget import EVAL_USERS, RUN
 from benchmarks.recsys.cold import cold_start
 from benchmarks.recsys.equal import (
     CURVE_MODELS,
+    cooccurrence_row,
     equal_compute,
     plot,
     plot_curves,
@@ -133,6 +134,7 @@ def main(argv=None):
         pop = Popularity.from_split(split)
         curves["Popularity"] = {w: evaluate(pop, split, w, n_boot=1)["summary"]["ndcg@10"]["mean"]
                                 for w in ("valid", "test")}
+        curves["Co-occurrence"] = cooccurrence_row(split)  # model-free item-kNN baseline
         result.setdefault("equal_compute", {})["curves"] = curves
     if "cold" in parts:
         result["cold_start"] = cold_start(args, split, emb, opts)

@@ -187,3 +187,22 @@ def pooled_row(name: str, recgpt, sasrec, split: Split, run: dict) -> dict:
     print(f"{name} on SASRec: weight {chosen['weight']} (validation NLL), test NDCG@10 "
           f"{row['test']['ndcg@10']['mean']:.4f}", flush=True)
     return row
+
+
+def cooccurrence_row(split: Split) -> dict:
+    """The model-free item co-occurrence baseline (`recsys.models.cooccurrence`) on the curve split: its config chosen
+    on the validation cases (built from their histories), then each case scored from the histories of its own kind
+    (what a deployed system knows when it scores); validation NDCG@10 and test metrics with CIs."""
+    from recsys.evaluation import evaluate
+    from recsys.models.cooccurrence import Cooccurrence, calibrate_cooccurrence
+
+    _, vh, vt = split.cases("valid")
+    config, _ = calibrate_cooccurrence(vh, vt, split.num_items)
+    row = {"config": {"window": config.window, "decay": config.decay, "alpha": config.alpha},
+           "built_from": "the histories of the cases scored (validation histories for validation, test for test)"}
+    for which in ("valid", "test"):
+        model = Cooccurrence(split.cases(which)[1], split.num_items, config)
+        row[which] = evaluate(model, split, which, n_boot=1000 if which == "test" else 1)["summary"]
+    return {"valid": row["valid"]["ndcg@10"]["mean"], "test_summary": row["test"], **{k: row[k] for k in
+                                                                                       ("config", "built_from")}}
+
