@@ -25,8 +25,8 @@ from gentok.config import config, replace
 from gentok.nn import MLP, Transformer, init_weights
 from recsys.decoding import CatalogIndex, beam_search, exact_top_k, score_catalog
 from recsys.item_tokens import ItemCodes, ItemTokenizerConfig
-from recsys.semantic_ids import SemanticIdConfig, build_item_tokenizer
 from recsys.models.base import Recommender, RecOutput, pad_histories
+from recsys.semantic_ids import SemanticIdConfig, build_item_tokenizer
 
 
 @config
