@@ -119,6 +119,12 @@ def test_round_trip_and_bad_pairs(parts, tmp_path):
         RecGPTSASRec.on(model, sasrec)
     with pytest.raises(ValueError, match="has_cf"):
         RecGPTSASRec.on(recgpt, sasrec, has_cf=torch.ones(N))
+    from recsys.models.recgpt_sasrec import RecGPTSASRecConfig
+
+    bare = RecGPTSASRec(RecGPTSASRecConfig(**vars(recgpt.config)))  # a config alone: no SASRec to pool with
+    bare.set_catalog(recgpt.items, recgpt.text)
+    with pytest.raises(ValueError, match=r"RecGPTSASRec.on\(recgpt, sasrec\)"):
+        bare.score_all(HIST)
 
 
 def test_recgpt_label_smoothing_is_the_smoothed_code_cross_entropy(parts):

@@ -43,10 +43,6 @@ GEN_WEIGHTS = tuple(i / 20 for i in range(21))  # the generative weights `select
 class RecGPTSASRecConfig(RecGPTConfig):
     sasrec: SASRecConfig = SASRecConfig()  # the frozen SASRec; num_items: the catalog it was trained on
 
-    @classmethod
-    def tiny(cls, embed_dim: int = 24):
-        return cls(**{**vars(RecGPTConfig.tiny(embed_dim)), "sasrec": SASRecConfig.tiny()})
-
 
 @register("recsys.recgpt_sasrec")
 class RecGPTSASRec(RecGPT):
@@ -116,6 +112,8 @@ class RecGPTSASRec(RecGPT):
         RecGPT's in the SASRec part too. Neither depends on the current catalog, so adding or dropping items leaves
         the scores of the others unchanged (a renormalization would only shift each user's scores by a constant)."""
         self.check_histories(histories)
+        if not len(self.cf_trained):
+            raise ValueError("this RecGPTSASRec holds no trained SASRec: build it with RecGPTSASRec.on(recgpt, sasrec)")
         gen = score_catalog(self, self.decode_init(histories), self.index)  # (b, N) exact, catalog-independent
         n = self.sasrec.config.max_len
         ids, valid = pad_histories(histories, n, -1)
