@@ -198,11 +198,12 @@ def cooccurrence_row(split: Split) -> dict:
 
     _, vh, vt = split.cases("valid")
     config, _ = calibrate_cooccurrence(vh, vt, split.num_items)
-    row = {"config": {"window": config.window, "decay": config.decay, "alpha": config.alpha},
-           "built_from": "the histories of the cases scored (validation histories for validation, test for test)"}
-    for which in ("valid", "test"):
+
+    def summary(which: str, n_boot: int) -> dict:  # each case scored from the histories of its own kind
         model = Cooccurrence(split.cases(which)[1], split.num_items, config)
-        row[which] = evaluate(model, split, which, n_boot=1000 if which == "test" else 1)["summary"]
-    return {"valid": row["valid"]["ndcg@10"]["mean"], "test_summary": row["test"], **{k: row[k] for k in
-                                                                                       ("config", "built_from")}}
+        return evaluate(model, split, which, n_boot=n_boot)["summary"]
+
+    return {"valid": summary("valid", 1)["ndcg@10"]["mean"], "test_summary": summary("test", 1000),
+            "config": {"window": config.window, "decay": config.decay, "alpha": config.alpha},
+            "built_from": "the histories of the cases scored (validation histories for validation, test for test)"}
 
