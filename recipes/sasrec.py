@@ -4,6 +4,9 @@
     accelerate launch recipes/sasrec.py --data interactions.csv --output-dir runs/sasrec
     accelerate launch --multi_gpu --num_processes 2 recipes/sasrec.py
 
+`--cooccurrence` serves SASRec with an item co-occurrence expert beside it (`recsys.models.with_cooccurrence`, chosen on
+validation; off by default: this recipe is the baseline the generative recipes are compared with).
+
 Writes OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json.
 
 Data: interactions only (user_id, item_id[, timestamp]; item text, if any, is not used), as a CSV/TSV/Parquet file,
@@ -17,10 +20,10 @@ from gentok.config import replace
 from gentok.training import TrainConfig
 from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from recsys.cli.errors import run
-from recsys.cli.recipe_args import data_help
+from recsys.cli.recipe_args import add_cooccurrence_arg, data_help
 from recsys.data import load_split
 from recsys.models.sasrec import PRESETS, SASRec
-from recsys.train import save_and_report, train_recommender
+from recsys.train import save_and_report, train_recommender, with_cooccurrence
 
 # 800 steps: the learning curve of the default model (dropout 0.4, recsys.models.sasrec.PRESETS) has its best
 # validation NDCG@10, 0.0678 (all 671 demo users), at 750 steps (178 CPU-s) of a 1,200-step schedule and stays at
@@ -31,6 +34,7 @@ TRAIN = TrainConfig(max_steps=800, batch_size=32, lr=2e-3, warmup_steps=30, min_
 
 def main(argv: list[str] | None = None):
     parser = recipe_parser(__doc__.split("\n\n")[0], PRESETS, "small", "outputs/sasrec", data_help=data_help(False))
+    add_cooccurrence_arg(parser, default=False)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = load_split(args.data, seed=train_cfg.seed)
@@ -38,8 +42,11 @@ def main(argv: list[str] | None = None):
     model_cfg = replace(model_cfg, num_items=data.num_items)
     result, selector = train_recommender(SASRec(model_cfg), split, train_cfg, model_cfg.max_len,
                                         run_config={"model": {"preset": args.preset}})
-    return save_and_report(result, data, split, train_cfg.output_dir, "SASRec",
-                           extra={"best_valid_ndcg@10": selector.best})
+    extra = {"best_valid_ndcg@10": selector.best}
+    if args.cooccurrence and result.is_main_process:
+        extra.update(with_cooccurrence(result, split))
+    return save_and_report(result, data, split, train_cfg.output_dir,
+                           "SASRec" + (" + co-occurrence" if args.cooccurrence else ""), extra=extra)
 
 if __name__ == "__main__":
     run(main, prog="sasrec")

@@ -156,3 +156,20 @@ def cf_source(data: RecData, split: Split, sasrec_dir: str | None, output_dir: s
     cfg = replace(SASREC_PRESETS["small"], num_items=data.num_items)
     tcfg = replace(SASREC_CF_TRAIN, output_dir=str(output_dir), seed=seed, max_steps=steps, progress=progress)
     return train_recommender(SASRec(cfg), split, tcfg, cfg.max_len, eval_users=None)[0].model
+
+
+def with_cooccurrence(result, split: Split) -> dict:
+    """Put an item co-occurrence expert beside the trained `result.model` (`recsys.models.with_cooccurrence`, chosen
+    on validation; main process only): `result.model` becomes the wrapped model. Returns what the recipe reports:
+    the model alone (validation and test, with CIs) and the choices with their validation curves."""
+    from recsys.evaluation import evaluate
+    from recsys.models.with_cooccurrence import fit_cooccurrence
+
+    model = result.model.cpu().eval()
+    alone = {w: evaluate(model, split, w, n_boot=1000)["summary"] for w in ("valid", "test")}
+    result.model, chosen = fit_cooccurrence(model, split)
+    c = chosen["cooccurrence"]
+    print(f"co-occurrence expert: window {c['window']}, decay {c['decay']}, alpha {c['alpha']}, share "
+          f"{chosen['share']} (validation NDCG@10 {dict(chosen['share_curve_valid'])[chosen['share']]:.4f}; the model "
+          f"alone {alone['valid']['ndcg@10']['mean']:.4f})")
+    return {"without_cooccurrence": alone, "cooccurrence": chosen}

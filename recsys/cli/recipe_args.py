@@ -24,3 +24,11 @@ def add_text_model_args(parser: argparse.ArgumentParser, sasrec_use: str) -> Non
                         help=f"trained SASRec model dir for {sasrec_use} (default: train one first)")
     parser.add_argument("--sasrec-steps", type=int, default=SASREC_CF_TRAIN.max_steps,
                         help="training steps of that SASRec when it is trained first")
+
+
+def add_cooccurrence_arg(parser: argparse.ArgumentParser, default: bool) -> None:
+    """`--cooccurrence` / `--no-cooccurrence`: serve the trained model with an item co-occurrence expert beside it
+    (`recsys.models.with_cooccurrence`, its config and share chosen on validation) or alone."""
+    parser.add_argument("--cooccurrence", action=argparse.BooleanOptionalAction, default=default,
+                        help="serve the model mixed with item co-occurrence (item-kNN over the training sequences; "
+                        f"config and share chosen on validation); default {'on' if default else 'off'}")
