@@ -42,8 +42,14 @@ from recsys.models.recgpt import PRESETS, RecGPT
 from recsys.models.recgpt_sasrec import RecGPTSASRec, choose_gen_weight
 from recsys.semantic_ids import SemanticIdConfig
 from recsys.text import item_embeddings
-from recsys.train import (cf_source, save_and_report, train_item_tokenizer, train_recommender, warm_items,
-                          with_cooccurrence)
+from recsys.train import (
+    cf_source,
+    save_and_report,
+    train_item_tokenizer,
+    train_recommender,
+    warm_items,
+    with_cooccurrence,
+)
 
 # collaborative item codes, CF weight 1: chosen on validation NDCG@10 (all 671 demo users, top-10 served lists) at a
 # budget of 50 training CPU-seconds: text codes 0.0034, collaborative codes with CF weight 0.3 / 1 / 3: 0.0081 /

@@ -16,9 +16,9 @@ be used stops with a one-line error (exit status 2).
 
 from __future__ import annotations
 
+from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from gentok.config import replace
 from gentok.training import TrainConfig
-from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from recsys.cli.errors import run
 from recsys.cli.recipe_args import add_cooccurrence_arg, data_help
 from recsys.data import load_split

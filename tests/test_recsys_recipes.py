@@ -68,6 +68,27 @@ def test_id_only_data_trains_sasrec_and_recommendations_join_back(tmp_path, id_o
     assert len(joined) == len(recs) == 30 * 3
 
 
+def test_sasrec_recipe_serves_the_co_occurrence_expert_on_request_and_it_scores(tmp_path, id_only):
+    out = tmp_path / "sasrec"
+    r = _run([sys.executable, "recipes/sasrec.py", "--data", str(id_only), "--output-dir", str(out), "--preset",
+              "tiny", "--max-steps", "4", "--set", "train.batch_size=8", "--set", "train.eval_every=2",
+              "--cooccurrence"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "co-occurrence expert: window" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    share = metrics["cooccurrence"]["share"]
+    assert 0 <= share <= 1 and set(metrics["without_cooccurrence"]) == {"valid", "test"}
+    model, _, _ = load_recommender(out / "model")
+    from recsys.models.with_cooccurrence import WithCooccurrence
+
+    assert type(model) is WithCooccurrence and model.config.share == share and model.config.pairs > 0
+    from recsys.cli import main as cli
+
+    assert cli(["score", "--model", str(out / "model"), "--input", str(id_only), "--out", str(tmp_path / "r.parquet"),
+                "--k", "3", "--quiet"]) == 0
+    assert len(pd.read_parquet(tmp_path / "r.parquet")) == 30 * 3
+
+
 def test_user_mistakes_end_in_one_line_and_status_2_bugs_keep_their_traceback(capsys, monkeypatch):
     from recsys.cli.errors import call, run
 
@@ -117,7 +138,7 @@ def test_every_recsys_type_is_registered_and_recommenders_are_recommenders(monke
     types = [t for t in checkpoint.declared_types() if t.startswith("recsys.")]
     tokenizers = ["recsys.item_tokens", "recsys.semantic_ids"]
     assert sorted(types) == ["recsys.item_tokens", "recsys.recgpt", "recsys.recgpt_sasrec", "recsys.sasrec",
-                             "recsys.semantic_ids", "recsys.setrec", "recsys.setrec_sasrec"]
+                             "recsys.semantic_ids", "recsys.setrec", "recsys.setrec_sasrec", "recsys.with_cooccurrence"]
     for t in types:
         assert issubclass(checkpoint.model_class(t), Recommender) == (t not in tokenizers), t
 

@@ -181,14 +181,12 @@ def glance() -> str:
     a95 = [r for r in s["assd"] if r["mask_rate"] == 0.95 and r["k"] in (4, 8)]
     ivf = resolve(idx, "rows[catalog=clustered,param=nprobe=8/4000 (calibrated, default)]")
     eq = rs["equal_compute"]
-    cv = eq["curves"]
     rd = {r["method"]: r for r in it["rate_distortion"]}
     k32 = resolve(ft, "by_tokens[tokens=32]")
     spark2 = resolve(eng, "results[mode=spark2]")
-    pooled_run, sas_run = rr["rows"]["RecGPT on SASRec"], rr["rows"]["SASRec (recipe)"]
-    run_ratio = rr["ndcg@10_vs_sasrec"]["RecGPT on SASRec"]
-    pooled_curve = cv["RecGPT (RQ-VAE codes) on SASRec"]["test"]["ndcg@10"]["mean"]
-    sas_curve = cv["SASRec"]["test"]["ndcg@10"]["mean"]
+    served_run, sas_run = rr["rows"][rr["served"]]["test"]["ndcg@10"], rr["rows"]["SASRec (recipe)"]["test"]["ndcg@10"]
+    vs_sas, vs_sas_cooc = (rr["ndcg@10_vs"][ref][rr["served"]]["test"] for ref in ("SASRec (recipe)",
+                                                                                 "SASRec + co-occurrence"))
     rows = [
         [(f"TiTok `tiny` (default recipe, {tm['wall_seconds'] / 60:.1f} min "
           f"{'on a shared CPU' if 'cpu_seconds' in tm else 'CPU'})"),
@@ -227,10 +225,11 @@ def glance() -> str:
          (f"{f(resolve(dna, 'compression[method=MergeDNA t=4/8]')['base_accuracy'])} / "
          f"{f(resolve(dna, 'compression[method=MergeDNA t=2/8]')['base_accuracy'])}"),
          "k-mers, BPE: lossless at 2.0-2.4 bits/base", "[mergedna](docs/mergedna.md)"],
-        ["RecGPT on SASRec vs SASRec: recipe run / curve models", "MovieLens test NDCG@10 (validation)",
-         (f"{f(pooled_run['test']['ndcg@10']['mean'], 4)} (x{f(run_ratio['test'], 3)}; valid "
-          f"x{f(run_ratio['valid'], 3)}) / {f(pooled_curve, 4)} (x{f(pooled_curve / sas_curve, 3)})"),
-         (f"SASRec {f(sas_run['test']['ndcg@10']['mean'], 4)} / {f(sas_curve, 4)}, popularity "
+        ["RecGPT recipe (RecGPT on SASRec + co-occurrence)", "MovieLens test NDCG@10, ratio [paired 95% CI]",
+         (f"{f(served_run['mean'], 4)}: x{f(vs_sas['ratio'], 2)} [{f(vs_sas['ci_low'], 2)}, "
+          f"{f(vs_sas['ci_high'], 2)}] of SASRec, x{f(vs_sas_cooc['ratio'], 2)} [{f(vs_sas_cooc['ci_low'], 2)}, "
+          f"{f(vs_sas_cooc['ci_high'], 2)}] of SASRec + co-occurrence"),
+         (f"SASRec {f(sas_run['mean'], 4)}, popularity "
           f"{f(eq['Popularity']['test']['ndcg@10']['mean'], 4)}"), "[recsys](docs/recsys.md)"],
         ["SETRec top-10 on 1M items", "users/s, calibrated IVF vs exact search",
          f"x{f(ivf['speedup'], 1)} at recall@10 {f(ivf['recall@10'], 3)}", "exact faiss flat",
@@ -401,6 +400,11 @@ def recsys_curves() -> str:
         rows.append([f"{m} (w = {r['gen_weight']:g}, validation NLL)", f(r["total_cpu_s"], 0),
                      f"{r['recgpt_steps']} (+ SASRec)", f"{f(r['valid_ndcg@10'], 4)} (pooled)", "—", "—",
                      ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
+                     f"x{f(r['test']['ndcg@10']['mean'] / sas, 3)}"])
+    for m in [m for m in cv if m.endswith(" + co-occurrence")]:  # the expert beside a model: no curve of its own
+        r = cv[m]
+        rows.append([f"{m} (share {r['share']:g})", "—", "—", f"{f(r['valid_ndcg@10'], 4)} (with the expert)", "—",
+                     "—", ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
                      f"x{f(r['test']['ndcg@10']['mean'] / sas, 3)}"])
     if "Co-occurrence" in cv:  # the model-free baseline: no training, built from the histories being scored
         r = cv["Co-occurrence"]

@@ -139,7 +139,7 @@ def run_curves(args, split: Split, emb: torch.Tensor, names) -> dict:
     from benchmarks.recsys.models import CURVE_CLASSES, curve_model
     from gentok.files import atomic_write_json
 
-    work, cache, rows = Path(args.work) / "curves", {}, {}
+    work, cache, rows, served = Path(args.work) / "curves", {}, {}, {}
     need = list(names)
     if any(n != "SASRec" for n in need) and "SASRec" not in need:
         need.insert(0, "SASRec")
@@ -162,15 +162,53 @@ def run_curves(args, split: Split, emb: torch.Tensor, names) -> dict:
             p = plateau(run["curve"])
             print(f"{name}: plateau valid {p['valid_ndcg@10']:.4f} at {p['total_cpu_s']:.0f} CPU s; test NDCG@10 "
                   f"{rows[name]['test']['ndcg@10']['mean']:.4f}", flush=True)
+        if name in names:
+            served[name] = model
         if name.startswith("RecGPT") and name in names:
-            rows[f"{name} on SASRec"] = pooled_row(name, model, cache["SASRec"][0], split, run)
+            rows[f"{name} on SASRec"], served[f"{name} on SASRec"] = pooled_row(name, model, cache["SASRec"][0],
+                                                                               split, run)
+    rows.update(expert_rows({n: m for n, m in served.items() if n == "SASRec" or n.endswith(" on SASRec")}, split))
     return rows
 
 
-def pooled_row(name: str, recgpt, sasrec, split: Split, run: dict) -> dict:
+def expert_rows(models: dict, split: Split) -> dict:
+    """Each of `models` (by row name) with the item co-occurrence expert beside it
+    (`recsys.models.with_cooccurrence`): the co-occurrence config chosen once on validation, each share on validation;
+    test metrics with CIs, and paired-bootstrap ratios of test NDCG@10 to the model alone and to SASRec with the
+    expert (the comparison on equal terms). Rows "<name> + co-occurrence"."""
+    from recsys.evaluation import evaluate
+    from recsys.metrics import paired_ratio_ci
+    from recsys.models.cooccurrence import calibrate_cooccurrence
+    from recsys.models.with_cooccurrence import fit_cooccurrence
+
+    if not models:
+        return {}
+    _, vh, vt = split.cases("valid")
+    c, _ = calibrate_cooccurrence(vh, vt, split.num_items)
+    point = {"windows": (c.window,), "decays": (c.decay,), "alphas": (c.alpha,)}
+    rows, per_user = {}, {}
+    for name, model in models.items():
+        wrapped, fitted = fit_cooccurrence(model, split, search=point)
+        ev, alone = (evaluate(m, split, "test", batch_size=32) for m in (wrapped, model))
+        per_user[name] = ev["per_user"]["ndcg@10"]
+        rows[f"{name} + co-occurrence"] = {
+            "test": ev["summary"], "share": fitted["share"], "cooccurrence": fitted["cooccurrence"],
+            "valid_ndcg@10": dict(fitted["share_curve_valid"])[fitted["share"]],
+            "test_ndcg@10_vs_model_alone": paired_ratio_ci(per_user[name], alone["per_user"]["ndcg@10"])}
+        print(f"{name} + co-occurrence: share {fitted['share']}, test NDCG@10 {ev['summary']['ndcg@10']['mean']:.4f}",
+              flush=True)
+    if "SASRec" in per_user:
+        for name in per_user:
+            rows[f"{name} + co-occurrence"]["test_ndcg@10_vs_sasrec_cooccurrence"] = paired_ratio_ci(
+                per_user[name], per_user["SASRec"])
+    return rows
+
+
+def pooled_row(name: str, recgpt, sasrec, split: Split, run: dict) -> tuple[dict, object]:
     """RecGPT on SASRec (`recsys.models.recgpt_sasrec`) from a curve's RecGPT and the SASRec curve's model: the
     generative weight fitted on validation NLL, test metrics with CIs, and the test NDCG@10 of every weight of the
-    grid (reported, never used to choose). Its CPU time is the RecGPT run's (its SASRec included)."""
+    grid (reported, never used to choose). Its CPU time is the RecGPT run's (its SASRec included). Returns (the row,
+    the pooled model)."""
     from recsys.models.recgpt_sasrec import GEN_WEIGHTS, RecGPTSASRec, choose_gen_weight, select_gen_weight
     from recsys.train import warm_items
 
@@ -186,7 +224,7 @@ def pooled_row(name: str, recgpt, sasrec, split: Split, run: dict) -> dict:
     model.gen_weight.fill_(chosen["weight"])
     print(f"{name} on SASRec: weight {chosen['weight']} (validation NLL), test NDCG@10 "
           f"{row['test']['ndcg@10']['mean']:.4f}", flush=True)
-    return row
+    return row, model
 
 
 def cooccurrence_row(split: Split) -> dict:

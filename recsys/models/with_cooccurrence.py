@@ -180,4 +180,5 @@ def fit_cooccurrence(model, split, train_histories: Sequence | None = None, grid
     scores = model_scores(model, hists)
     share, share_curve = calibrate_share(scores, wrapped.cooccurrence().score_all(hists), hists, targets, grid)
     wrapped.set_share(share)
-    return wrapped, {"share": share, "cooccurrence": asdict(cooc_config), "share_curve_valid": share_curve, "cooccurrence_curve_valid": cooc_curve}
+    return wrapped, {"share": share, "cooccurrence": asdict(cooc_config), "share_curve_valid": share_curve,
+                     "cooccurrence_curve_valid": cooc_curve}
