@@ -5,7 +5,9 @@
     accelerate launch recipes/setrec.py --data my.parquet --set model.semantic=fsq --output-dir runs/setrec
 
 Without --sasrec a SASRec is trained first (OUTPUT/sasrec). The CF/semantic weight is chosen on validation cases
-only, then OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json are written.
+only; then (default, `--no-cooccurrence` to leave it out) an item co-occurrence expert is put beside the model
+(`recsys.models.with_cooccurrence`, config and share chosen on validation; metrics.json also holds the model without
+it), and OUTPUT/model (usable by `recsys score` / `recsys evaluate`) and OUTPUT/metrics.json are written.
 
 Data: interactions (user_id, item_id[, timestamp]) plus item text, either as text columns (text, title, name,
 description, genres, ...) in the interactions or as an items file (a directory with interactions.* and items.*, or
@@ -19,13 +21,13 @@ from gentok.config import replace
 from gentok.training import TrainConfig
 from gentok.cli.recipe_args import apply_overrides, recipe_parser
 from recsys.cli.errors import run
-from recsys.cli.recipe_args import add_text_model_args, data_help
+from recsys.cli.recipe_args import add_cooccurrence_arg, add_text_model_args, data_help
 from recsys.data import load_split
 from recsys.evaluation import choose_cf_weight
 from recsys.models.setrec import PRESETS, SETRec
 from recsys.models.setrec_sasrec import SETRecSASRec
 from recsys.text import item_embeddings
-from recsys.train import cf_source, save_and_report, train_recommender
+from recsys.train import cf_source, save_and_report, train_recommender, with_cooccurrence
 
 # the CF part scored by the trained SASRec itself (SETRecSASRec): at CF weight 1 it ranks as its SASRec does, so it
 # starts from SASRec's quality; in the benchmark's learning curves (all 671 demo users) its best validation NDCG@10 is
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--cf-part", choices=("sasrec", "generated"), default=CF_PART,
                         help="score the CF part with the trained SASRec itself (SETRecSASRec), or generate the CF "
                              "token with SETRec's own encoder (SETRec)")
+    add_cooccurrence_arg(parser, default=True)
     args = parser.parse_args(argv)
     model_cfg, train_cfg = apply_overrides(PRESETS[args.preset], TRAIN, args)
     data, split = load_split(args.data, seed=train_cfg.seed)
@@ -57,13 +60,17 @@ def main(argv: list[str] | None = None):
         model.set_catalog(emb, sasrec.item_vectors().detach().cpu())
     result, selector = train_recommender(model, split, train_cfg, model_cfg.max_items,
                                         run_config={"model": {"preset": args.preset}}, eval_users=300)
-    chosen = None
-    if result.is_main_process:
-        chosen = choose_cf_weight(result.model, split)  # validation cases only
-        print(f"CF weight chosen on validation: {chosen['weight']}  (NDCG@10 by weight: "
-              f"{ {w: round(v, 4) for w, v in chosen['ndcg'].items()} })")
-    return save_and_report(result, data, split, train_cfg.output_dir, "SETRec", text_encoder=args.text_encoder,
-                           extra={"cf_weight": chosen, "best_valid_ndcg@10_subset": selector.best})
+    if not result.is_main_process:
+        return None
+    chosen = choose_cf_weight(result.model, split)  # validation cases only
+    print(f"CF weight chosen on validation: {chosen['weight']}  (NDCG@10 by weight: "
+          f"{ {w: round(v, 4) for w, v in chosen['ndcg'].items()} })")
+    extra = {"cf_weight": chosen, "best_valid_ndcg@10_subset": selector.best}
+    if args.cooccurrence:
+        extra.update(with_cooccurrence(result, split))
+    return save_and_report(result, data, split, train_cfg.output_dir,
+                           "SETRec" + (" + co-occurrence" if args.cooccurrence else ""),
+                           text_encoder=args.text_encoder, extra=extra)
 
 if __name__ == "__main__":
     run(main, prog="setrec")

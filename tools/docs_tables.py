@@ -401,7 +401,9 @@ def recsys_curves() -> str:
                      f"{r['recgpt_steps']} (+ SASRec)", f"{f(r['valid_ndcg@10'], 4)} (pooled)", "—", "—",
                      ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
                      f"x{f(r['test']['ndcg@10']['mean'] / sas, 3)}"])
-    for m in [m for m in cv if m.endswith(" + co-occurrence")]:  # the expert beside a model: no curve of its own
+    experts = [f"{m} + co-occurrence"
+               for m in ("SASRec", "SETRec on SASRec") + tuple(f"{n} on SASRec" for n in names[2:])]
+    for m in [m for m in experts if m in cv]:  # the expert beside a model: no curve of its own
         r = cv[m]
         rows.append([f"{m} (share {r['share']:g})", "—", "—", f"{f(r['valid_ndcg@10'], 4)} (with the expert)", "—",
                      "—", ci(r["test"]["ndcg@10"]), ci(r["test"]["recall@10"]),
