@@ -4,6 +4,10 @@ changes, corrupt similarities are refused, and `fit_cooccurrence` chooses on val
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +61,12 @@ def test_the_model_directory_round_trips_scores_share_and_similarities(tmp_path,
     assert type(back) is WithCooccurrence and type(back.model) is SASRec and list(ids) == list(data.item_ids)
     assert back.config.share == 0.4 and back.config.window == 3 and back.config.pairs == model.config.pairs > 0
     torch.testing.assert_close(back.score_all(HIST), model.score_all(HIST))
+    # a fresh process, where nothing imported the wrapped model's module yet (the registry imports it lazily)
+    code = ("from recsys.saving import load_recommender; import sys; "
+            "m, _, _ = load_recommender(sys.argv[1]); print(type(m.model).__name__, m.config.share)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0 and r.stdout.split() == ["SASRec", "0.4"], r.stderr[-2000:]
 
 
 def test_corrupt_or_foreign_similarities_are_refused(tmp_path, sasrec):

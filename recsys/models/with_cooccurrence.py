@@ -82,6 +82,14 @@ class WithCooccurrence(PretrainedMixin, Recommender, nn.Module):
         self._cooc = None
 
     @classmethod
+    def upgrade_config(cls, config: dict) -> tuple[type, dict]:
+        """Import the wrapped model's module first (the registry is lazy), so its config class is known when the
+        nested config is read."""
+        if isinstance(config, dict) and isinstance(config.get("model_type"), str) and config["model_type"]:
+            model_class(config["model_type"])  # unknown types raise here with the registry's message
+        return cls, config
+
+    @classmethod
     def on(cls, model, histories: Sequence, cooccurrence: CooccurrenceConfig | None = None,
            share: float = 0.5) -> WithCooccurrence:
         """`model` (a trained, registered recommender; kept, not copied) with co-occurrence similarities built from
