@@ -108,7 +108,8 @@ def summarize_curves(rows: dict) -> dict:
 
 
 def plot_curves(rows: dict, path: Path) -> None:
-    """Validation and test NDCG@10 against total training CPU seconds, with SASRec's validation plateau."""
+    """Validation and test NDCG@10 against total training CPU seconds, with SASRec's validation plateau, the models
+    with the co-occurrence expert (stars at their model's CPU time) and co-occurrence alone."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, which in zip(axes, ("valid", "test")):
@@ -120,6 +121,14 @@ def plot_curves(rows: dict, path: Path) -> None:
         ax.axhline(plateau(rows["SASRec"]["curve"])[f"{which}_ndcg@10"], color="C0", linestyle=":",
                    label="SASRec plateau (best validation point)")
         ax.axhline(rows["Popularity"][which], color="gray", linestyle="--", label="Popularity")
+        for i, name in enumerate(n for n in rows if n.endswith(" + co-occurrence")):  # no curve: the final point
+            r, base = rows[name], rows[name.removesuffix(" + co-occurrence")]
+            ax.plot(base["total_cpu_s"], r["valid_ndcg@10"] if which == "valid" else r["test"]["ndcg@10"]["mean"],
+                    marker="*", ms=11, linestyle="none", color=f"C{i + 4}", label=name)
+        if "Co-occurrence" in rows:
+            cooc = rows["Co-occurrence"]
+            ax.axhline(cooc["valid"] if which == "valid" else cooc["test_summary"]["ndcg@10"]["mean"], color="black",
+                       linestyle="-.", label="Co-occurrence alone (no training)")
         ax.set_xlabel("total training CPU seconds (one thread; a model's SASRec included)")
         ax.set_ylabel(f"{which} NDCG@10 (served top-10, all users)")
         ax.grid(alpha=0.3)
