@@ -138,7 +138,10 @@ def test_fit_chooses_on_validation_only_and_finds_a_planted_neighbour_signal(mon
     assert report["share"] == model.config.share == max(curve, key=lambda s: (curve[s], -s)) > 0
     assert curve[report["share"]] > curve[0.0] + 0.3  # the planted signal, against the untrained model
     assert report["cooccurrence"]["window"] == 1 == model.config.window  # neighbours, as planted
-    assert model.model is sasrec
+    assert model.model is sasrec and report["valid_cases"] == 40
+    _, small = fit_cooccurrence(sasrec, split, grid=(0.0, 1.0), search={"windows": (1,), "decays": (1.0,),
+                                                                        "alphas": (0.5,)}, max_cases=7)
+    assert small["valid_cases"] == 7  # a seeded subset of the validation cases, never more
 
 
 def test_bad_builds_say_what_is_wrong(sasrec):
