@@ -95,6 +95,16 @@ class Cooccurrence(Recommender, nn.Module):
         self._n = int(num_items)
         self.update(histories)
 
+    @classmethod
+    def from_similarities(cls, sim: sp.spmatrix, config: CooccurrenceConfig | None = None) -> Cooccurrence:
+        """A scorer over given (N, N) item-item similarities (as `sim` of one built from histories), e.g. saved ones."""
+        sim = sp.csr_matrix(sim, dtype=np.float64)
+        if sim.shape[0] != sim.shape[1]:
+            raise ValueError(f"similarities must be square (N, N), got {sim.shape}")
+        model = cls([], sim.shape[0], config)
+        model.sim = sim
+        return model
+
     def update(self, histories: Sequence) -> None:
         """Rebuild the item-item similarities from `histories`."""
         c = cooccurrence_counts(histories, self._n, self.config.window)

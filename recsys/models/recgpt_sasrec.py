@@ -32,7 +32,7 @@ from gentok.checkpoint import register
 from gentok.config import config, replace
 from recsys.decoding import score_catalog
 from recsys.metrics import target_ranks
-from recsys.models.base import pad_histories, seen_mask, topk_items
+from recsys.models.base import seen_mask, topk_items
 from recsys.models.recgpt import RecGPT, RecGPTConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
 
@@ -115,10 +115,7 @@ class RecGPTSASRec(RecGPT):
         if not len(self.cf_trained):
             raise ValueError("this RecGPTSASRec holds no trained SASRec: build it with RecGPTSASRec.on(recgpt, sasrec)")
         gen = score_catalog(self, self.decode_init(histories), self.index)  # (b, N) exact, catalog-independent
-        n = self.sasrec.config.max_len
-        ids, valid = pad_histories(histories, n, -1)
-        ids, valid = ids.to(self.cf.device), valid.to(self.cf.device)
-        h = self.sasrec.encode_embedded(self.cf[ids.clamp(min=0)], valid)[:, -1]
+        h = self.sasrec.last_hidden(self.cf, histories)
         norm = torch.logsumexp((h @ self.cf_trained.T).float(), dim=1, keepdim=True)
         sas = ((h @ self.cf.T).float() - norm).cpu()
         return torch.where(self.has_cf.cpu()[None], sas, gen), gen

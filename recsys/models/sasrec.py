@@ -79,6 +79,13 @@ class SASRec(PretrainedMixin, Recommender, nn.Module):
         x = self.drop(x * valid[..., None])
         return self.encoder(x, mask=causal_padded_mask(valid))
 
+    def last_hidden(self, table: Tensor, histories: Sequence) -> Tensor:
+        """(b, d) the hidden state after each history, its items embedded from `table` (N, d) instead of this
+        model's own item table (models that keep the SASRec's item rows elsewhere: `SETRecSASRec`, `RecGPTSASRec`)."""
+        ids, valid = pad_histories(histories, self.config.max_len, -1)
+        ids, valid = ids.to(table.device), valid.to(table.device)
+        return self.encode_embedded(table[ids.clamp(min=0)], valid)[:, -1]
+
     def item_vectors(self) -> Tensor:
         """(N, d) the catalog's item embeddings (also used as SETRec's CF signal)."""
         return self.item_emb.weight[: self.num_items]

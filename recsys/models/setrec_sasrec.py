@@ -25,7 +25,7 @@ from torch import Tensor
 
 from gentok.checkpoint import register
 from gentok.config import config, replace
-from recsys.models.base import RecOutput, pad_histories
+from recsys.models.base import RecOutput
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.setrec import SETRec, SETRecConfig
 
@@ -82,8 +82,7 @@ class SETRecSASRec(SETRec):
 
     def last_user_vectors(self, histories: Sequence) -> Tensor:
         """(b, cf_dim) the SASRec's user vector after each history (what its logits are taken from)."""
-        ids, valid = pad_histories(histories, self.sasrec.config.max_len, -1)
-        return self.user_vectors(ids.to(self.cf.device), valid.to(self.cf.device))[:, -1]
+        return self.sasrec.last_hidden(self.cf, histories)  # frozen SASRec: eval, no dropout
 
     def cf_logits(self, histories: Sequence) -> Tensor:
         """(b, N) the SASRec's logits for each history, times the temperature (0 for items without a CF vector)."""

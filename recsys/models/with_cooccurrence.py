@@ -131,9 +131,8 @@ class WithCooccurrence(PretrainedMixin, Recommender, nn.Module):
                               or not np.isfinite(values).all() or values.min() < 0):
                 raise ValueError(f"the stored co-occurrence similarities are corrupt: entries outside the catalog of "
                                  f"{n} items, negative or not finite")
-            cooc = Cooccurrence([], n, self.config.cooccurrence)
-            cooc.sim = sp.csr_matrix((values.astype(np.float64), (rows, cols)), shape=(n, n))
-            self._cooc = cooc
+            self._cooc = Cooccurrence.from_similarities(sp.csr_matrix((values, (rows, cols)), shape=(n, n)),
+                                                        self.config.cooccurrence)
         return self._cooc
 
     def set_share(self, share: float) -> None:
